@@ -1,0 +1,93 @@
+"""The involution layer: a kernel generator plus :func:`involution2d`."""
+from typing import Optional
+
+import torch.nn as nn
+from mmcv.cnn import ConvModule
+from mmengine.model import BaseModule
+from torch import Tensor
+
+from ..ops import involution2d
+from ..registry import MODELS
+
+
+@MODELS.register_module()
+class Involution(BaseModule):
+    """Involution (Li et al., CVPR 2021) with its kernel generator.
+
+    The kernel for each output pixel is generated from the input at that pixel
+    (average-pooled by ``stride`` first): ``conv1`` reduces C -> C/r channels (1x1
+    conv, norm, activation) and ``conv2`` spans C/r -> G*K*K (1x1 conv with bias).
+    Submodule names match the reference implementation, so its checkpoints load key
+    for key.
+
+    Args:
+        channels (int): C, input and output channels.
+        kernel_size (int): K, odd. Default 7.
+        stride (int): s. Default 1.
+        group_channels (int): channels sharing one kernel; G = C / group_channels.
+            Default 16.
+        reduction_ratio (int): r. Default 4.
+        dilation (int): d; padding is d*(K-1)/2, so H_out = ceil(H / s). Default 1.
+        norm_cfg (dict): norm after ``conv1``. Default ``dict(type='BN')``.
+        act_cfg (dict): activation after ``conv1``. Default ``dict(type='ReLU')``.
+        init_cfg (dict, optional): mmengine initialisation config.
+
+    Shapes:
+        (N, C, H, W) -> (N, C, ceil(H / s), ceil(W / s)).
+
+    Example:
+        >>> import torch
+        >>> layer = Involution(64, kernel_size=7, stride=2)
+        >>> layer(torch.rand(2, 64, 57, 40)).shape
+        torch.Size([2, 64, 29, 20])
+    """
+
+    def __init__(self,
+                 channels: int,
+                 kernel_size: int = 7,
+                 stride: int = 1,
+                 group_channels: int = 16,
+                 reduction_ratio: int = 4,
+                 dilation: int = 1,
+                 norm_cfg: Optional[dict] = dict(type='BN'),
+                 act_cfg: Optional[dict] = dict(type='ReLU'),
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        if kernel_size % 2 == 0:
+            raise ValueError(f'kernel_size must be odd, got {kernel_size}.')
+        if channels % group_channels != 0:
+            raise ValueError(f'channels={channels} must be divisible by '
+                             f'group_channels={group_channels}.')
+        if channels % reduction_ratio != 0:
+            raise ValueError(f'channels={channels} must be divisible by '
+                             f'reduction_ratio={reduction_ratio}.')
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.dilation = dilation
+        self.group_channels = group_channels
+        self.groups = channels // group_channels
+        self.conv1 = ConvModule(
+            channels,
+            channels // reduction_ratio,
+            1,
+            bias=False,
+            norm_cfg=norm_cfg,
+            act_cfg=act_cfg)
+        self.conv2 = ConvModule(
+            channels // reduction_ratio,
+            kernel_size * kernel_size * self.groups,
+            1,
+            bias=True,
+            norm_cfg=None,
+            act_cfg=None)
+        # ceil_mode: odd sizes pool to ceil(H / s), the involution's output size; the
+        # last window averages only the pixels it covers.
+        self.avgpool = nn.AvgPool2d(
+            stride, stride, ceil_mode=True) if stride > 1 else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, C, ceil(H / s), ceil(W / s))."""
+        kernel = self.conv2(self.conv1(self.avgpool(x)))
+        return involution2d(
+            x, kernel, self.kernel_size, self.stride, dilation=self.dilation)

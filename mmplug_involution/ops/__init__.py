@@ -1,0 +1,8 @@
+"""Functional cores of the operators (pure torch + CuPy; no OpenMMLab imports)."""
+from .involution import (BACKEND_ENV, BACKENDS, involution2d,
+                         involution_output_size, select_backend)
+
+__all__ = [
+    'involution2d', 'involution_output_size', 'select_backend', 'BACKEND_ENV',
+    'BACKENDS'
+]

@@ -1,0 +1,214 @@
+"""``involution2d``: argument checks, backend choice and the ``torch.library`` op.
+
+Backends:
+  * ``cupy``    CUDA kernels compiled through CuPy (CUDA tensors, the default there).
+  * ``pytorch`` tap-by-tap PyTorch ops without the unfold tensor (CPU tensors, and CUDA
+    tensors when CuPy is missing, with one warning saying what to install).
+The environment variable ``MMPLUG_INVOLUTION_BACKEND`` (``auto``, ``cupy`` or
+``pytorch``; read at every call) forces one.
+
+The op is registered as ``torch.ops.mmplug_involution.involution2d`` with a fake
+(meta) implementation and an autograd formula, so ``torch.compile`` traces models that
+use it without graph breaks.
+"""
+import os
+import warnings
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from .involution_cuda import (cupy_import_error, involution_backward_cuda,
+                              involution_forward_cuda)
+from .involution_pytorch import (involution_backward_pytorch,
+                                 involution_forward_pytorch)
+
+__all__ = ['involution2d', 'involution_output_size', 'select_backend',
+           'BACKEND_ENV', 'BACKENDS']
+
+BACKEND_ENV = 'MMPLUG_INVOLUTION_BACKEND'
+BACKENDS = ('auto', 'cupy', 'pytorch')
+SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32,
+                    torch.float64)
+_warned_no_cupy = False
+
+
+def involution_output_size(size: int, kernel_size: int, stride: int,
+                           padding: int, dilation: int) -> int:
+    """floor((size + 2p - d(K-1) - 1) / s) + 1, as for a convolution."""
+    return (size + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
+
+
+def select_backend(device: torch.device) -> str:
+    """The backend that runs on ``device``, honouring ``MMPLUG_INVOLUTION_BACKEND``."""
+    global _warned_no_cupy
+    forced = os.environ.get(BACKEND_ENV, 'auto').strip().lower() or 'auto'
+    if forced not in BACKENDS:
+        raise ValueError(f'{BACKEND_ENV}={forced!r} is not a backend; use one '
+                         f'of {", ".join(BACKENDS)}.')
+    if device.type != 'cuda':
+        if forced == 'cupy':
+            raise ValueError(f'{BACKEND_ENV}=cupy needs CUDA tensors, got '
+                             f'tensors on {device}.')
+        return 'pytorch'
+    if forced == 'pytorch':
+        return 'pytorch'
+    missing = cupy_import_error()
+    if missing is None:
+        return 'cupy'
+    if forced == 'cupy':
+        raise RuntimeError(missing)
+    if not _warned_no_cupy:
+        warnings.warn(f'{missing} Falling back to the slower PyTorch '
+                      'implementation of involution on CUDA.')
+        _warned_no_cupy = True
+    return 'pytorch'
+
+
+@torch.library.custom_op('mmplug_involution::involution2d', mutates_args=())
+def _involution2d_op(input: Tensor, kernel: Tensor, kernel_size: int,
+                     stride: int, padding: int, dilation: int) -> Tensor:
+    if select_backend(input.device) == 'cupy':
+        return involution_forward_cuda(input, kernel, kernel_size, stride,
+                                       padding, dilation)
+    return involution_forward_pytorch(input, kernel, kernel_size, stride,
+                                      padding, dilation)
+
+
+@_involution2d_op.register_fake
+def _involution2d_fake(input, kernel, kernel_size, stride, padding, dilation):
+    return input.new_empty(input.shape[0], input.shape[1],
+                           *kernel.shape[-2:])
+
+
+@torch.library.custom_op('mmplug_involution::involution2d_backward',
+                         mutates_args=())
+def _involution2d_backward_op(grad_output: Tensor, input: Tensor,
+                              kernel: Tensor, kernel_size: int, stride: int,
+                              padding: int,
+                              dilation: int) -> Tuple[Tensor, Tensor]:
+    if select_backend(input.device) == 'cupy':
+        return involution_backward_cuda(grad_output, input, kernel,
+                                        kernel_size, stride, padding,
+                                        dilation)
+    return involution_backward_pytorch(grad_output, input, kernel,
+                                       kernel_size, stride, padding, dilation)
+
+
+@_involution2d_backward_op.register_fake
+def _involution2d_backward_fake(grad_output, input, kernel, kernel_size,
+                                stride, padding, dilation):
+    return torch.empty_like(input), torch.empty_like(kernel)
+
+
+def _setup_context(ctx, inputs, output):
+    input, kernel, kernel_size, stride, padding, dilation = inputs
+    ctx.save_for_backward(input, kernel)
+    ctx.params = (kernel_size, stride, padding, dilation)
+
+
+def _backward(ctx, grad_output):
+    input, kernel = ctx.saved_tensors
+    grad_input, grad_kernel = _involution2d_backward_op(
+        grad_output, input, kernel, *ctx.params)
+    return grad_input, grad_kernel, None, None, None, None
+
+
+_involution2d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f'{name} must be an int >= {minimum}, got {value!r}.')
+    return value
+
+
+def _check_args(input: Tensor, kernel: Tensor, kernel_size: int, stride: int,
+                padding: int, dilation: int) -> None:
+    for name, t in (('input', input), ('kernel', kernel)):
+        if not isinstance(t, Tensor):
+            raise ValueError(f'{name} must be a torch.Tensor, got '
+                             f'{type(t).__name__}.')
+        if t.dim() != 4:
+            raise ValueError(f'{name} must be 4-D, got shape {tuple(t.shape)}; '
+                             'expected input (N, C, H, W) and kernel '
+                             '(N, G*K*K, H_out, W_out).')
+        if t.dtype not in SUPPORTED_DTYPES:
+            raise ValueError(f'{name} has dtype {t.dtype}; supported: float16, '
+                             'bfloat16, float32, float64.')
+    if kernel_size % 2 == 0:
+        raise ValueError(f'kernel_size must be odd, got {kernel_size}.')
+    if input.device != kernel.device:
+        raise ValueError(f'input is on {input.device} but kernel is on '
+                         f'{kernel.device}; move both to the same device.')
+    if input.dtype != kernel.dtype:
+        raise ValueError(f'input has dtype {input.dtype} but kernel has '
+                         f'{kernel.dtype}; cast both to the same dtype (or run '
+                         'under torch.autocast).')
+    n, c, h, w = input.shape
+    taps = kernel_size * kernel_size
+    if kernel.shape[1] % taps != 0:
+        raise ValueError(
+            f'kernel has {kernel.shape[1]} channels, expected G*K*K = G*'
+            f'{taps} for kernel_size={kernel_size} (kernel shape '
+            f'{tuple(kernel.shape)}, input shape {tuple(input.shape)}).')
+    groups = kernel.shape[1] // taps
+    if groups == 0 or c % groups != 0:
+        raise ValueError(
+            f'input has C={c} channels, which is not divisible by the '
+            f'G={groups} groups of kernel shape {tuple(kernel.shape)} '
+            f'(G = {kernel.shape[1]} / {kernel_size}^2).')
+    ho = involution_output_size(h, kernel_size, stride, padding, dilation)
+    wo = involution_output_size(w, kernel_size, stride, padding, dilation)
+    if ho < 1 or wo < 1:
+        raise ValueError(
+            f'input shape {tuple(input.shape)} is too small for kernel_size='
+            f'{kernel_size}, stride={stride}, padding={padding}, dilation='
+            f'{dilation}: output would be {ho}x{wo}.')
+    expected = (n, groups * taps, ho, wo)
+    if tuple(kernel.shape) != expected:
+        raise ValueError(
+            f'kernel shape {tuple(kernel.shape)} does not match input shape '
+            f'{tuple(input.shape)}: expected {expected} for kernel_size='
+            f'{kernel_size}, stride={stride}, padding={padding}, dilation='
+            f'{dilation}.')
+
+
+def involution2d(input: Tensor,
+                 kernel: Tensor,
+                 kernel_size: int,
+                 stride: int = 1,
+                 padding: Optional[int] = None,
+                 dilation: int = 1) -> Tensor:
+    """Involution: a per-pixel K x K kernel shared by each group of channels.
+
+    ``out[n, c, i, j] = sum_{u,v} kernel[n, g*K*K + u*K + v, i, j] *
+    input[n, c, i*s - p + u*d, j*s - p + v*d]`` with ``g = c // (C / G)``; reads
+    outside the input are zero.
+
+    Args:
+        input: (N, C, H, W), float16/bfloat16/float32/float64.
+        kernel: (N, G*K*K, H_out, W_out), group-major, same dtype and device.
+        kernel_size: K, odd.
+        stride, dilation: s >= 1, d >= 1.
+        padding: p >= 0; defaults to ``dilation * (kernel_size - 1) // 2``.
+
+    Returns:
+        (N, C, H_out, W_out) with ``H_out = floor((H + 2p - d(K-1) - 1)/s) + 1``.
+
+    Under ``torch.autocast`` both operands are cast to the autocast dtype; fp16/bf16
+    accumulate in fp32. Differentiable in ``input`` and ``kernel``.
+    """
+    kernel_size = _check_int('kernel_size', kernel_size, 1)
+    stride = _check_int('stride', stride, 1)
+    dilation = _check_int('dilation', dilation, 1)
+    if padding is None:
+        padding = dilation * (kernel_size - 1) // 2
+    padding = _check_int('padding', padding, 0)
+    if (isinstance(input, Tensor) and isinstance(kernel, Tensor)
+            and torch.is_autocast_enabled(input.device.type)):
+        dtype = torch.get_autocast_dtype(input.device.type)
+        input, kernel = input.to(dtype), kernel.to(dtype)
+    _check_args(input, kernel, kernel_size, stride, padding, dilation)
+    return _involution2d_op(input, kernel, kernel_size, stride, padding,
+                            dilation)

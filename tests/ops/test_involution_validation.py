@@ -1,0 +1,88 @@
+"""Every bad input to involution2d raises a ValueError naming what was expected."""
+import pytest
+import torch
+
+from mmplug_involution.ops import involution2d
+
+
+def _ok():
+    return torch.randn(2, 8, 9, 9), torch.randn(2, 2 * 9, 9, 9)
+
+
+@pytest.mark.parametrize('kernel,match', [
+    (torch.randn(2, 17, 9, 9), r'17 channels, expected G\*K\*K = G\*9'),
+    (torch.randn(2, 27, 9, 9), r'C=8 .*not divisible by the G=3 groups'),
+    (torch.randn(2, 18, 8, 9), r'expected \(2, 18, 9, 9\)'),
+    (torch.randn(3, 18, 9, 9), r'expected \(2, 18, 9, 9\)'),
+    (torch.randn(2, 18, 9), r'must be 4-D'),
+])
+def test_bad_kernel_shape(kernel, match):
+    x, _ = _ok()
+    with pytest.raises(ValueError, match=match):
+        involution2d(x, kernel, 3)
+
+
+def test_stride_changes_expected_kernel_size():
+    x, k = _ok()
+    with pytest.raises(ValueError, match=r'expected \(2, 18, 5, 5\).*stride=2'):
+        involution2d(x, k, 3, stride=2)
+
+
+def test_even_kernel_size():
+    x = torch.randn(2, 8, 9, 9)
+    with pytest.raises(ValueError, match='kernel_size must be odd, got 4'):
+        involution2d(x, torch.randn(2, 32, 9, 9), 4)
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(stride=0), 'stride must be an int >= 1'),
+    (dict(dilation=0), 'dilation must be an int >= 1'),
+    (dict(padding=-1), 'padding must be an int >= 0'),
+    (dict(stride=1.5), 'stride must be an int'),
+])
+def test_bad_hyper_parameters(kwargs, match):
+    x, k = _ok()
+    with pytest.raises(ValueError, match=match):
+        involution2d(x, k, 3, **kwargs)
+
+
+def test_input_too_small():
+    with pytest.raises(ValueError, match='too small'):
+        involution2d(torch.randn(1, 2, 2, 2), torch.randn(1, 9, 1, 1), 3,
+                     padding=0)
+
+
+def test_dtype_mismatch():
+    x, k = _ok()
+    with pytest.raises(ValueError, match='input has dtype torch.float32 but '
+                       'kernel has torch.float64'):
+        involution2d(x, k.double(), 3)
+
+
+def test_unsupported_dtype():
+    x, k = _ok()
+    with pytest.raises(ValueError, match='dtype torch.int64'):
+        involution2d(x.long(), k.long(), 3)
+
+
+def test_device_mismatch():
+    x, k = _ok()
+    with pytest.raises(ValueError, match='input is on cpu but kernel is on '
+                       'meta'):
+        involution2d(x, k.to('meta'), 3)
+
+
+def test_not_a_tensor():
+    _, k = _ok()
+    with pytest.raises(ValueError, match='input must be a torch.Tensor'):
+        involution2d([[1.0]], k, 3)
+
+
+def test_forcing_an_unknown_or_impossible_backend(monkeypatch):
+    x, k = _ok()
+    monkeypatch.setenv('MMPLUG_INVOLUTION_BACKEND', 'triton')
+    with pytest.raises(ValueError, match="'triton' is not a backend"):
+        involution2d(x, k, 3)
+    monkeypatch.setenv('MMPLUG_INVOLUTION_BACKEND', 'cupy')
+    with pytest.raises(ValueError, match='cupy needs CUDA tensors'):
+        involution2d(x, k, 3)

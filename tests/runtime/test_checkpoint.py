@@ -1,0 +1,130 @@
+"""Checkpoints load with weights_only=True; code-running pickles are refused."""
+import pathlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.logging.history_buffer import HistoryBuffer
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import _load_checkpoint
+from torch.utils.data import Dataset
+
+import mmplug_involution  # noqa: F401  (applies the allow-list)
+from mmplug_involution.runtime import (UnsafeCheckpointError,
+                                       load_checkpoint_file)
+
+
+class _TinyModel(BaseModel):
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 1)
+
+    def forward(self, x, y, mode='loss'):
+        out = self.linear(x)
+        if mode == 'loss':
+            return dict(loss=((out - y)**2).mean())
+        return out
+
+
+class _TinyData(Dataset):
+    metainfo = dict(classes=('a', 'b'))
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        return dict(x=torch.full((2, ), float(i)), y=torch.ones(1))
+
+
+def _runner(work_dir, max_epochs, resume=False):
+    return Runner(
+        model=_TinyModel(),
+        work_dir=str(work_dir),
+        train_dataloader=dict(
+            dataset=_TinyData(),
+            batch_size=2,
+            sampler=dict(type='DefaultSampler', shuffle=True),
+            collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
+        param_scheduler=dict(type='MultiStepLR', milestones=[1]),
+        train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)),
+        resume=resume,
+        randomness=dict(seed=0))
+
+
+def test_mmengine_checkpoint_loads_and_resumes(tmp_path):
+    _runner(tmp_path, max_epochs=1).train()
+    ckpt = tmp_path / 'epoch_1.pth'
+    # plain torch.load with its weights_only=True default now works too
+    data = torch.load(ckpt)
+    hub = data['message_hub']['log_scalars']
+    assert isinstance(hub['train/loss'], HistoryBuffer)
+    assert np.isfinite(hub['train/loss'].mean())
+    assert _load_checkpoint(str(ckpt))['meta']['epoch'] == 1
+    resumed = _runner(tmp_path, max_epochs=2, resume=True)
+    resumed.train()
+    assert resumed.epoch == 2 and resumed.iter == 8
+
+
+class _RunsCode:
+    """Pickles as a call that creates a marker file when unpickled."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker), ))
+
+
+class _GetattrEscape:
+    """Pickles as getattr(HistoryBuffer, '__init__'): outside the allowed methods."""
+
+    def __reduce__(self):
+        return (getattr, (HistoryBuffer, '__init__'))
+
+
+@pytest.mark.parametrize('payload', ['code', 'getattr'])
+def test_code_running_pickle_is_refused(tmp_path, payload):
+    marker = tmp_path / 'pwned'
+    evil = _RunsCode(marker) if payload == 'code' else _GetattrEscape()
+    path = tmp_path / 'evil.pth'
+    torch.save({'state_dict': {'w': torch.ones(1)}, 'meta': evil}, path)
+    for load in (load_checkpoint_file, _load_checkpoint):
+        with pytest.raises(UnsafeCheckpointError,
+                           match='Refusing to load checkpoint.*could run code'):
+            load(str(path))
+    assert not marker.exists()
+
+
+def test_corrupt_and_missing_checkpoints(tmp_path):
+    good = tmp_path / 'good.pth'
+    torch.save({'state_dict': {'w': torch.randn(100, 100)}}, good)
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])
+    with pytest.raises(RuntimeError, match='truncated/corrupt'):
+        load_checkpoint_file(str(truncated))
+    with pytest.raises(FileNotFoundError, match='can not be found'):
+        load_checkpoint_file(str(tmp_path / 'missing.pth'))
+
+
+def test_mmcls_style_checkpoint_with_numpy_meta(tmp_path):
+    path = tmp_path / 'mmcls.pth'
+    torch.save(
+        {
+            'meta': {
+                'mmcls_version': '0.12.0',
+                'CLASSES': ('cat', 'dog'),
+                'epoch': np.int64(130),
+                'hist': np.arange(3.0)
+            },
+            'state_dict': {
+                'backbone.stem.0.conv.weight': torch.randn(32, 3, 3, 3)
+            }
+        }, path)
+    data = load_checkpoint_file(str(path))
+    assert data['meta']['epoch'] == 130
+    np.testing.assert_array_equal(data['meta']['hist'], np.arange(3.0))

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Bootstrap the project's virtual environment at .venv/ (idempotent, cheap to re-run).
+#
+# Installs: torch (an existing install is kept), setuptools<82, mmengine 0.10.7,
+# mmcv 2.1.0 built from source with its ops (the wheel is cached outside the repo so a
+# re-run or a fresh clone does not rebuild it), mmdet 3.3.0, mmsegmentation 1.2.2 and their
+# runtime extras, CuPy matched to torch's CUDA version, pytest, and this package (editable).
+#
+# Environment knobs:
+#   PYTHON                 base interpreter used to create .venv (default: python3)
+#   MMPLUG_CACHE_DIR       where built wheels are cached (default: ~/.cache/mmplug-involution)
+#   MMCV_FORCE_CUDA=1      build mmcv's CUDA ops too (needs nvcc and a CUDA build of torch)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+BASE_PY="${PYTHON:-python3}"
+CACHE="${MMPLUG_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mmplug-involution}"
+TORCH_SPEC="torch==2.13.0"
+MMCV_VERSION="2.1.0"
+
+log() { printf '[setup_env] %s\n' "$*" >&2; }
+
+# Everything below is keyed by this script and the package metadata: when neither has
+# changed since the last successful run, there is nothing to do.
+STAMP_KEY="$(cat "$ROOT/tools/setup_env.sh" "$ROOT/setup.cfg" | sha256sum | cut -c1-16)"
+STAMP="$VENV/.mmplug-setup-$STAMP_KEY"
+if [[ -f "$STAMP" ]]; then
+  exit 0
+fi
+
+# 1. The virtual environment. A torch already installed in the base interpreter (e.g. a
+#    CUDA build on a GPU machine) is kept by letting the venv see the system site-packages.
+if [[ ! -x "$VENV/bin/python" ]]; then
+  if "$BASE_PY" -c 'import torch' >/dev/null 2>&1; then
+    log "creating .venv with access to the base interpreter's torch"
+    "$BASE_PY" -m venv --system-site-packages "$VENV"
+  else
+    log "creating .venv"
+    "$BASE_PY" -m venv "$VENV"
+  fi
+fi
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip install --disable-pip-version-check --quiet)
+
+# 2. torch: keep what is importable; otherwise the pinned CPU-capable build. Never let a
+#    later install replace it (everything after this is installed with torch pinned).
+if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
+  log "installing $TORCH_SPEC"
+  "${PIP[@]}" "$TORCH_SPEC"
+fi
+TORCH_VERSION="$("$PY" -c 'import torch; print(torch.__version__)')"
+TORCH_CUDA="$("$PY" -c 'import torch; print(torch.version.cuda or "")')"
+CONSTRAINTS="$VENV/torch-constraint.txt"
+echo "torch==$TORCH_VERSION" > "$CONSTRAINTS"
+PIP+=(-c "$CONSTRAINTS")
+log "torch $TORCH_VERSION (CUDA: ${TORCH_CUDA:-none})"
+
+# 3. Build prerequisites and mmengine (mmcv's setup.py and mmengine's `mmdet::` config
+#    inheritance import pkg_resources, removed in setuptools 82).
+"${PIP[@]}" "setuptools<82" wheel ninja "mmengine==0.10.7"
+
+# 4. mmcv with compiled ops, built once per (torch, python, cuda) and cached as a wheel.
+if ! "$PY" -c 'import mmcv, mmcv._ext; assert mmcv.__version__ == "'$MMCV_VERSION'"' >/dev/null 2>&1; then
+  PY_TAG="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
+  FORCE_CUDA_FLAG="${MMCV_FORCE_CUDA:-0}"
+  WHEEL_DIR="$CACHE/wheels/mmcv-$MMCV_VERSION-torch-$TORCH_VERSION-$PY_TAG-cuda$FORCE_CUDA_FLAG"
+  mkdir -p "$WHEEL_DIR"
+  if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
+    log "building mmcv $MMCV_VERSION with ops (about 10 minutes on 2 cores; cached in $WHEEL_DIR)"
+    BUILD_TMP="$(mktemp -d)"
+    MMCV_WITH_OPS=1 FORCE_CUDA="$FORCE_CUDA_FLAG" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+      "$PY" -m pip wheel --disable-pip-version-check --quiet --no-build-isolation --no-deps \
+      "mmcv==$MMCV_VERSION" -w "$BUILD_TMP"
+    # Move into place only once complete, so an interrupted build never leaves a bad cache.
+    mv "$BUILD_TMP"/mmcv-*.whl "$WHEEL_DIR"/
+    rm -rf "$BUILD_TMP"
+  fi
+  "${PIP[@]}" --find-links "$WHEEL_DIR" --no-index --no-deps "mmcv==$MMCV_VERSION"
+  "${PIP[@]}" --find-links "$WHEEL_DIR" "mmcv==$MMCV_VERSION"
+fi
+
+# 5. The toolkits and their runtime extras (mmseg's models import ftfy and regex).
+"${PIP[@]}" "mmdet==3.3.0" "mmsegmentation==1.2.2" ftfy regex pycocotools \
+  pytest rich
+
+# 6. CuPy matched to torch's CUDA. On a CPU-only build, the CUDA 12 flavour plus its NVRTC
+#    (which still targets sm_70) so the kernel-compile tests can run without a GPU.
+case "$TORCH_CUDA" in
+  13.*) CUPY=(cupy-cuda13x "nvidia-cuda-nvrtc==13.*") ;;
+  *)    CUPY=(cupy-cuda12x "nvidia-cuda-nvrtc-cu12==12.*") ;;
+esac
+"${PIP[@]}" "${CUPY[@]}"
+
+# 7. This package, editable, without touching the pinned dependencies.
+"${PIP[@]}" --no-build-isolation --no-deps -e "$ROOT"
+
+"$PY" -c 'import mmcv._ext, mmdet, mmseg, cupy, mmplug_involution' \
+  || { log "import check failed: see the messages above"; exit 1; }
+rm -f "$VENV"/.mmplug-setup-*
+touch "$STAMP"
+log "environment ready: $VENV"

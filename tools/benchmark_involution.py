@@ -1,0 +1,396 @@
+"""Benchmark the involution operator on RedNet-50's involution shapes.
+
+For every involution shape of RedNet-50 at ImageNet (224 px, batch 32) and detection
+(800x1216, batch 2) resolution, measure forward and forward+backward time (median of
+repeats) and peak memory of each backend of ``involution2d`` and of two baselines run
+in the same process: an unfold implementation like the papers' blog notes (materialises
+N*C*K*K*H_out*W_out) and a depthwise KxK convolution of the same shape.
+
+Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` above what was allocated
+before the call; on CPU, the rise of the process's peak resident set size (VmHWM, reset
+through /proc/self/clear_refs) above the resident size before the call; glibc's
+``malloc_trim(0)`` first returns every free page to the system, so pages the call
+touches count even when the allocator reuses freed memory.
+
+Before timing, every implementation is checked against a float64 reference.
+
+Usage:
+    python tools/benchmark_involution.py                 # full run, device auto
+    python tools/benchmark_involution.py --quick         # a fast subset (the demo)
+    python tools/benchmark_involution.py --device cuda --out benchmark_results/
+Writes ``<out>/involution_<device>.json`` and ``.md`` (a table for docs/benchmarks.md).
+"""
+import argparse
+import ctypes
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mmplug_involution.ops import BACKEND_ENV, involution2d
+
+# RedNet-50: (name, channels, stride, spatial divisor of the input to the op, blocks)
+REDNET50_INVOLUTIONS = [
+    ('stem', 32, 1, 2, 1),
+    ('stage1', 64, 1, 4, 3),
+    ('stage2.0', 128, 2, 4, 1),
+    ('stage2', 128, 1, 8, 3),
+    ('stage3.0', 256, 2, 8, 1),
+    ('stage3', 256, 1, 16, 5),
+    ('stage4.0', 512, 2, 16, 1),
+    ('stage4', 512, 1, 32, 2),
+]
+RESOLUTIONS = {
+    # name: (batch, height, width, stem kernel size)
+    'imagenet': (32, 224, 224, 3),
+    'detection': (2, 800, 1216, 7),
+}
+KERNEL_SIZE = 7
+GROUP_CHANNELS = 16
+
+
+def involution_unfold(x, kernel, kernel_size, stride, padding, dilation=1):
+    """Baseline: unfold all K*K taps, multiply, sum (N*C*K*K*Ho*Wo intermediate)."""
+    n, c = x.shape[:2]
+    ho, wo = kernel.shape[-2:]
+    groups = kernel.shape[1] // kernel_size**2
+    cols = F.unfold(x, kernel_size, dilation, padding, stride)
+    cols = cols.view(n, groups, c // groups, kernel_size**2, ho, wo)
+    out = (cols * kernel.view(n, groups, 1, kernel_size**2, ho, wo)).sum(3)
+    return out.view(n, c, ho, wo)
+
+
+def shapes(resolution, quick):
+    batch, height, width, stem_k = RESOLUTIONS[resolution]
+    if quick:
+        batch = max(1, batch // 4)
+    for name, c, s, div, count in REDNET50_INVOLUTIONS:
+        if quick and name not in ('stage1', 'stage2.0', 'stage3'):
+            continue
+        h, w = -(-height // div), -(-width // div)
+        yield dict(name=name, n=batch, c=c, h=h, w=w,
+                   k=stem_k if name == 'stem' else KERNEL_SIZE, s=s,
+                   count=count)
+
+
+def make_inputs(shape, device, dtype, requires_grad):
+    n, c, h, w, k, s = (shape[key] for key in 'nchwks')
+    ho, wo = -(-h // s), -(-w // s)
+    groups = c // GROUP_CHANNELS
+    x = torch.randn(n, c, h, w, device=device, dtype=dtype)
+    kernel = torch.randn(n, groups * k * k, ho, wo, device=device,
+                         dtype=dtype)
+    weight = torch.randn(c, 1, k, k, device=device, dtype=dtype)
+    for t in (x, kernel, weight):
+        t.requires_grad_(requires_grad)
+    return x, kernel, weight
+
+
+def implementations(device):
+    """name -> fn(x, kernel, dw_weight, K, s)."""
+
+    def ours(backend):
+
+        def run(x, kernel, weight, k, s):
+            os.environ[BACKEND_ENV] = backend
+            return involution2d(x, kernel, k, s)
+
+        return run
+
+    impls = {}
+    if device.type == 'cuda':
+        impls['involution2d[cupy]'] = ours('cupy')
+    impls['involution2d[pytorch]'] = ours('pytorch')
+    impls['unfold'] = lambda x, kernel, weight, k, s: involution_unfold(
+        x, kernel, k, s, (k - 1) // 2)
+    impls['depthwise-conv'] = lambda x, kernel, weight, k, s: F.conv2d(
+        x, weight, None, s, (k - 1) // 2, 1, x.shape[1])
+    return impls
+
+
+class MemoryMeter:
+    """Peak memory (MiB) allocated by a call, above what was live before it."""
+
+    def __init__(self, device):
+        self.device = device
+        self.libc = ctypes.CDLL('libc.so.6') if device.type == 'cpu' else None
+
+    @staticmethod
+    def _status_mib(field):
+        status = Path('/proc/self/status').read_text()
+        return int(re.search(rf'{field}:\s+(\d+)', status).group(1)) / 1024
+
+    def start(self):
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device) / 2**20
+        else:
+            self.libc.malloc_trim(0)
+            Path('/proc/self/clear_refs').write_text('5')
+            self.base = self._status_mib('VmRSS')
+
+    def stop(self):
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            peak = self._status_mib('VmHWM')
+        return peak - self.base
+
+
+def run_once(fn, inputs, shape, backward):
+    x, kernel, weight = inputs
+    out = fn(x, kernel, weight, shape['k'], shape['s'])
+    if backward:
+        out.backward(torch.ones_like(out))
+        for t in inputs:
+            t.grad = None
+    return out
+
+
+def measure(fn, shape, device, dtype, backward, repeats):
+    meter = MemoryMeter(device)
+    inputs = make_inputs(shape, device, dtype, backward)
+    run_once(fn, inputs, shape, backward)  # warm-up (compiles, thread pools)
+    meter.start()
+    run_once(fn, inputs, shape, backward)
+    peak = meter.stop()
+    times = []
+    for _ in range(repeats):
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        run_once(fn, inputs, shape, backward)
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times), peak
+
+
+def involution_loop_reference(x, kernel, kernel_size, stride, padding):
+    """Float64 reference: pad, then add one strided tap at a time."""
+    n, c, h, w = x.shape
+    ho, wo = kernel.shape[-2:]
+    groups = kernel.shape[1] // kernel_size**2
+    xp = F.pad(x.double(), (padding, ) * 4).view(n, groups, c // groups,
+                                                h + 2 * padding,
+                                                w + 2 * padding)
+    taps = kernel.double().view(n, groups, 1, kernel_size**2, ho, wo)
+    out = 0
+    for u in range(kernel_size):
+        for v in range(kernel_size):
+            rows = slice(u, u + (ho - 1) * stride + 1, stride)
+            cols = slice(v, v + (wo - 1) * stride + 1, stride)
+            out = out + xp[..., rows, cols] * taps[:, :, :, u * kernel_size + v]
+    return out.view(n, c, ho, wo)
+
+
+def check_correctness(impls, device):
+    """Max error of each implementation relative to a float64 reference."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 32, 19, 17, generator=gen)
+    kernel = torch.randn(2, 2 * 49, 10, 9, generator=gen)
+    ref = involution_loop_reference(x, kernel, 7, 2, 3)
+    errors = {}
+    for name, fn in impls.items():
+        if name == 'depthwise-conv':
+            continue
+        out = fn(x.to(device), kernel.to(device), None, 7, 2)
+        errors[name] = float(
+            (out.double().cpu() - ref).abs().max() / ref.abs().max())
+    return errors
+
+
+def copy_bandwidth_gbs(device):
+    """Measured device-to-device copy bandwidth (read + write), GB/s."""
+    src = torch.empty(2**28, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    times = []
+    for _ in range(10):
+        torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        dst.copy_(src)
+        torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return 2 * src.numel() * 4 / statistics.median(times) / 1e9
+
+
+def environment(device):
+    info = dict(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec='seconds'),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        machine=platform.machine(),
+        cpu=_cpu_name(),
+        cpu_count=os.cpu_count(),
+        threads=torch.get_num_threads())
+    try:
+        import cupy
+        info['cupy'] = cupy.__version__
+    except ImportError:
+        info['cupy'] = None
+    if device.type == 'cuda':
+        info['gpu'] = torch.cuda.get_device_name(device)
+        info['cuda'] = torch.version.cuda
+    return info
+
+
+def _cpu_name():
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def to_markdown(result):
+    env = result['environment']
+    lines = [
+        f"Device: {env.get('gpu') or env['cpu']} ({env['device']}, "
+        f"{env['threads']} threads); torch {env['torch']}, cupy "
+        f"{env['cupy']}; {env['date']}; dtype {result['dtype']}; median of "
+        f"{result['repeats']} runs.", ''
+    ]
+    if 'copy_bandwidth_gbs' in result:
+        lines += [f"Measured copy bandwidth: {result['copy_bandwidth_gbs']:.0f} "
+                  'GB/s', '']
+    lines += [
+        '| resolution | shape (N,C,H,W) K/s | implementation | fwd ms | '
+        'fwd+bwd ms | fwd peak MiB | fwd+bwd peak MiB | fwd+bwd time / '
+        'unfold | fwd+bwd peak / unfold |', '|' + '---|' * 9
+    ]
+    for row in result['rows']:
+        shape = (f"{row['name']} ({row['n']},{row['c']},{row['h']},"
+                 f"{row['w']}) {row['k']}/{row['s']}")
+        extra = ''
+        if 'fwd_roofline' in row:
+            extra = (f" (roofline fwd {row['fwd_roofline']:.0%}, bwd "
+                     f"{row['bwd_roofline']:.0%})")
+        lines.append(
+            f"| {row['resolution']} | {shape} | {row['impl']}{extra} | "
+            f"{row['fwd_ms']:.2f} | {row['fwdbwd_ms']:.2f} | "
+            f"{row['fwd_peak_mib']:.0f} | {row['fwdbwd_peak_mib']:.0f} | "
+            f"{row['time_vs_unfold']:.2f} | {row['mem_vs_unfold']:.3f} |")
+    lines += ['', '| resolution | implementation | RedNet-50 total fwd+bwd ms '
+              '(all involutions) | / unfold |', '|---|---|---|---|']
+    for total in result['totals']:
+        lines.append(f"| {total['resolution']} | {total['impl']} | "
+                     f"{total['fwdbwd_ms']:.1f} | {total['vs_unfold']:.2f} |")
+    return '\n'.join(lines) + '\n'
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--device', default='auto',
+                        help='cpu, cuda, cuda:N or auto (cuda if available)')
+    parser.add_argument('--dtype', default='float32',
+                        choices=['float32', 'float16', 'bfloat16'])
+    parser.add_argument('--resolutions', nargs='+', choices=list(RESOLUTIONS),
+                        default=list(RESOLUTIONS))
+    parser.add_argument('--repeats', type=int, default=None,
+                        help='timed runs per measurement (default 5, quick 3)')
+    parser.add_argument('--quick', action='store_true',
+                        help='three shapes at a quarter of the batch, ImageNet '
+                        'resolution only, 3 repeats: the operator demo')
+    parser.add_argument('--out', default='benchmark_results',
+                        help='directory for the JSON and Markdown results')
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    if args.device == 'auto':
+        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    device = torch.device(args.device)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        sys.exit('--device cuda requested but torch sees no CUDA device.')
+    dtype = getattr(torch, args.dtype)
+    repeats = args.repeats or (3 if args.quick else 5)
+    resolutions = ['imagenet'] if args.quick else args.resolutions
+    impls = implementations(device)
+    env = environment(device)
+    env['device'] = str(device)
+
+    errors = check_correctness(impls, device)
+    print('Correctness (max error relative to a float64 reference):')
+    for name, err in errors.items():
+        print(f'  {name:28s} {err:.2e}')
+    if any(err > 1e-4 for err in errors.values()):
+        sys.exit('an implementation disagrees with the reference; not timing')
+
+    result = dict(environment=env, dtype=args.dtype, repeats=repeats,
+                  correctness=errors, rows=[], totals=[])
+    bandwidth = None
+    if device.type == 'cuda':
+        bandwidth = result['copy_bandwidth_gbs'] = copy_bandwidth_gbs(device)
+    elem = torch.empty((), dtype=dtype).element_size()
+    for resolution in resolutions:
+        totals = {}
+        for shape in shapes(resolution, args.quick):
+            rows = []
+            for name, fn in impls.items():
+                fwd_ms, fwd_peak = measure(fn, shape, device, dtype, False,
+                                           repeats)
+                fb_ms, fb_peak = measure(fn, shape, device, dtype, True,
+                                         repeats)
+                row = dict(resolution=resolution, impl=name, **shape,
+                           fwd_ms=fwd_ms, fwdbwd_ms=fb_ms,
+                           fwd_peak_mib=fwd_peak, fwdbwd_peak_mib=fb_peak)
+                if bandwidth and name.startswith('involution2d'):
+                    x_b, k_b, y_b = _bytes(shape, elem)
+                    # forward reads x and the kernel and writes y, each once
+                    row['fwd_roofline'] = (x_b + k_b + y_b) / (
+                        fwd_ms * 1e-3) / 1e9 / bandwidth
+                    # backward reads dy, x, kernel and writes dx, dkernel
+                    row['bwd_roofline'] = (y_b + 2 * x_b + 2 * k_b) / (
+                        max(fb_ms - fwd_ms, 1e-6) * 1e-3) / 1e9 / bandwidth
+                rows.append(row)
+                totals[name] = totals.get(name, 0.0) + fb_ms * shape['count']
+                print(f"{resolution:9s} {shape['name']:9s} {name:22s} fwd "
+                      f'{fwd_ms:9.2f} ms  fwd+bwd {fb_ms:9.2f} ms  peak '
+                      f'{fwd_peak:8.1f} / {fb_peak:8.1f} MiB', flush=True)
+            unfold = next(r for r in rows if r['impl'] == 'unfold')
+            for row in rows:
+                row['time_vs_unfold'] = row['fwdbwd_ms'] / unfold['fwdbwd_ms']
+                row['mem_vs_unfold'] = (row['fwdbwd_peak_mib'] /
+                                        max(unfold['fwdbwd_peak_mib'], 1e-6))
+            result['rows'] += rows
+        for name, total in totals.items():
+            result['totals'].append(
+                dict(resolution=resolution, impl=name, fwdbwd_ms=total,
+                     vs_unfold=total / totals['unfold']))
+    os.environ.pop(BACKEND_ENV, None)
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"involution_{device.type}{'_quick' if args.quick else ''}"
+    (out_dir / f'{stem}.json').write_text(json.dumps(result, indent=2))
+    markdown = to_markdown(result)
+    (out_dir / f'{stem}.md').write_text(markdown)
+    print('\n' + markdown)
+    print(f'Results written to {out_dir / stem}.json and .md')
+
+
+def _bytes(shape, elem):
+    """Bytes of x, of the kernel and of y for one shape."""
+    n, c, h, w, k, s = (shape[key] for key in 'nchwks')
+    ho, wo = -(-h // s), -(-w // s)
+    return (n * c * h * w * elem,
+            n * (c // GROUP_CHANNELS) * k * k * ho * wo * elem,
+            n * c * ho * wo * elem)
+
+
+if __name__ == '__main__':
+    main()

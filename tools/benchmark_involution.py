@@ -76,9 +76,15 @@ def shapes(resolution, quick):
         if quick and name not in ('stage1', 'stage2.0', 'stage3'):
             continue
         h, w = -(-height // div), -(-width // div)
-        yield dict(name=name, n=batch, c=c, h=h, w=w,
-                   k=stem_k if name == 'stem' else KERNEL_SIZE, s=s,
-                   count=count)
+        yield dict(
+            name=name,
+            n=batch,
+            c=c,
+            h=h,
+            w=w,
+            k=stem_k if name == 'stem' else KERNEL_SIZE,
+            s=s,
+            count=count)
 
 
 def make_inputs(shape, device, dtype, requires_grad):
@@ -86,8 +92,7 @@ def make_inputs(shape, device, dtype, requires_grad):
     ho, wo = -(-h // s), -(-w // s)
     groups = c // GROUP_CHANNELS
     x = torch.randn(n, c, h, w, device=device, dtype=dtype)
-    kernel = torch.randn(n, groups * k * k, ho, wo, device=device,
-                         dtype=dtype)
+    kernel = torch.randn(n, groups * k * k, ho, wo, device=device, dtype=dtype)
     weight = torch.randn(c, 1, k, k, device=device, dtype=dtype)
     for t in (x, kernel, weight):
         t.requires_grad_(requires_grad)
@@ -181,16 +186,17 @@ def involution_loop_reference(x, kernel, kernel_size, stride, padding):
     n, c, h, w = x.shape
     ho, wo = kernel.shape[-2:]
     groups = kernel.shape[1] // kernel_size**2
-    xp = F.pad(x.double(), (padding, ) * 4).view(n, groups, c // groups,
-                                                h + 2 * padding,
-                                                w + 2 * padding)
+    xp = F.pad(x.double(),
+               (padding, ) * 4).view(n, groups, c // groups, h + 2 * padding,
+                                     w + 2 * padding)
     taps = kernel.double().view(n, groups, 1, kernel_size**2, ho, wo)
     out = 0
     for u in range(kernel_size):
         for v in range(kernel_size):
             rows = slice(u, u + (ho - 1) * stride + 1, stride)
             cols = slice(v, v + (wo - 1) * stride + 1, stride)
-            out = out + xp[..., rows, cols] * taps[:, :, :, u * kernel_size + v]
+            out = out + xp[..., rows, cols] * taps[:, :, :,
+                                                   u * kernel_size + v]
     return out.view(n, c, ho, wo)
 
 
@@ -226,8 +232,8 @@ def copy_bandwidth_gbs(device):
 
 def environment(device):
     info = dict(
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec='seconds'),
+        date=datetime.datetime.now(
+            datetime.timezone.utc).isoformat(timespec='seconds'),
         python=platform.python_version(),
         torch=torch.__version__,
         machine=platform.machine(),
@@ -264,8 +270,10 @@ def to_markdown(result):
         f"{result['repeats']} runs.", ''
     ]
     if 'copy_bandwidth_gbs' in result:
-        lines += [f"Measured copy bandwidth: {result['copy_bandwidth_gbs']:.0f} "
-                  'GB/s', '']
+        lines += [
+            f"Measured copy bandwidth: {result['copy_bandwidth_gbs']:.0f} "
+            'GB/s', ''
+        ]
     lines += [
         '| resolution | shape (N,C,H,W) K/s | implementation | fwd ms | '
         'fwd+bwd ms | fwd peak MiB | fwd+bwd peak MiB | fwd+bwd time / '
@@ -283,8 +291,10 @@ def to_markdown(result):
             f"{row['fwd_ms']:.2f} | {row['fwdbwd_ms']:.2f} | "
             f"{row['fwd_peak_mib']:.0f} | {row['fwdbwd_peak_mib']:.0f} | "
             f"{row['time_vs_unfold']:.2f} | {row['mem_vs_unfold']:.3f} |")
-    lines += ['', '| resolution | implementation | RedNet-50 total fwd+bwd ms '
-              '(all involutions) | / unfold |', '|---|---|---|---|']
+    lines += [
+        '', '| resolution | implementation | RedNet-50 total fwd+bwd ms '
+        '(all involutions) | / unfold |', '|---|---|---|---|'
+    ]
     for total in result['totals']:
         lines.append(f"| {total['resolution']} | {total['impl']} | "
                      f"{total['fwdbwd_ms']:.1f} | {total['vs_unfold']:.2f} |")
@@ -293,19 +303,33 @@ def to_markdown(result):
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--device', default='auto',
-                        help='cpu, cuda, cuda:N or auto (cuda if available)')
-    parser.add_argument('--dtype', default='float32',
-                        choices=['float32', 'float16', 'bfloat16'])
-    parser.add_argument('--resolutions', nargs='+', choices=list(RESOLUTIONS),
-                        default=list(RESOLUTIONS))
-    parser.add_argument('--repeats', type=int, default=None,
-                        help='timed runs per measurement (default 5, quick 3)')
-    parser.add_argument('--quick', action='store_true',
-                        help='three shapes at a quarter of the batch, ImageNet '
-                        'resolution only, 3 repeats: the operator demo')
-    parser.add_argument('--out', default='benchmark_results',
-                        help='directory for the JSON and Markdown results')
+    parser.add_argument(
+        '--device',
+        default='auto',
+        help='cpu, cuda, cuda:N or auto (cuda if available)')
+    parser.add_argument(
+        '--dtype',
+        default='float32',
+        choices=['float32', 'float16', 'bfloat16'])
+    parser.add_argument(
+        '--resolutions',
+        nargs='+',
+        choices=list(RESOLUTIONS),
+        default=list(RESOLUTIONS))
+    parser.add_argument(
+        '--repeats',
+        type=int,
+        default=None,
+        help='timed runs per measurement (default 5, quick 3)')
+    parser.add_argument(
+        '--quick',
+        action='store_true',
+        help='three shapes at a quarter of the batch, ImageNet '
+        'resolution only, 3 repeats: the operator demo')
+    parser.add_argument(
+        '--out',
+        default='benchmark_results',
+        help='directory for the JSON and Markdown results')
     return parser.parse_args()
 
 
@@ -330,8 +354,13 @@ def main():
     if any(err > 1e-4 for err in errors.values()):
         sys.exit('an implementation disagrees with the reference; not timing')
 
-    result = dict(environment=env, dtype=args.dtype, repeats=repeats,
-                  correctness=errors, rows=[], totals=[])
+    result = dict(
+        environment=env,
+        dtype=args.dtype,
+        repeats=repeats,
+        correctness=errors,
+        rows=[],
+        totals=[])
     bandwidth = None
     if device.type == 'cuda':
         bandwidth = result['copy_bandwidth_gbs'] = copy_bandwidth_gbs(device)
@@ -345,9 +374,14 @@ def main():
                                            repeats)
                 fb_ms, fb_peak = measure(fn, shape, device, dtype, True,
                                          repeats)
-                row = dict(resolution=resolution, impl=name, **shape,
-                           fwd_ms=fwd_ms, fwdbwd_ms=fb_ms,
-                           fwd_peak_mib=fwd_peak, fwdbwd_peak_mib=fb_peak)
+                row = dict(
+                    resolution=resolution,
+                    impl=name,
+                    **shape,
+                    fwd_ms=fwd_ms,
+                    fwdbwd_ms=fb_ms,
+                    fwd_peak_mib=fwd_peak,
+                    fwdbwd_peak_mib=fb_peak)
                 if bandwidth and name.startswith('involution2d'):
                     x_b, k_b, y_b = _bytes(shape, elem)
                     # forward reads x and the kernel and writes y, each once
@@ -358,19 +392,25 @@ def main():
                         max(fb_ms - fwd_ms, 1e-6) * 1e-3) / 1e9 / bandwidth
                 rows.append(row)
                 totals[name] = totals.get(name, 0.0) + fb_ms * shape['count']
-                print(f"{resolution:9s} {shape['name']:9s} {name:22s} fwd "
-                      f'{fwd_ms:9.2f} ms  fwd+bwd {fb_ms:9.2f} ms  peak '
-                      f'{fwd_peak:8.1f} / {fb_peak:8.1f} MiB', flush=True)
+                print(
+                    f"{resolution:9s} {shape['name']:9s} {name:22s} fwd "
+                    f'{fwd_ms:9.2f} ms  fwd+bwd {fb_ms:9.2f} ms  peak '
+                    f'{fwd_peak:8.1f} / {fb_peak:8.1f} MiB',
+                    flush=True)
             unfold = next(r for r in rows if r['impl'] == 'unfold')
             for row in rows:
                 row['time_vs_unfold'] = row['fwdbwd_ms'] / unfold['fwdbwd_ms']
-                row['mem_vs_unfold'] = (row['fwdbwd_peak_mib'] /
-                                        max(unfold['fwdbwd_peak_mib'], 1e-6))
+                row['mem_vs_unfold'] = (
+                    row['fwdbwd_peak_mib'] /
+                    max(unfold['fwdbwd_peak_mib'], 1e-6))
             result['rows'] += rows
         for name, total in totals.items():
             result['totals'].append(
-                dict(resolution=resolution, impl=name, fwdbwd_ms=total,
-                     vs_unfold=total / totals['unfold']))
+                dict(
+                    resolution=resolution,
+                    impl=name,
+                    fwdbwd_ms=total,
+                    vs_unfold=total / totals['unfold']))
     os.environ.pop(BACKEND_ENV, None)
 
     out_dir = Path(args.out)

@@ -15,21 +15,23 @@ class Involution(BaseModule):
     """Involution (Li et al., CVPR 2021) with its kernel generator.
 
     The kernel for each output pixel is generated from the input at that pixel
-    (average-pooled by ``stride`` first): ``conv1`` reduces C -> C/r channels (1x1
-    conv, norm, activation) and ``conv2`` spans C/r -> G*K*K (1x1 conv with bias).
-    Submodule names match the reference implementation, so its checkpoints load key
-    for key.
+    (average-pooled by ``stride`` first): ``conv1`` reduces C -> C/r channels
+    (1x1 conv, norm, activation) and ``conv2`` spans C/r -> G*K*K (1x1 conv
+    with bias). Submodule names match the reference implementation, so its
+    checkpoints load key for key.
 
     Args:
         channels (int): C, input and output channels.
         kernel_size (int): K, odd. Default 7.
         stride (int): s. Default 1.
-        group_channels (int): channels sharing one kernel; G = C / group_channels.
-            Default 16.
+        group_channels (int): channels sharing one kernel;
+            G = C / group_channels. Default 16.
         reduction_ratio (int): r. Default 4.
-        dilation (int): d; padding is d*(K-1)/2, so H_out = ceil(H / s). Default 1.
+        dilation (int): d; padding is d*(K-1)/2, so H_out = ceil(H / s).
+            Default 1.
         norm_cfg (dict): norm after ``conv1``. Default ``dict(type='BN')``.
-        act_cfg (dict): activation after ``conv1``. Default ``dict(type='ReLU')``.
+        act_cfg (dict): activation after ``conv1``.
+            Default ``dict(type='ReLU')``.
         init_cfg (dict, optional): mmengine initialisation config.
 
     Shapes:
@@ -81,8 +83,8 @@ class Involution(BaseModule):
             bias=True,
             norm_cfg=None,
             act_cfg=None)
-        # ceil_mode: odd sizes pool to ceil(H / s), the involution's output size; the
-        # last window averages only the pixels it covers.
+        # ceil_mode: odd sizes pool to ceil(H / s), the involution's output
+        # size; the last window averages only the pixels it covers.
         self.avgpool = nn.AvgPool2d(
             stride, stride, ceil_mode=True) if stride > 1 else nn.Identity()
 

@@ -1,4 +1,7 @@
-"""Functional cores of the operators (pure torch + CuPy; no OpenMMLab imports)."""
+"""Functional cores of the operators.
+
+Pure torch + CuPy; no OpenMMLab imports.
+"""
 from .involution import (BACKEND_ENV, BACKENDS, involution2d,
                          involution_output_size, select_backend)
 

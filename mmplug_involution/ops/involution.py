@@ -1,15 +1,17 @@
-"""``involution2d``: argument checks, backend choice and the ``torch.library`` op.
+"""``involution2d``: argument checks, backend choice, ``torch.library`` op.
 
 Backends:
-  * ``cupy``    CUDA kernels compiled through CuPy (CUDA tensors, the default there).
-  * ``pytorch`` tap-by-tap PyTorch ops without the unfold tensor (CPU tensors, and CUDA
-    tensors when CuPy is missing, with one warning saying what to install).
+  * ``cupy``    CUDA kernels compiled through CuPy (CUDA tensors, the default
+    there).
+  * ``pytorch`` tap-by-tap PyTorch ops without the unfold tensor (CPU tensors,
+    and CUDA tensors when CuPy is missing, with one warning saying what to
+    install).
 The environment variable ``MMPLUG_INVOLUTION_BACKEND`` (``auto``, ``cupy`` or
 ``pytorch``; read at every call) forces one.
 
-The op is registered as ``torch.ops.mmplug_involution.involution2d`` with a fake
-(meta) implementation and an autograd formula, so ``torch.compile`` traces models that
-use it without graph breaks.
+The op is registered as ``torch.ops.mmplug_involution.involution2d`` with a
+fake (meta) implementation and an autograd formula, so ``torch.compile``
+traces models that use it without graph breaks.
 """
 import os
 import warnings
@@ -23,8 +25,10 @@ from .involution_cuda import (cupy_import_error, involution_backward_cuda,
 from .involution_pytorch import (involution_backward_pytorch,
                                  involution_forward_pytorch)
 
-__all__ = ['involution2d', 'involution_output_size', 'select_backend',
-           'BACKEND_ENV', 'BACKENDS']
+__all__ = [
+    'involution2d', 'involution_output_size', 'select_backend', 'BACKEND_ENV',
+    'BACKENDS'
+]
 
 BACKEND_ENV = 'MMPLUG_INVOLUTION_BACKEND'
 BACKENDS = ('auto', 'cupy', 'pytorch')
@@ -36,11 +40,15 @@ _warned_no_cupy = False
 def involution_output_size(size: int, kernel_size: int, stride: int,
                            padding: int, dilation: int) -> int:
     """floor((size + 2p - d(K-1) - 1) / s) + 1, as for a convolution."""
-    return (size + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
+    return (size + 2 * padding - dilation *
+            (kernel_size - 1) - 1) // stride + 1
 
 
 def select_backend(device: torch.device) -> str:
-    """The backend that runs on ``device``, honouring ``MMPLUG_INVOLUTION_BACKEND``."""
+    """The backend that runs on ``device``.
+
+    Honours ``MMPLUG_INVOLUTION_BACKEND``.
+    """
     global _warned_no_cupy
     forced = os.environ.get(BACKEND_ENV, 'auto').strip().lower() or 'auto'
     if forced not in BACKENDS:
@@ -77,22 +85,20 @@ def _involution2d_op(input: Tensor, kernel: Tensor, kernel_size: int,
 
 @_involution2d_op.register_fake
 def _involution2d_fake(input, kernel, kernel_size, stride, padding, dilation):
-    return input.new_empty(input.shape[0], input.shape[1],
-                           *kernel.shape[-2:])
+    return input.new_empty(input.shape[0], input.shape[1], *kernel.shape[-2:])
 
 
-@torch.library.custom_op('mmplug_involution::involution2d_backward',
-                         mutates_args=())
+@torch.library.custom_op(
+    'mmplug_involution::involution2d_backward', mutates_args=())
 def _involution2d_backward_op(grad_output: Tensor, input: Tensor,
                               kernel: Tensor, kernel_size: int, stride: int,
                               padding: int,
                               dilation: int) -> Tuple[Tensor, Tensor]:
     if select_backend(input.device) == 'cupy':
         return involution_backward_cuda(grad_output, input, kernel,
-                                        kernel_size, stride, padding,
-                                        dilation)
-    return involution_backward_pytorch(grad_output, input, kernel,
-                                       kernel_size, stride, padding, dilation)
+                                        kernel_size, stride, padding, dilation)
+    return involution_backward_pytorch(grad_output, input, kernel, kernel_size,
+                                       stride, padding, dilation)
 
 
 @_involution2d_backward_op.register_fake
@@ -118,7 +124,8 @@ _involution2d_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if isinstance(value,
+                  bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f'{name} must be an int >= {minimum}, got {value!r}.')
     return value
 
@@ -130,21 +137,24 @@ def _check_args(input: Tensor, kernel: Tensor, kernel_size: int, stride: int,
             raise ValueError(f'{name} must be a torch.Tensor, got '
                              f'{type(t).__name__}.')
         if t.dim() != 4:
-            raise ValueError(f'{name} must be 4-D, got shape {tuple(t.shape)}; '
-                             'expected input (N, C, H, W) and kernel '
-                             '(N, G*K*K, H_out, W_out).')
+            raise ValueError(
+                f'{name} must be 4-D, got shape {tuple(t.shape)}; '
+                'expected input (N, C, H, W) and kernel '
+                '(N, G*K*K, H_out, W_out).')
         if t.dtype not in SUPPORTED_DTYPES:
-            raise ValueError(f'{name} has dtype {t.dtype}; supported: float16, '
-                             'bfloat16, float32, float64.')
+            raise ValueError(
+                f'{name} has dtype {t.dtype}; supported: float16, '
+                'bfloat16, float32, float64.')
     if kernel_size % 2 == 0:
         raise ValueError(f'kernel_size must be odd, got {kernel_size}.')
     if input.device != kernel.device:
         raise ValueError(f'input is on {input.device} but kernel is on '
                          f'{kernel.device}; move both to the same device.')
     if input.dtype != kernel.dtype:
-        raise ValueError(f'input has dtype {input.dtype} but kernel has '
-                         f'{kernel.dtype}; cast both to the same dtype (or run '
-                         'under torch.autocast).')
+        raise ValueError(
+            f'input has dtype {input.dtype} but kernel has '
+            f'{kernel.dtype}; cast both to the same dtype (or run '
+            'under torch.autocast).')
     n, c, h, w = input.shape
     taps = kernel_size * kernel_size
     if kernel.shape[1] % taps != 0:
@@ -183,8 +193,8 @@ def involution2d(input: Tensor,
     """Involution: a per-pixel K x K kernel shared by each group of channels.
 
     ``out[n, c, i, j] = sum_{u,v} kernel[n, g*K*K + u*K + v, i, j] *
-    input[n, c, i*s - p + u*d, j*s - p + v*d]`` with ``g = c // (C / G)``; reads
-    outside the input are zero.
+    input[n, c, i*s - p + u*d, j*s - p + v*d]`` with ``g = c // (C / G)``;
+    reads outside the input are zero.
 
     Args:
         input: (N, C, H, W), float16/bfloat16/float32/float64.
@@ -194,10 +204,11 @@ def involution2d(input: Tensor,
         padding: p >= 0; defaults to ``dilation * (kernel_size - 1) // 2``.
 
     Returns:
-        (N, C, H_out, W_out) with ``H_out = floor((H + 2p - d(K-1) - 1)/s) + 1``.
+        (N, C, H_out, W_out) with
+        ``H_out = floor((H + 2p - d(K-1) - 1)/s) + 1``.
 
-    Under ``torch.autocast`` both operands are cast to the autocast dtype; fp16/bf16
-    accumulate in fp32. Differentiable in ``input`` and ``kernel``.
+    Under ``torch.autocast`` both operands are cast to the autocast dtype;
+    fp16/bf16 accumulate in fp32. Differentiable in ``input`` and ``kernel``.
     """
     kernel_size = _check_int('kernel_size', kernel_size, 1)
     stride = _check_int('stride', stride, 1)

@@ -1,10 +1,13 @@
-"""Launch the involution CUDA kernels (``csrc/involution_kernels.cu``) through CuPy.
+"""Launch the involution CUDA kernels through CuPy.
+
+The kernels live in ``csrc/involution_kernels.cu``.
 
 The source is compiled once per process by NVRTC into one module holding every
-(kernel, dtype, index type) variant; CuPy keeps the compiled binary in its on-disk
-kernel cache, so later processes do not recompile. Shapes are kernel arguments, so no
-input shape ever triggers a compile. Kernels run on torch's current stream of the
-tensors' device and write every output element (no atomics: deterministic).
+(kernel, dtype, index type) variant; CuPy keeps the compiled binary in its
+on-disk kernel cache, so later processes do not recompile. Shapes are kernel
+arguments, so no input shape ever triggers a compile. Kernels run on torch's
+current stream of the tensors' device and write every output element (no
+atomics: deterministic).
 """
 import math
 from pathlib import Path
@@ -29,8 +32,8 @@ CUDA_TYPES = {
     torch.bfloat16: 'bfloat16_t',
 }
 INDEX_TYPES = ('int', 'long long')
-# 32-bit indexing is used while every tensor has at most this many elements, which
-# leaves headroom for the grid-stride increment of the loop index.
+# 32-bit indexing is used while every tensor has at most this many elements,
+# which leaves headroom for the grid-stride increment of the loop index.
 MAX_INT32_NUMEL = 2**30
 THREADS_PER_BLOCK = 256
 BLOCKS_PER_SM = 32
@@ -41,7 +44,10 @@ _sm_counts: Dict[int, int] = {}
 
 
 def kernel_name_expressions():
-    """Every template instantiation the module provides, e.g. ``f<float, int>``."""
+    """Every template instantiation the module provides.
+
+    E.g. ``f<float, int>``.
+    """
     return [
         f'{name}<{ctype}, {itype}>' for name in KERNEL_NAMES
         for ctype in CUDA_TYPES.values() for itype in INDEX_TYPES
@@ -55,9 +61,10 @@ def cupy_import_error() -> Optional[str]:
     except ImportError as exc:
         cuda = torch.version.cuda or '12'
         major = cuda.split('.')[0]
-        return (f'CuPy is not installed ({exc}). The fast involution CUDA kernels '
-                f'need it: pip install cupy-cuda{major}x (torch was built for '
-                f'CUDA {cuda}), or run tools/setup_env.sh.')
+        return (
+            f'CuPy is not installed ({exc}). The fast involution CUDA kernels '
+            f'need it: pip install cupy-cuda{major}x (torch was built for '
+            f'CUDA {cuda}), or run tools/setup_env.sh.')
     return None
 
 
@@ -79,8 +86,22 @@ def _get_function(name: str, dtype: torch.dtype, index_type: str,
     return fn
 
 
+def _cupy_stream(cupy, device: torch.device):
+    """torch's current stream on ``device`` as a CuPy stream.
+
+    Works with CuPy 13 and 14.
+    """
+    torch_stream = torch.cuda.current_stream(device)
+    if hasattr(cupy.cuda.Stream, 'from_external'):  # CuPy >= 14
+        return cupy.cuda.Stream.from_external(torch_stream)
+    return cupy.cuda.ExternalStream(torch_stream.cuda_stream, device.index)
+
+
 def _launch(name: str, out: Tensor, tensors, sizes) -> None:
-    """Run kernel ``name`` writing ``out`` (one thread per element, grid-stride)."""
+    """Run kernel ``name`` writing ``out``.
+
+    One thread per element, grid-stride.
+    """
     import cupy
     device = out.device.index
     largest = max(t.numel() for t in (out, *tensors))
@@ -90,14 +111,14 @@ def _launch(name: str, out: Tensor, tensors, sizes) -> None:
     if device not in _sm_counts:
         _sm_counts[device] = torch.cuda.get_device_properties(
             device).multi_processor_count
-    blocks = min(math.ceil(out.numel() / THREADS_PER_BLOCK),
-                 _sm_counts[device] * BLOCKS_PER_SM)
-    stream = cupy.cuda.ExternalStream(
-        torch.cuda.current_stream(out.device).cuda_stream, device)
+    blocks = min(
+        math.ceil(out.numel() / THREADS_PER_BLOCK),
+        _sm_counts[device] * BLOCKS_PER_SM)
     args = [cupy.uint64(t.data_ptr()) for t in (*tensors, out)]
     args += [scalar(v) for v in (out.numel(), *sizes)]
-    with cupy.cuda.Device(device):
-        fn((blocks, ), (THREADS_PER_BLOCK, ), tuple(args), stream=stream)
+    # CuPy launches on its current stream: make that torch's current stream.
+    with cupy.cuda.Device(device), _cupy_stream(cupy, out.device):
+        fn((blocks, ), (THREADS_PER_BLOCK, ), tuple(args))
 
 
 def _sizes(input: Tensor, kernel: Tensor, kernel_size: int, stride: int,
@@ -115,7 +136,9 @@ def involution_forward_cuda(input: Tensor,
                             padding: int,
                             dilation: int,
                             out: Optional[Tensor] = None) -> Tensor:
-    """Forward on CUDA. input (N, C, H, W), kernel (N, G*K*K, Ho, Wo) -> (N, C, Ho, Wo).
+    """Forward on CUDA.
+
+    input (N, C, H, W), kernel (N, G*K*K, Ho, Wo) -> (N, C, Ho, Wo).
 
     ``out`` (contiguous, right shape and dtype) is written in full if given.
     """
@@ -138,7 +161,10 @@ def involution_backward_cuda(grad_output: Tensor,
                              dilation: int,
                              grad_input: Optional[Tensor] = None,
                              grad_kernel: Optional[Tensor] = None):
-    """Gradients ``(grad_input, grad_kernel)`` on CUDA, each written in full."""
+    """Gradients ``(grad_input, grad_kernel)`` on CUDA.
+
+    Each is written in full.
+    """
     grad_output = grad_output.contiguous()
     input, kernel = input.contiguous(), kernel.contiguous()
     sizes = _sizes(input, kernel, kernel_size, stride, padding, dilation)

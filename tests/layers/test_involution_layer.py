@@ -29,12 +29,16 @@ def test_forward_is_generator_plus_op():
     bn = layer.conv1.bn
     reduced = F.relu(
         F.batch_norm(
-            F.conv2d(pooled, layer.conv1.conv.weight), bn.running_mean,
-            bn.running_var, bn.weight, bn.bias, eps=bn.eps))
+            F.conv2d(pooled, layer.conv1.conv.weight),
+            bn.running_mean,
+            bn.running_var,
+            bn.weight,
+            bn.bias,
+            eps=bn.eps))
     kernel = F.conv2d(reduced, layer.conv2.conv.weight, layer.conv2.conv.bias)
     expected = involution_reference(x, kernel, 5, 2)
-    torch.testing.assert_close(layer(x).double(), expected, rtol=1e-4,
-                               atol=1e-5)
+    torch.testing.assert_close(
+        layer(x).double(), expected, rtol=1e-4, atol=1e-5)
 
 
 def test_reference_key_layout():
@@ -53,7 +57,10 @@ def test_reference_key_layout():
 
 
 def test_reference_stem_involution_loads_key_for_key():
-    """The reference stem involution(32, K=3): conv1 [8,32,1,1], conv2 [18,8,1,1]."""
+    """The reference stem involution(32, K=3).
+
+    conv1 [8,32,1,1], conv2 [18,8,1,1].
+    """
     state = {
         'conv1.conv.weight': torch.randn(8, 32, 1, 1),
         'conv1.bn.weight': torch.rand(8),
@@ -104,6 +111,6 @@ def test_registered_in_root_registry_for_both_toolkits():
     from mmdet.registry import MODELS as MMDET_MODELS
     from mmseg.registry import MODELS as MMSEG_MODELS
     for registry in (MMDET_MODELS, MMSEG_MODELS):
-        layer = registry.build(dict(type='Involution', channels=16,
-                                    kernel_size=3))
+        layer = registry.build(
+            dict(type='Involution', channels=16, kernel_size=3))
         assert isinstance(layer, Involution)

@@ -1,18 +1,24 @@
-"""An independent float64 reference for involution, written for the tests only.
+"""An independent float64 reference for involution, for the tests only.
 
-It pads the input explicitly and gathers each tap with index tensors (no unfold, no
-slicing arithmetic shared with the package), so it can judge every backend. It is
-differentiable, so its autograd gradients are the reference gradients.
+It pads the input explicitly and gathers each tap with index tensors (no
+unfold, no slicing arithmetic shared with the package), so it can judge every
+backend. It is differentiable, so its autograd gradients are the reference
+gradients.
 """
 import torch
 import torch.nn.functional as F
 
 
 def output_size(size, kernel_size, stride, padding, dilation):
-    return (size + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
+    return (size + 2 * padding - dilation *
+            (kernel_size - 1) - 1) // stride + 1
 
 
-def involution_reference(x, w, kernel_size, stride=1, padding=None,
+def involution_reference(x,
+                         w,
+                         kernel_size,
+                         stride=1,
+                         padding=None,
                          dilation=1):
     """x (N, C, H, W), w (N, G*K*K, Ho, Wo) -> (N, C, Ho, Wo), in float64."""
     if padding is None:
@@ -25,9 +31,11 @@ def involution_reference(x, w, kernel_size, stride=1, padding=None,
     # pad enough on every side for any tap of any output pixel
     margin = padding + dilation * kernel_size + stride
     xp = F.pad(x, (margin, margin, margin, margin))
-    w_per_channel = w.reshape(n, groups, 1, kernel_size**2, ho, wo).expand(
-        n, groups, c // groups, kernel_size**2, ho, wo).reshape(
-            n, c, kernel_size**2, ho, wo)
+    w_per_channel = w.reshape(n, groups, 1, kernel_size**2, ho,
+                              wo).expand(n, groups, c // groups,
+                                         kernel_size**2, ho,
+                                         wo).reshape(n, c, kernel_size**2, ho,
+                                                     wo)
     out = x.new_zeros(n, c, ho, wo)
     rows_base = torch.arange(ho) * stride - padding + margin
     cols_base = torch.arange(wo) * stride - padding + margin
@@ -40,13 +48,27 @@ def involution_reference(x, w, kernel_size, stride=1, padding=None,
     return out
 
 
-def random_case(n, c, h, w, kernel_size, stride, dilation, groups,
-                dtype=torch.float64, device='cpu', generator=None):
+def random_case(n,
+                c,
+                h,
+                w,
+                kernel_size,
+                stride,
+                dilation,
+                groups,
+                dtype=torch.float64,
+                device='cpu',
+                generator=None):
     """Random (x, kernel) for one case, with the default padding."""
     padding = dilation * (kernel_size - 1) // 2
     ho = output_size(h, kernel_size, stride, padding, dilation)
     wo = output_size(w, kernel_size, stride, padding, dilation)
     x = torch.randn(n, c, h, w, dtype=torch.float64, generator=generator)
-    k = torch.randn(n, groups * kernel_size**2, ho, wo, dtype=torch.float64,
-                    generator=generator)
+    k = torch.randn(
+        n,
+        groups * kernel_size**2,
+        ho,
+        wo,
+        dtype=torch.float64,
+        generator=generator)
     return x.to(device=device, dtype=dtype), k.to(device=device, dtype=dtype)

@@ -1,12 +1,13 @@
 """The CUDA kernel source, checked without a GPU.
 
-* NVRTC compiles every template instantiation CuPy will ask for, in every dtype, for
-  sm_70, sm_80 and sm_90, with the package's own compile options.
-* The same source, built for the host with g++ (tests/ops/cuda_host_emulation.cpp) and
-  run thread by thread, matches the float64 reference: forward, grad-input and
-  grad-kernel, every dtype, both index types, odd sizes, strides, dilations, and a grid
-  smaller than the tensor so the grid-stride loops wrap. Outputs are poisoned with NaN
-  before each launch, so an element a kernel forgets to write fails the test.
+* NVRTC compiles every template instantiation CuPy will ask for, in every
+  dtype, for sm_70, sm_80 and sm_90, with the package's own compile options.
+* The same source, built for the host with g++
+  (tests/ops/cuda_host_emulation.cpp) and run thread by thread, matches the
+  float64 reference: forward, grad-input and grad-kernel, every dtype, both
+  index types, odd sizes, strides, dilations, and a grid smaller than the
+  tensor so the grid-stride loops wrap. Outputs are poisoned with NaN before
+  each launch, so an element a kernel forgets to write fails the test.
 """
 import ctypes
 import glob
@@ -15,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -26,14 +28,22 @@ from .reference import involution_reference, output_size, random_case
 
 HERE = Path(__file__).parent
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-DTYPE_CODES = {torch.float32: 0, torch.float64: 1, torch.float16: 2,
-               torch.bfloat16: 3}
+DTYPE_CODES = {
+    torch.float32: 0,
+    torch.float64: 1,
+    torch.float16: 2,
+    torch.bfloat16: 3
+}
 # relative to the largest reference magnitude; 16-bit outputs are rounded once
-TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-12, torch.float16: 1e-3,
-             torch.bfloat16: 8e-3}
+TOLERANCE = {
+    torch.float32: 1e-5,
+    torch.float64: 1e-12,
+    torch.float16: 1e-3,
+    torch.bfloat16: 8e-3
+}
 
+# --------------------------------------------------------------- NVRTC compile
 
-# ----------------------------------------------------------------- NVRTC compile
 
 def _find_nvrtc():
     roots = [Path(p) for p in sys.path if p.endswith('site-packages')]
@@ -96,8 +106,10 @@ def test_kernels_compile_for_every_dtype(nvrtc, arch):
     result, log, lowered, cubin_size = _nvrtc_compile(
         nvrtc, KERNEL_SOURCE_PATH.read_text(), arch, names)
     assert result == 0, f'NVRTC failed for {arch}:\n{log}'
-    warnings = [line for line in log.lower().splitlines()
-                if 'warning' in line and 'are deprecated' not in line]
+    warnings = [
+        line for line in log.lower().splitlines()
+        if 'warning' in line and 'are deprecated' not in line
+    ]
     assert not warnings, log
     assert set(lowered) == set(names) and cubin_size > 0
 
@@ -111,7 +123,8 @@ def test_broken_source_fails_to_compile(nvrtc):
     assert result != 0 and 'error' in log
 
 
-# --------------------------------------------------------------- host emulation
+# -------------------------------------------------------------- host emulation
+
 
 @pytest.fixture(scope='module')
 def host_kernels(tmp_path_factory):
@@ -122,14 +135,26 @@ def host_kernels(tmp_path_factory):
     subprocess.run([
         compiler, '-std=c++17', '-O1', '-shared', '-fPIC', '-Wall', '-Werror',
         f'-I{KERNEL_SOURCE_PATH.parent}',
-        str(HERE / 'cuda_host_emulation.cpp'), '-o', str(lib_path)
-    ], check=True, capture_output=True, text=True)
+        str(HERE / 'cuda_host_emulation.cpp'), '-o',
+        str(lib_path)
+    ],
+                   check=True,
+                   capture_output=True,
+                   text=True)
     lib = ctypes.CDLL(str(lib_path))
     lib.run_involution_kernel.restype = ctypes.c_int
     return lib
 
 
-def _emulate(lib, kernel_id, dtype, index64, a, b, out_shape, sizes, blocks=3,
+def _emulate(lib,
+             kernel_id,
+             dtype,
+             index64,
+             a,
+             b,
+             out_shape,
+             sizes,
+             blocks=3,
              threads=32):
     out = torch.full(out_shape, float('nan'), dtype=dtype)  # poison
     a, b = a.contiguous(), b.contiguous()
@@ -176,8 +201,8 @@ def test_host_emulation_matches_reference(host_kernels, dtype, index64, case):
     xr = x.double().requires_grad_(True)
     kr = ker.double().requires_grad_(True)
     ref = involution_reference(xr, kr, k, s, p, d)
-    grad_out = torch.randn(ref.shape, dtype=torch.float64,
-                           generator=gen).to(dtype)
+    grad_out = torch.randn(
+        ref.shape, dtype=torch.float64, generator=gen).to(dtype)
     ref.backward(grad_out.double())
 
     y = _emulate(host_kernels, 0, dtype, index64, x, ker, (n, c, ho, wo),
@@ -192,28 +217,171 @@ def test_host_emulation_matches_reference(host_kernels, dtype, index64, case):
 
 
 def test_16bit_rounding_is_nearest_even(host_kernels):
-    """grad-kernel with K=1, C=2, G=1 sums two products in float, then rounds once.
+    """grad-kernel with K=1, C=2, G=1 sums two products in float.
 
-    Sums exactly half-way between two bf16 values must round to the even one, as
-    torch's own float32 -> bfloat16/float16 conversion does.
+    It then rounds once. Sums exactly half-way between two bf16 values must
+    round to the even one, as torch's own float32 -> bfloat16/float16
+    conversion does.
     """
     x = torch.tensor([[1.0, 2.0**-8], [1.0 + 2.0**-7, 2.0**-8],
                       [1.0, 2.0**-8 + 2.0**-12], [3.0, -2.0**-9]])
     dy = torch.ones_like(x)
     exact = (x * dy).sum(1)
     for dtype in (torch.bfloat16, torch.float16):
-        dw = _emulate(host_kernels, 2, dtype, False, dy.to(dtype).view(4, 2, 1, 1),
+        dw = _emulate(host_kernels, 2, dtype, False,
+                      dy.to(dtype).view(4, 2, 1, 1),
                       x.to(dtype).view(4, 2, 1, 1), (4, 1, 1, 1),
                       (2, 1, 1, 1, 1, 1, 1, 1, 0, 1))
         assert torch.equal(dw.view(-1), exact.to(dtype)), dtype
 
 
 def test_emulation_is_not_vacuous(host_kernels):
-    """A kernel that is off by one tap would be caught by the comparisons above."""
+    """A kernel off by one tap would be caught by the comparisons above."""
     gen = torch.Generator().manual_seed(0)
-    x, ker = random_case(1, 2, 6, 6, 3, 1, 1, 1, dtype=torch.float64,
-                         generator=gen)
+    x, ker = random_case(
+        1, 2, 6, 6, 3, 1, 1, 1, dtype=torch.float64, generator=gen)
     y = _emulate(host_kernels, 0, torch.float64, False, x, ker, (1, 2, 6, 6),
                  (2, 6, 6, 6, 6, 1, 3, 1, 0, 1))  # wrong padding on purpose
     ref = involution_reference(x, ker, 3, 1, 1, 1)
     assert (y - ref).abs().max() > 1e-3
+
+
+# ----------------------------------------- the CuPy launcher, on the emulation
+
+
+class _FakeCupy:
+    """The few CuPy names the launcher uses, running kernels on the emulation.
+
+    It checks what a real launch depends on: the name expression exists, the
+    launch happens inside torch's current stream (CuPy launches on its current
+    stream), pointer arguments are 64-bit and every size argument has the
+    kernel's index type. ``cupy13=True`` offers only ``ExternalStream``, as
+    CuPy 13 does; otherwise only ``Stream.from_external``, as CuPy 14 prefers.
+    """
+    int32, int64, uint64 = np.int32, np.int64, np.uint64
+
+    def __init__(self, lib, cupy13):
+        self.lib = lib
+        self.modules = []
+        self.current_stream = None
+        fake = self
+
+        class _Context:
+
+            def __init__(self, value=None):
+                self.value = value
+
+            def __enter__(self):
+                self.saved = fake.current_stream
+                if self.value is not None:
+                    fake.current_stream = self.value
+                return self
+
+            def __exit__(self, *exc):
+                fake.current_stream = self.saved
+                return False
+
+        class _Stream:
+
+            @staticmethod
+            def from_external(torch_stream):
+                return _Context(torch_stream.cuda_stream)
+
+        class _Cuda:
+            Device = _Context
+            Stream = type('Stream', (), {}) if cupy13 else _Stream
+
+            @staticmethod
+            def ExternalStream(ptr, device_id):
+                assert cupy13, 'CuPy 14 deprecates ExternalStream'
+                return _Context(ptr)
+
+        self.cuda = _Cuda
+
+        class _RawModule:
+
+            def __init__(self, code, options, name_expressions):
+                assert code == KERNEL_SOURCE_PATH.read_text()
+                assert tuple(options) == NVRTC_OPTIONS
+                self.names = set(name_expressions)
+                fake.modules.append(self)
+
+            def get_function(self, name):
+                assert name in self.names, name
+                return lambda grid, block, args: fake.launch(
+                    name, grid, block, args)
+
+        self.RawModule = _RawModule
+
+    def launch(self, name, grid, block, args):
+        kernel, rest = name.split('<')
+        ctype, itype = (t.strip() for t in rest.rstrip('>').split(','))
+        index64 = itype == 'long long'
+        assert self.current_stream == 7, 'not launched on torch\'s stream'
+        assert len(args) == 14
+        assert all(type(a) is np.uint64 for a in args[:3])
+        scalar = np.int64 if index64 else np.int32
+        assert all(type(a) is scalar
+                   for a in args[3:]), [type(a) for a in args]
+        kernel_id = ('involution_forward', 'involution_grad_input',
+                     'involution_grad_kernel').index(kernel)
+        dtype_code = ['float', 'double', 'half_t', 'bfloat16_t'].index(ctype)
+        sizes = (ctypes.c_longlong * 11)(*(int(a) for a in args[3:]))
+        pointers = [ctypes.c_void_p(int(a)) for a in args[:3]]
+        assert self.lib.run_involution_kernel(kernel_id, dtype_code,
+                                              int(index64), *pointers, sizes,
+                                              grid[0], block[0]) == 0
+
+
+@pytest.fixture(params=['cupy14', 'cupy13'])
+def fake_cupy(host_kernels, monkeypatch, request):
+    from types import SimpleNamespace
+
+    from mmplug_involution.ops import involution_cuda
+    fake = _FakeCupy(host_kernels, cupy13=request.param == 'cupy13')
+    monkeypatch.setitem(sys.modules, 'cupy', fake)
+    monkeypatch.setattr(involution_cuda, '_module', None)
+    monkeypatch.setattr(involution_cuda, '_functions', {})
+    monkeypatch.setattr(involution_cuda, '_sm_counts', {})
+    monkeypatch.setattr(
+        torch.cuda, 'get_device_properties',
+        lambda device: SimpleNamespace(multi_processor_count=1))
+    monkeypatch.setattr(
+        torch.cuda,
+        'current_stream',
+        lambda device=None: SimpleNamespace(cuda_stream=7))
+    return fake
+
+
+@pytest.mark.parametrize('index64', [False, True], ids=['int32', 'int64'])
+def test_launcher_end_to_end_on_emulation(fake_cupy, monkeypatch, index64):
+    from mmplug_involution.ops import involution_cuda
+    if index64:
+        monkeypatch.setattr(involution_cuda, 'MAX_INT32_NUMEL', 10)
+    for dtype, case in ((torch.float32, (2, 8, 9, 7, 3, 2, 1, 2)),
+                        (torch.float16, (1, 6, 11, 10, 5, 1, 2, 3)),
+                        (torch.float64, (2, 4, 13, 5, 7, 2, 2, 1)),
+                        (torch.bfloat16, (1, 4, 6, 9, 3, 1, 1, 4))):
+        n, c, h, w, k, s, d, g = case
+        p = d * (k - 1) // 2
+        gen = torch.Generator().manual_seed(sum(case))
+        x, ker = random_case(
+            n, c, h, w, k, s, d, g, dtype=dtype, generator=gen)
+        xr = x.double().requires_grad_(True)
+        kr = ker.double().requires_grad_(True)
+        ref = involution_reference(xr, kr, k, s, p, d)
+        gy = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
+        ref.backward(gy)
+        # non-contiguous inputs exercise the launcher's .contiguous()
+        x_nc = x.transpose(2, 3).contiguous().transpose(2, 3)
+        y = torch.full(ref.shape, float('nan'), dtype=dtype)
+        involution_cuda.involution_forward_cuda(x_nc, ker, k, s, p, d, out=y)
+        dx = torch.full_like(x, float('nan'))
+        dk = torch.full_like(ker, float('nan'))
+        involution_cuda.involution_backward_cuda(
+            gy.to(dtype), x_nc, ker, k, s, p, d, grad_input=dx, grad_kernel=dk)
+        _assert_close(y, ref.detach(), dtype)
+        _assert_close(dx, xr.grad, dtype)
+        _assert_close(dk, kr.grad, dtype)
+    # one compiled module served every dtype and shape
+    assert len(fake_cupy.modules) == 1

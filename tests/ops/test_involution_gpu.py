@@ -10,12 +10,15 @@ from .reference import involution_reference, output_size, random_case
 cupy = pytest.importorskip('cupy', reason='CuPy is not installed')
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(),
-                       reason='no CUDA device'),
+    pytest.mark.skipif(not torch.cuda.is_available(), reason='no CUDA device'),
 ]
 # relative to the largest reference magnitude
-TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 2e-3,
-             torch.bfloat16: 1e-2}
+TOLERANCE = {
+    torch.float64: 1e-12,
+    torch.float32: 1e-5,
+    torch.float16: 2e-3,
+    torch.bfloat16: 1e-2
+}
 CASES = [(1, 16, 7, 5, 3, 1, 1, 1), (3, 32, 15, 13, 7, 2, 1, 2),
          (2, 48, 31, 17, 7, 1, 2, 3), (2, 16, 9, 10, 5, 2, 2, 1),
          (1, 8, 5, 6, 1, 2, 1, 2)]
@@ -44,8 +47,8 @@ def test_poisoned_outputs_match_reference(dtype, case):
     dx = torch.full_like(x, float('nan'))
     dk = torch.full_like(ker, float('nan'))
     involution_forward_cuda(x, ker, k, s, p, d, out=y)
-    involution_backward_cuda(gy, x, ker, k, s, p, d, grad_input=dx,
-                             grad_kernel=dk)
+    involution_backward_cuda(
+        gy, x, ker, k, s, p, d, grad_input=dx, grad_kernel=dk)
     for name, out, expected in (('y', y, ref.detach()), ('dx', dx, xr.grad),
                                 ('dk', dk, kr.grad)):
         assert not torch.isnan(out).any(), f'{name} has unwritten elements'
@@ -63,8 +66,8 @@ def test_gradcheck_float64():
 
 def test_non_contiguous_and_non_default_stream():
     gen = torch.Generator().manual_seed(1)
-    x, ker = random_case(2, 32, 20, 18, 7, 2, 1, 2, dtype=torch.float32,
-                         generator=gen)
+    x, ker = random_case(
+        2, 32, 20, 18, 7, 2, 1, 2, dtype=torch.float32, generator=gen)
     ref = involution_reference(x, ker, 7, 2)
     x_nc = x.cuda().transpose(2, 3).contiguous().transpose(2, 3)
     k_nc = ker.cuda().transpose(2, 3).contiguous().transpose(2, 3)
@@ -81,8 +84,8 @@ def test_non_contiguous_and_non_default_stream():
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_autocast_runs_in_low_precision(dtype):
     gen = torch.Generator().manual_seed(2)
-    x, ker = random_case(2, 32, 14, 14, 7, 1, 1, 2, dtype=torch.float32,
-                         generator=gen)
+    x, ker = random_case(
+        2, 32, 14, 14, 7, 1, 1, 2, dtype=torch.float32, generator=gen)
     with torch.autocast('cuda', dtype=dtype):
         out = involution2d(x.cuda(), ker.cuda(), 7)
     assert out.dtype == dtype
@@ -92,8 +95,18 @@ def test_autocast_runs_in_low_precision(dtype):
 
 def test_deterministic():
     gen = torch.Generator().manual_seed(3)
-    x, ker = random_case(2, 32, 33, 29, 7, 1, 1, 2, dtype=torch.float32,
-                         generator=gen, device='cuda')
+    x, ker = random_case(
+        2,
+        32,
+        33,
+        29,
+        7,
+        1,
+        1,
+        2,
+        dtype=torch.float32,
+        generator=gen,
+        device='cuda')
     gy = torch.randn(2, 32, 33, 29, device='cuda')
     first = involution_backward_cuda(gy, x, ker, 7, 1, 3, 1)
     second = involution_backward_cuda(gy, x, ker, 7, 1, 3, 1)

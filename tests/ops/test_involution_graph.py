@@ -29,6 +29,7 @@ def test_fake_tensor_shapes():
 
 
 def test_torch_compile_has_no_graph_break():
+
     class Block(torch.nn.Module):
 
         def __init__(self):
@@ -52,8 +53,8 @@ def test_torch_compile_has_no_graph_break():
 
 def test_cpu_autocast_casts_both_operands():
     gen = torch.Generator().manual_seed(1)
-    x, k = random_case(1, 8, 9, 9, 3, 1, 1, 2, dtype=torch.float32,
-                       generator=gen)
+    x, k = random_case(
+        1, 8, 9, 9, 3, 1, 1, 2, dtype=torch.float32, generator=gen)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         out = involution2d(x, k.double().float(), 3)
     assert out.dtype == torch.bfloat16

@@ -1,4 +1,7 @@
-"""The PyTorch (CPU) backend against the float64 reference, and its gradients."""
+"""The PyTorch (CPU) backend against the float64 reference.
+
+Its gradients are checked too.
+"""
 import itertools
 
 import pytest
@@ -19,15 +22,22 @@ def test_forward_and_grads_match_reference(kernel_size, stride, dilation):
         channels = groups * int(torch.randint(1, 4, (1, ), generator=gen))
         # odd and even, square and not
         h, w = (int(v) for v in torch.randint(3, 14, (2, ), generator=gen))
-        x, k = random_case(batch, channels, h, w, kernel_size, stride,
-                           dilation, groups, generator=gen)
+        x, k = random_case(
+            batch,
+            channels,
+            h,
+            w,
+            kernel_size,
+            stride,
+            dilation,
+            groups,
+            generator=gen)
         x.requires_grad_(True)
         k.requires_grad_(True)
         out = involution2d(x, k, kernel_size, stride, dilation=dilation)
         xr = x.detach().clone().requires_grad_(True)
         kr = k.detach().clone().requires_grad_(True)
-        ref = involution_reference(xr, kr, kernel_size, stride, None,
-                                   dilation)
+        ref = involution_reference(xr, kr, kernel_size, stride, None, dilation)
         torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
         grad = torch.randn(ref.shape, dtype=torch.float64, generator=gen)
         out.backward(grad)
@@ -36,40 +46,52 @@ def test_forward_and_grads_match_reference(kernel_size, stride, dilation):
         torch.testing.assert_close(k.grad, kr.grad, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize('kernel_size,stride,dilation,padding',
-                         [(3, 1, 1, 0), (3, 2, 2, 3), (5, 3, 1, 1),
-                          (7, 2, 2, 4), (1, 2, 1, 1)])
+@pytest.mark.parametrize('kernel_size,stride,dilation,padding', [(3, 1, 1, 0),
+                                                                 (3, 2, 2, 3),
+                                                                 (5, 3, 1, 1),
+                                                                 (7, 2, 2, 4),
+                                                                 (1, 2, 1, 1)])
 def test_explicit_padding(kernel_size, stride, dilation, padding):
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(2, 6, 11, 9, dtype=torch.float64, generator=gen)
     ho = (11 + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
     wo = (9 + 2 * padding - dilation * (kernel_size - 1) - 1) // stride + 1
-    k = torch.randn(2, 3 * kernel_size**2, ho, wo, dtype=torch.float64,
-                    generator=gen)
+    k = torch.randn(
+        2, 3 * kernel_size**2, ho, wo, dtype=torch.float64, generator=gen)
     out = involution2d(x, k, kernel_size, stride, padding, dilation)
     ref = involution_reference(x, k, kernel_size, stride, padding, dilation)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize('kernel_size,stride,dilation,groups',
-                         [(3, 1, 1, 1), (3, 2, 1, 2), (5, 2, 2, 1),
-                          (7, 1, 2, 2), (1, 1, 1, 3)])
+@pytest.mark.parametrize('kernel_size,stride,dilation,groups', [(3, 1, 1, 1),
+                                                                (3, 2, 1, 2),
+                                                                (5, 2, 2, 1),
+                                                                (7, 1, 2, 2),
+                                                                (1, 1, 1, 3)])
 def test_gradcheck(kernel_size, stride, dilation, groups):
     gen = torch.Generator().manual_seed(3)
-    x, k = random_case(2, 2 * groups, 7, 6, kernel_size, stride, dilation,
-                       groups, generator=gen)
+    x, k = random_case(
+        2,
+        2 * groups,
+        7,
+        6,
+        kernel_size,
+        stride,
+        dilation,
+        groups,
+        generator=gen)
     x.requires_grad_(True)
     k.requires_grad_(True)
     assert torch.autograd.gradcheck(
-        lambda a, b: involution2d(a, b, kernel_size, stride,
-                                  dilation=dilation), (x, k))
+        lambda a, b: involution2d(
+            a, b, kernel_size, stride, dilation=dilation), (x, k))
 
 
 @pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5),
                                        (torch.float16, 2e-3),
                                        (torch.bfloat16, 1e-2)])
 def test_low_precision_dtypes(dtype, tol):
-    """float32 accumulation: errors stay at the rounding of the dtype itself."""
+    """float32 accumulation: errors stay at the dtype's own rounding."""
     gen = torch.Generator().manual_seed(11)
     x, k = random_case(2, 32, 15, 13, 7, 2, 1, 2, generator=gen)
     x, k = x.to(dtype), k.to(dtype)

@@ -1,4 +1,7 @@
-"""Every bad input to involution2d raises a ValueError naming what was expected."""
+"""Every bad input to involution2d raises a ValueError.
+
+The error names what was expected.
+"""
 import pytest
 import torch
 
@@ -24,7 +27,8 @@ def test_bad_kernel_shape(kernel, match):
 
 def test_stride_changes_expected_kernel_size():
     x, k = _ok()
-    with pytest.raises(ValueError, match=r'expected \(2, 18, 5, 5\).*stride=2'):
+    with pytest.raises(
+            ValueError, match=r'expected \(2, 18, 5, 5\).*stride=2'):
         involution2d(x, k, 3, stride=2)
 
 
@@ -48,14 +52,16 @@ def test_bad_hyper_parameters(kwargs, match):
 
 def test_input_too_small():
     with pytest.raises(ValueError, match='too small'):
-        involution2d(torch.randn(1, 2, 2, 2), torch.randn(1, 9, 1, 1), 3,
-                     padding=0)
+        involution2d(
+            torch.randn(1, 2, 2, 2), torch.randn(1, 9, 1, 1), 3, padding=0)
 
 
 def test_dtype_mismatch():
     x, k = _ok()
-    with pytest.raises(ValueError, match='input has dtype torch.float32 but '
-                       'kernel has torch.float64'):
+    with pytest.raises(
+            ValueError,
+            match='input has dtype torch.float32 but '
+            'kernel has torch.float64'):
         involution2d(x, k.double(), 3)
 
 
@@ -67,8 +73,9 @@ def test_unsupported_dtype():
 
 def test_device_mismatch():
     x, k = _ok()
-    with pytest.raises(ValueError, match='input is on cpu but kernel is on '
-                       'meta'):
+    with pytest.raises(
+            ValueError, match='input is on cpu but kernel is on '
+            'meta'):
         involution2d(x, k.to('meta'), 3)
 
 

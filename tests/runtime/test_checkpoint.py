@@ -1,4 +1,7 @@
-"""Checkpoints load with weights_only=True; code-running pickles are refused."""
+"""Checkpoints load with weights_only=True.
+
+Code-running pickles are refused.
+"""
 import pathlib
 
 import numpy as np
@@ -81,7 +84,10 @@ class _RunsCode:
 
 
 class _GetattrEscape:
-    """Pickles as getattr(HistoryBuffer, '__init__'): outside the allowed methods."""
+    """Pickles as getattr(HistoryBuffer, '__init__').
+
+    That is outside the allowed methods.
+    """
 
     def __reduce__(self):
         return (getattr, (HistoryBuffer, '__init__'))
@@ -94,8 +100,9 @@ def test_code_running_pickle_is_refused(tmp_path, payload):
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {'w': torch.ones(1)}, 'meta': evil}, path)
     for load in (load_checkpoint_file, _load_checkpoint):
-        with pytest.raises(UnsafeCheckpointError,
-                           match='Refusing to load checkpoint.*could run code'):
+        with pytest.raises(
+                UnsafeCheckpointError,
+                match='Refusing to load checkpoint.*could run code'):
             load(str(path))
     assert not marker.exists()
 

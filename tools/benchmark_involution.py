@@ -1,24 +1,29 @@
 """Benchmark the involution operator on RedNet-50's involution shapes.
 
-For every involution shape of RedNet-50 at ImageNet (224 px, batch 32) and detection
-(800x1216, batch 2) resolution, measure forward and forward+backward time (median of
-repeats) and peak memory of each backend of ``involution2d`` and of two baselines run
-in the same process: an unfold implementation like the papers' blog notes (materialises
-N*C*K*K*H_out*W_out) and a depthwise KxK convolution of the same shape.
+For every involution shape of RedNet-50 at ImageNet (224 px, batch 32) and
+detection (800x1216, batch 2) resolution, measure forward and forward+backward
+time (median of repeats) and peak memory of each backend of ``involution2d``
+and of two baselines run in the same process: an unfold implementation like
+the papers' blog notes (materialises N*C*K*K*H_out*W_out) and a depthwise KxK
+convolution of the same shape.
 
-Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` above what was allocated
-before the call; on CPU, the rise of the process's peak resident set size (VmHWM, reset
-through /proc/self/clear_refs) above the resident size before the call; glibc's
-``malloc_trim(0)`` first returns every free page to the system, so pages the call
-touches count even when the allocator reuses freed memory.
+Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` above what was
+allocated before the call; on CPU, the rise of the process's peak resident set
+size (VmHWM, reset through /proc/self/clear_refs) above the resident size
+before the call; glibc's ``malloc_trim(0)`` first returns every free page to
+the system, so pages the call touches count even when the allocator reuses
+freed memory. On CUDA the forward and backward are also compared with the
+DRAM roofline: bytes moved (each tensor read or written once) over the
+measured device copy bandwidth.
 
 Before timing, every implementation is checked against a float64 reference.
 
 Usage:
-    python tools/benchmark_involution.py                 # full run, device auto
-    python tools/benchmark_involution.py --quick         # a fast subset (the demo)
-    python tools/benchmark_involution.py --device cuda --out benchmark_results/
-Writes ``<out>/involution_<device>.json`` and ``.md`` (a table for docs/benchmarks.md).
+    python tools/benchmark_involution.py              # full run, device auto
+    python tools/benchmark_involution.py --quick      # a subset (the demo)
+    python tools/benchmark_involution.py --device cuda --out results/
+Writes ``<out>/involution_<device>.json`` and ``.md`` (a table for
+docs/benchmarks.md).
 """
 import argparse
 import ctypes
@@ -37,7 +42,8 @@ import torch.nn.functional as F
 
 from mmplug_involution.ops import BACKEND_ENV, involution2d
 
-# RedNet-50: (name, channels, stride, spatial divisor of the input to the op, blocks)
+# RedNet-50 involutions: (name, channels, stride, spatial divisor of the op's
+# input, number of blocks with this shape)
 REDNET50_INVOLUTIONS = [
     ('stem', 32, 1, 2, 1),
     ('stage1', 64, 1, 4, 3),
@@ -58,7 +64,10 @@ GROUP_CHANNELS = 16
 
 
 def involution_unfold(x, kernel, kernel_size, stride, padding, dilation=1):
-    """Baseline: unfold all K*K taps, multiply, sum (N*C*K*K*Ho*Wo intermediate)."""
+    """Baseline: unfold all K*K taps, multiply, sum.
+
+    Materialises the N*C*K*K*Ho*Wo unfold tensor, as public ports do.
+    """
     n, c = x.shape[:2]
     ho, wo = kernel.shape[-2:]
     groups = kernel.shape[1] // kernel_size**2

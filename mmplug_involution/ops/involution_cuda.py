@@ -9,6 +9,7 @@ arguments, so no input shape ever triggers a compile. Kernels run on torch's
 current stream of the tensors' device and write every output element (no
 atomics: deterministic).
 """
+import functools
 import math
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -54,6 +55,7 @@ def kernel_name_expressions():
     ]
 
 
+@functools.lru_cache(maxsize=None)
 def cupy_import_error() -> Optional[str]:
     """``None`` if CuPy imports, else a message saying what to install."""
     try:

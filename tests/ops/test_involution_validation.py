@@ -2,6 +2,8 @@
 
 The error names what was expected.
 """
+import warnings
+
 import pytest
 import torch
 
@@ -93,3 +95,23 @@ def test_forcing_an_unknown_or_impossible_backend(monkeypatch):
     monkeypatch.setenv('MMPLUG_INVOLUTION_BACKEND', 'cupy')
     with pytest.raises(ValueError, match='cupy needs CUDA tensors'):
         involution2d(x, k, 3)
+
+
+def test_cuda_without_cupy_warns_once_then_falls_back(monkeypatch):
+    from mmplug_involution.ops import involution as involution_module
+    message = 'CuPy is not installed. pip install cupy-cuda12x'
+    monkeypatch.setattr(involution_module, 'cupy_import_error',
+                        lambda: message)
+    monkeypatch.setattr(involution_module, '_warned_no_cupy', False)
+    cuda = torch.device('cuda', 0)
+    with pytest.warns(UserWarning, match='pip install cupy-cuda12x.*Falling '
+                      'back to the slower PyTorch'):
+        assert involution_module.select_backend(cuda) == 'pytorch'
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # a second call stays silent
+        assert involution_module.select_backend(cuda) == 'pytorch'
+    monkeypatch.setenv('MMPLUG_INVOLUTION_BACKEND', 'cupy')
+    with pytest.raises(RuntimeError, match='pip install cupy-cuda12x'):
+        involution_module.select_backend(cuda)
+    monkeypatch.setattr(involution_module, 'cupy_import_error', lambda: None)
+    assert involution_module.select_backend(cuda) == 'cupy'

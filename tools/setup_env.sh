@@ -47,7 +47,7 @@ PIP=("$PY" -m pip install --disable-pip-version-check --quiet)
 #    later install replace it (everything after this is installed with torch pinned).
 if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
   log "installing $TORCH_SPEC"
-  "${PIP[@]}" "$TORCH_SPEC"
+  "${PIP[@]}" "$TORCH_SPEC" numpy
 fi
 TORCH_VERSION="$("$PY" -c 'import torch; print(torch.__version__)')"
 TORCH_CUDA="$("$PY" -c 'import torch; print(torch.version.cuda or "")')"

@@ -22,16 +22,8 @@ def test_forward_and_grads_match_reference(kernel_size, stride, dilation):
         channels = groups * int(torch.randint(1, 4, (1, ), generator=gen))
         # odd and even, square and not
         h, w = (int(v) for v in torch.randint(3, 14, (2, ), generator=gen))
-        x, k = random_case(
-            batch,
-            channels,
-            h,
-            w,
-            kernel_size,
-            stride,
-            dilation,
-            groups,
-            generator=gen)
+        x, k = random_case(batch, channels, h, w, kernel_size, stride,
+                           dilation, groups, generator=gen)
         x.requires_grad_(True)
         k.requires_grad_(True)
         out = involution2d(x, k, kernel_size, stride, dilation=dilation)
@@ -46,11 +38,9 @@ def test_forward_and_grads_match_reference(kernel_size, stride, dilation):
         torch.testing.assert_close(k.grad, kr.grad, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize('kernel_size,stride,dilation,padding', [(3, 1, 1, 0),
-                                                                 (3, 2, 2, 3),
-                                                                 (5, 3, 1, 1),
-                                                                 (7, 2, 2, 4),
-                                                                 (1, 2, 1, 1)])
+@pytest.mark.parametrize('kernel_size,stride,dilation,padding',
+                         [(3, 1, 1, 0), (3, 2, 2, 3), (5, 3, 1, 1),
+                          (7, 2, 2, 4), (1, 2, 1, 1)])
 def test_explicit_padding(kernel_size, stride, dilation, padding):
     gen = torch.Generator().manual_seed(7)
     x = torch.randn(2, 6, 11, 9, dtype=torch.float64, generator=gen)
@@ -63,23 +53,13 @@ def test_explicit_padding(kernel_size, stride, dilation, padding):
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize('kernel_size,stride,dilation,groups', [(3, 1, 1, 1),
-                                                                (3, 2, 1, 2),
-                                                                (5, 2, 2, 1),
-                                                                (7, 1, 2, 2),
-                                                                (1, 1, 1, 3)])
+@pytest.mark.parametrize('kernel_size,stride,dilation,groups',
+                         [(3, 1, 1, 1), (3, 2, 1, 2), (5, 2, 2, 1),
+                          (7, 1, 2, 2), (1, 1, 1, 3)])
 def test_gradcheck(kernel_size, stride, dilation, groups):
     gen = torch.Generator().manual_seed(3)
-    x, k = random_case(
-        2,
-        2 * groups,
-        7,
-        6,
-        kernel_size,
-        stride,
-        dilation,
-        groups,
-        generator=gen)
+    x, k = random_case(2, 2 * groups, 7, 6, kernel_size, stride, dilation,
+                       groups, generator=gen)
     x.requires_grad_(True)
     k.requires_grad_(True)
     assert torch.autograd.gradcheck(

@@ -34,6 +34,18 @@ __device__ __forceinline__ unsigned short float_to_half_bits(float f) {
 }
 #endif  // MMPLUG_HOST_EMULATION
 
+// The arguments every kernel takes: two inputs, the output it writes, the output's
+// element count, then the shapes (see the maths above).
+#define INVOLUTION_ARGS(IN0, IN1, OUT)                                                \
+  const T* __restrict__ IN0, const T* __restrict__ IN1, T* __restrict__ OUT,          \
+      const I total, const I C, const I H, const I W, const I Ho, const I Wo, const I G, \
+      const I K, const I stride, const I pad, const I dil
+
+// One thread per element, striding by the whole grid.
+#define GRID_STRIDE_LOOP(idx, total)                                                  \
+  for (I idx = (I)blockIdx.x * blockDim.x + threadIdx.x; idx < (total);              \
+       idx += (I)gridDim.x * blockDim.x)
+
 template <typename T> struct AccType { typedef float type; };
 template <> struct AccType<double> { typedef double type; };
 
@@ -67,15 +79,11 @@ template <> __device__ __forceinline__ bfloat16_t from_acc<bfloat16_t>(float v) 
 
 // y: (N, C, Ho, Wo); one thread per y element.
 template <typename T, typename I>
-__global__ void involution_forward(const T* __restrict__ x, const T* __restrict__ w,
-                                   T* __restrict__ y, const I total, const I C, const I H,
-                                   const I W, const I Ho, const I Wo, const I G, const I K,
-                                   const I stride, const I pad, const I dil) {
+__global__ void involution_forward(INVOLUTION_ARGS(x, w, y)) {
   typedef typename AccType<T>::type acc_t;
   const I channels_per_group = C / G;
   const I out_plane = Ho * Wo;
-  for (I idx = (I)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
-       idx += (I)gridDim.x * blockDim.x) {
+  GRID_STRIDE_LOOP(idx, total) {
     const I j = idx % Wo;
     const I i = (idx / Wo) % Ho;
     const I c = (idx / out_plane) % C;
@@ -100,16 +108,11 @@ __global__ void involution_forward(const T* __restrict__ x, const T* __restrict_
 // dx: (N, C, H, W); one thread per dx element, gathering from every (u, v, i, j) whose
 // window reads it.
 template <typename T, typename I>
-__global__ void involution_grad_input(const T* __restrict__ dy, const T* __restrict__ w,
-                                      T* __restrict__ dx, const I total, const I C,
-                                      const I H, const I W, const I Ho, const I Wo,
-                                      const I G, const I K, const I stride, const I pad,
-                                      const I dil) {
+__global__ void involution_grad_input(INVOLUTION_ARGS(dy, w, dx)) {
   typedef typename AccType<T>::type acc_t;
   const I channels_per_group = C / G;
   const I out_plane = Ho * Wo;
-  for (I idx = (I)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
-       idx += (I)gridDim.x * blockDim.x) {
+  GRID_STRIDE_LOOP(idx, total) {
     const I q = idx % W;
     const I h = (idx / W) % H;
     const I c = (idx / (H * W)) % C;
@@ -140,16 +143,11 @@ __global__ void involution_grad_input(const T* __restrict__ dy, const T* __restr
 
 // dw: (N, G*K*K, Ho, Wo); one thread per dw element, summing over the group's channels.
 template <typename T, typename I>
-__global__ void involution_grad_kernel(const T* __restrict__ dy, const T* __restrict__ x,
-                                       T* __restrict__ dw, const I total, const I C,
-                                       const I H, const I W, const I Ho, const I Wo,
-                                       const I G, const I K, const I stride, const I pad,
-                                       const I dil) {
+__global__ void involution_grad_kernel(INVOLUTION_ARGS(dy, x, dw)) {
   typedef typename AccType<T>::type acc_t;
   const I channels_per_group = C / G;
   const I out_plane = Ho * Wo;
-  for (I idx = (I)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
-       idx += (I)gridDim.x * blockDim.x) {
+  GRID_STRIDE_LOOP(idx, total) {
     const I j = idx % Wo;
     const I i = (idx / Wo) % Ho;
     const I uv = (idx / out_plane) % (K * K);

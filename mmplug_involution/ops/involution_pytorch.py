@@ -5,11 +5,11 @@ The K*K taps are visited one at a time. Tap (u, v) reads input rows
 (``x[..., a::s, b::s]``, a view when s = 1, one input-sized copy otherwise),
 those rows are a unit-stride slice of one phase. Each tap is then one fused
 multiply-add into the output (``addcmul_``), the kernel slice broadcast over
-the group's channels. Peak extra memory is the output itself (plus one
-output-sized temporary per tap for the kernel gradient), instead of the
-N*C*K*K*H_out*W_out unfold tensor. Works on any device: the CPU backend of
-:func:`mmplug_involution.ops.involution2d`, and the CUDA fallback when CuPy is
-missing.
+the group's channels; the kernel gradient is accumulated the same way, one
+channel at a time. Peak extra memory is the output itself (the gradients in
+the backward pass) instead of the N*C*K*K*H_out*W_out unfold tensor. Works on
+any device: the CPU backend of :func:`mmplug_involution.ops.involution2d`, and
+the CUDA fallback when CuPy is missing.
 
 Half and bfloat16 inputs are computed in float32 and cast back, so
 accumulation is float32.
@@ -125,12 +125,14 @@ def involution_backward_pytorch(grad_output: Tensor, input: Tensor,
                      (h, w)):
         a, b = tap.phase
         gy_tap = gy[..., tap.out_rows, tap.out_cols]
+        x_tap = phases[a][b][..., tap.in_rows, tap.in_cols]
         grad_phases[a][b][..., tap.in_rows, tap.in_cols].addcmul_(
             gy_tap, k[:, :, tap.index, :, tap.out_rows, tap.out_cols])
-        torch.sum(
-            gy_tap * phases[a][b][..., tap.in_rows, tap.in_cols],
-            dim=2,
-            out=grad_k[:, :, tap.index, tap.out_rows, tap.out_cols])
+        # sum over the group's channels one channel at a time: no temporary,
+        # and faster than multiply-then-reduce on CPU
+        grad_k_tap = grad_k[:, :, tap.index, tap.out_rows, tap.out_cols]
+        for c in range(cg):
+            grad_k_tap.addcmul_(gy_tap[:, :, c], x_tap[:, :, c])
     if stride == 1:
         grad_x = grad_phases[0][0]
     else:

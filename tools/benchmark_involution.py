@@ -300,9 +300,10 @@ def to_markdown(result):
             f"{row['fwd_ms']:.2f} | {row['fwdbwd_ms']:.2f} | "
             f"{row['fwd_peak_mib']:.0f} | {row['fwdbwd_peak_mib']:.0f} | "
             f"{row['time_vs_unfold']:.2f} | {row['mem_vs_unfold']:.3f} |")
+    scope = ('the shapes above' if result['quick'] else 'all involutions')
     lines += [
-        '', '| resolution | implementation | RedNet-50 total fwd+bwd ms '
-        '(all involutions) | / unfold |', '|---|---|---|---|'
+        '', '| resolution | implementation | RedNet-50 fwd+bwd ms (sum over '
+        f'{scope}, times blocks per shape) | / unfold |', '|---|---|---|---|'
     ]
     for total in result['totals']:
         lines.append(f"| {total['resolution']} | {total['impl']} | "
@@ -367,6 +368,7 @@ def main():
         environment=env,
         dtype=args.dtype,
         repeats=repeats,
+        quick=args.quick,
         correctness=errors,
         rows=[],
         totals=[])

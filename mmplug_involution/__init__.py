@@ -1,13 +1,16 @@
 """mmplug-involution: involution and dynamic convolutions for mmdet and mmseg.
 
 Importing the package (configs do it through ``custom_imports``) registers
-every layer in mmengine's root ``MODELS`` registry and applies the safe
-checkpoint allow-list.
+every layer and model in mmengine's root ``MODELS`` registry, applies the safe
+checkpoint allow-list and teaches mmengine's complexity analysis to count the
+involution op.
 """
-from . import layers, ops
-from .runtime import register_safe_checkpoint_globals
+from . import layers, models, ops
+from .runtime import (register_complexity_handles,
+                      register_safe_checkpoint_globals)
 from .version import __version__
 
 register_safe_checkpoint_globals()
+register_complexity_handles()
 
-__all__ = ['layers', 'ops', '__version__']
+__all__ = ['layers', 'models', 'ops', '__version__']

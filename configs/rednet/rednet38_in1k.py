@@ -1,0 +1,2 @@
+_base_ = ['./rednet50_in1k.py']
+model = dict(backbone=dict(depth=38))

@@ -1,0 +1,3 @@
+from .rednet import RedNet, RedNetBottleneck
+
+__all__ = ['RedNet', 'RedNetBottleneck']

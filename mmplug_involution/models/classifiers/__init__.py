@@ -1,0 +1,3 @@
+from .global_pool_classifier import GlobalPoolClassifier
+
+__all__ = ['GlobalPoolClassifier']

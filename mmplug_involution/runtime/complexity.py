@@ -1,0 +1,75 @@
+"""Teach mmengine's complexity analysis to count the involution op.
+
+``mmengine.analysis`` (and the toolkits' ``get_flops`` tools built on it)
+traces models with JIT and skips ops it has no handle for. The involution op
+appears as ``mmplug_involution::involution2d``; registering a handle in
+mmengine's defaults, when the package is imported, makes every such tool count
+it: one multiply-add per kernel tap and output element (N * C * H_out * W_out *
+K * K), as the paper counts FLOPs.
+"""
+from math import prod
+from typing import Any, List
+
+from mmengine.analysis import complexity_analysis
+from mmengine.analysis.jit_handles import get_shape
+
+__all__ = [
+    'involution_flop_jit', 'model_complexity', 'register_complexity_handles'
+]
+
+INVOLUTION_OP = 'mmplug_involution::involution2d'
+
+
+def involution_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
+    """Multiply-adds of one involution2d call from its traced arguments."""
+    kernel_size = inputs[2].toIValue()
+    return prod(get_shape(outputs[0])) * kernel_size * kernel_size
+
+
+def _activation_count(inputs: List[Any], outputs: List[Any]) -> int:
+    return prod(get_shape(outputs[0]))
+
+
+def register_complexity_handles() -> None:
+    """Add the involution handles to mmengine's default flop/activation ops."""
+    complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS[INVOLUTION_OP] = (
+        involution_flop_jit)
+    complexity_analysis._DEFAULT_SUPPORTED_ACT_OPS[INVOLUTION_OP] = (
+        _activation_count)
+
+
+def model_complexity(model, input_shape=(3, 224, 224)) -> dict:
+    """Parameters and FLOPs (multiply-adds) of ``model`` on one input.
+
+    Counts ``model.extract_feat`` (backbone and neck) for models that have it,
+    such as mmdet detectors and mmseg segmentors, and ``model(x)`` otherwise.
+
+    Returns:
+        dict with ``params``, ``flops``, ``counted`` (what was traced) and
+        ``unsupported`` (ops traced without a handle, name -> count).
+    """
+    import torch
+    from mmengine.analysis import FlopAnalyzer, parameter_count
+
+    register_complexity_handles()
+    counted = 'forward'
+    if hasattr(model, 'extract_feat'):
+        counted = 'extract_feat (backbone + neck)'
+        model.forward = model.extract_feat
+    device = next(model.parameters()).device
+    inputs = (torch.rand(1, *input_shape, device=device), )
+    was_training = model.training
+    model.eval()
+    try:
+        analyzer = FlopAnalyzer(model, inputs)
+        analyzer.unsupported_ops_warnings(False)
+        analyzer.uncalled_modules_warnings(False)
+        flops = analyzer.total()
+        unsupported = dict(analyzer.unsupported_ops())
+    finally:
+        model.train(was_training)
+    return dict(
+        params=parameter_count(model)[''],
+        flops=flops,
+        counted=counted,
+        unsupported=unsupported)

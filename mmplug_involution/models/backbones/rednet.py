@@ -1,4 +1,4 @@
-"""RedNet (Li et al., CVPR 2021): ResNet with involution in every bottleneck."""
+"""RedNet (Li et al., CVPR 2021): ResNet with involution bottlenecks."""
 import logging
 from typing import Optional, Sequence, Tuple
 

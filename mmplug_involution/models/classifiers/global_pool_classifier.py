@@ -9,7 +9,7 @@ from ...registry import MODELS
 
 
 class LinearHead(nn.Module):
-    """``fc`` on pooled features; named like mmcls/mmpretrain's LinearClsHead."""
+    """``fc`` on pooled features, named as in mmpretrain's LinearClsHead."""
 
     def __init__(self, in_channels: int, num_classes: int) -> None:
         super().__init__()

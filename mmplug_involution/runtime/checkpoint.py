@@ -79,7 +79,7 @@ def register_safe_checkpoint_globals() -> None:
     """
     torch.serialization.add_safe_globals(safe_checkpoint_globals())
     CheckpointLoader.register_scheme(
-        prefixes='', loader=load_checkpoint_file, force=True)
+        prefixes='', loader=load_from_local_safe, force=True)
 
 
 def load_checkpoint_file(filename: str, map_location=None) -> Any:
@@ -121,3 +121,12 @@ def load_checkpoint_file(filename: str, map_location=None) -> Any:
             f'checkpoint or it is truncated/corrupt ({exc}). Re-download or '
             're-save it; for --resume, point to an earlier checkpoint.'
         ) from exc
+
+
+def load_from_local_safe(filename: str, map_location=None) -> Any:
+    """:func:`load_checkpoint_file` under the name mmengine logs.
+
+    mmengine prints ``Loads checkpoint by <name[10:]> backend``, so this
+    reads "local_safe" in training logs.
+    """
+    return load_checkpoint_file(filename, map_location)

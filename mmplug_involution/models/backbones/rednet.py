@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmcv.cnn import ConvModule, build_conv_layer, build_norm_layer
 from mmengine.logging import print_log
-from mmengine.model import BaseModule
+from mmengine.model import BaseModule, Sequential
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -257,7 +257,7 @@ class RedNet(BaseModule):
 
     @staticmethod
     def _make_stage(inplanes, planes, num_blocks, stride, dilation,
-                    block_kwargs) -> nn.Sequential:
+                    block_kwargs) -> Sequential:
         outplanes = planes * RedNetBottleneck.expansion
         downsample = None
         if stride != 1 or inplanes != outplanes:
@@ -284,7 +284,8 @@ class RedNet(BaseModule):
                 outplanes, planes, dilation=dilation, **block_kwargs)
             for _ in range(1, num_blocks)
         ]
-        return nn.Sequential(*blocks)
+        # mmengine's Sequential: its init_weights reaches the blocks' init_cfg
+        return Sequential(*blocks)
 
     def _freeze_stages(self) -> None:
         modules = []

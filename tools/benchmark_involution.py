@@ -26,12 +26,8 @@ Writes ``<out>/involution_<device>.json`` and ``.md`` (a table for
 docs/benchmarks.md).
 """
 import argparse
-import ctypes
-import datetime
 import json
 import os
-import platform
-import re
 import statistics
 import sys
 import time
@@ -41,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from mmplug_involution.ops import BACKEND_ENV, involution2d
+from mmplug_involution.utils.benchmark import environment, median_ms, peak_mib
 
 # RedNet-50 involutions: (name, channels, stride, spatial divisor of the op's
 # input, number of blocks with this shape)
@@ -130,37 +127,6 @@ def implementations(device):
     return impls
 
 
-class MemoryMeter:
-    """Peak memory (MiB) allocated by a call, above what was live before it."""
-
-    def __init__(self, device):
-        self.device = device
-        self.libc = ctypes.CDLL('libc.so.6') if device.type == 'cpu' else None
-
-    @staticmethod
-    def _status_mib(field):
-        status = Path('/proc/self/status').read_text()
-        return int(re.search(rf'{field}:\s+(\d+)', status).group(1)) / 1024
-
-    def start(self):
-        if self.device.type == 'cuda':
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = torch.cuda.memory_allocated(self.device) / 2**20
-        else:
-            self.libc.malloc_trim(0)
-            Path('/proc/self/clear_refs').write_text('5')
-            self.base = self._status_mib('VmRSS')
-
-    def stop(self):
-        if self.device.type == 'cuda':
-            torch.cuda.synchronize(self.device)
-            peak = torch.cuda.max_memory_allocated(self.device) / 2**20
-        else:
-            peak = self._status_mib('VmHWM')
-        return peak - self.base
-
-
 def run_once(fn, inputs, shape, backward):
     x, kernel, weight = inputs
     out = fn(x, kernel, weight, shape['k'], shape['s'])
@@ -172,22 +138,11 @@ def run_once(fn, inputs, shape, backward):
 
 
 def measure(fn, shape, device, dtype, backward, repeats):
-    meter = MemoryMeter(device)
     inputs = make_inputs(shape, device, dtype, backward)
     run_once(fn, inputs, shape, backward)  # warm-up (compiles, thread pools)
-    meter.start()
-    run_once(fn, inputs, shape, backward)
-    peak = meter.stop()
-    times = []
-    for _ in range(repeats):
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        run_once(fn, inputs, shape, backward)
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times), peak
+    peak = peak_mib(lambda: run_once(fn, inputs, shape, backward), device)
+    return median_ms(lambda: run_once(fn, inputs, shape, backward), device,
+                     repeats), peak
 
 
 def involution_loop_reference(x, kernel, kernel_size, stride, padding):
@@ -237,37 +192,6 @@ def copy_bandwidth_gbs(device):
         torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
     return 2 * src.numel() * 4 / statistics.median(times) / 1e9
-
-
-def environment(device):
-    info = dict(
-        date=datetime.datetime.now(
-            datetime.timezone.utc).isoformat(timespec='seconds'),
-        python=platform.python_version(),
-        torch=torch.__version__,
-        machine=platform.machine(),
-        cpu=_cpu_name(),
-        cpu_count=os.cpu_count(),
-        threads=torch.get_num_threads())
-    try:
-        import cupy
-        info['cupy'] = cupy.__version__
-    except ImportError:
-        info['cupy'] = None
-    if device.type == 'cuda':
-        info['gpu'] = torch.cuda.get_device_name(device)
-        info['cuda'] = torch.version.cuda
-    return info
-
-
-def _cpu_name():
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def to_markdown(result):

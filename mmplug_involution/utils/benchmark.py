@@ -1,0 +1,107 @@
+"""Measuring helpers shared by the benchmark tools in ``tools/``.
+
+Time: median wall-clock of repeated runs (CUDA synchronised). Memory: the peak
+a call adds on top of what was live before it: ``max_memory_allocated`` on
+CUDA; on CPU the rise of the process's peak resident set size (VmHWM, reset
+through /proc/self/clear_refs, Linux) after glibc's ``malloc_trim(0)`` has
+returned every free page, so pages the call touches count even when the
+allocator reuses freed memory.
+"""
+import ctypes
+import datetime
+import os
+import platform
+import re
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+__all__ = ['MemoryMeter', 'environment', 'median_ms', 'peak_mib']
+
+
+class MemoryMeter:
+    """Peak memory (MiB) allocated by a call, above what was live before it."""
+
+    def __init__(self, device):
+        self.device = device
+        self.libc = ctypes.CDLL('libc.so.6') if device.type == 'cpu' else None
+
+    @staticmethod
+    def _status_mib(field):
+        status = Path('/proc/self/status').read_text()
+        return int(re.search(rf'{field}:\s+(\d+)', status).group(1)) / 1024
+
+    def start(self):
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device) / 2**20
+        else:
+            self.libc.malloc_trim(0)
+            Path('/proc/self/clear_refs').write_text('5')
+            self.base = self._status_mib('VmRSS')
+
+    def stop(self):
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            peak = self._status_mib('VmHWM')
+        return peak - self.base
+
+
+def peak_mib(fn: Callable[[], object], device: torch.device) -> float:
+    """Peak memory (MiB) that one call of ``fn`` adds."""
+    meter = MemoryMeter(device)
+    meter.start()
+    fn()
+    return meter.stop()
+
+
+def median_ms(fn: Callable[[], object], device: torch.device,
+              repeats: int) -> float:
+    """Median wall-clock time of ``repeats`` calls of ``fn``, in ms."""
+    times = []
+    for _ in range(repeats):
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == 'cuda':
+            torch.cuda.synchronize(device)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def environment(device):
+    info = dict(
+        date=datetime.datetime.now(
+            datetime.timezone.utc).isoformat(timespec='seconds'),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        machine=platform.machine(),
+        cpu=_cpu_name(),
+        cpu_count=os.cpu_count(),
+        threads=torch.get_num_threads())
+    try:
+        import cupy
+        info['cupy'] = cupy.__version__
+    except ImportError:
+        info['cupy'] = None
+    if device.type == 'cuda':
+        info['gpu'] = torch.cuda.get_device_name(device)
+        info['cuda'] = torch.version.cuda
+    return info
+
+
+def _cpu_name():
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()

@@ -1,9 +1,10 @@
 """Benchmark backbone training steps: RedNet beside mmdet's ResNet.
 
 One training step = forward, loss = sum of the means of every output stage,
-backward (no optimizer step). For each backbone and setting: median time of
-repeated steps after a warm-up, and the peak memory one step adds on top of
-the model and input (see ``mmplug_involution.utils.benchmark``). All models
+backward (no optimizer step). For each backbone and setting: median (and
+range) of repeated steps after warm-up steps, and the peak memory one step
+adds on top of the model and input (``mmplug_involution.utils.benchmark``).
+All models
 run in the same process with the same settings: BN in training mode, nothing
 frozen, four output stages.
 
@@ -18,13 +19,14 @@ Writes ``<out>/backbone_<device>.json`` and ``.md``.
 import argparse
 import functools
 import json
+import statistics
 from pathlib import Path
 
 import torch
 from mmengine.registry import MODELS, init_default_scope
 
 import mmplug_involution  # noqa: F401  (registers RedNet)
-from mmplug_involution.utils.benchmark import environment, median_ms, peak_mib
+from mmplug_involution.utils.benchmark import environment, peak_mib, times_ms
 
 BACKBONES = {
     'RedNet-26': dict(type='RedNet', depth=26),
@@ -59,8 +61,10 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--device', default='auto',
                         help='cpu, cuda, cuda:N or auto')
-    parser.add_argument('--repeats', type=int, default=3,
+    parser.add_argument('--repeats', type=int, default=5,
                         help='timed steps per measurement (median)')
+    parser.add_argument('--warmup', type=int, default=2,
+                        help='untimed steps first (allocator, kernels)')
     parser.add_argument('--backbones', nargs='+', choices=list(BACKBONES),
                         default=list(BACKBONES))
     parser.add_argument('--settings', nargs='+', choices=list(SETTINGS),
@@ -86,12 +90,15 @@ def main():
                 step = functools.partial(train_step,
                                          build(BACKBONES[name], device),
                                          images, amp)
-                step()  # warm-up
+                for _ in range(args.warmup):
+                    step()
                 peak = peak_mib(step, device)
-                ms = median_ms(step, device, args.repeats)
+                times = times_ms(step, device, args.repeats)
+                ms = statistics.median(times)
                 rows.append(
                     dict(setting=setting, precision='amp' if amp else 'fp32',
-                         backbone=name, step_ms=ms, peak_mib=peak))
+                         backbone=name, step_ms=ms, step_ms_min=min(times),
+                         step_ms_max=max(times), peak_mib=peak))
                 print(f'{setting:18s} {rows[-1]["precision"]:4s} {name:19s} '
                       f'{ms:10.1f} ms {peak:9.0f} MiB', flush=True)
                 del step
@@ -108,15 +115,18 @@ def main():
     lines = [
         f"Device: {env.get('gpu') or env['cpu']} ({env['device']}, "
         f"{env['threads']} threads); torch {env['torch']}; {env['date']}; "
-        f'median of {args.repeats} steps.', '',
-        '| setting | precision | backbone | step ms | peak MiB | time / '
-        'ResNet | memory / ResNet |', '|---|---|---|---|---|---|---|'
+        f'median of {args.repeats} steps after {args.warmup} warm-up '
+        'steps.', '',
+        '| setting | precision | backbone | step ms (median) | min-max | '
+        'peak MiB | time / ResNet | memory / ResNet |',
+        '|---|---|---|---|---|---|---|---|'
     ]
     for row in rows:
         ratio = (f"{row['time_ratio']:.2f} | {row['mem_ratio']:.2f}"
                  if row['time_ratio'] is not None else '- | -')
         lines.append(f"| {row['setting']} | {row['precision']} | "
                      f"{row['backbone']} | {row['step_ms']:.0f} | "
+                     f"{row['step_ms_min']:.0f}-{row['step_ms_max']:.0f} | "
                      f"{row['peak_mib']:.0f} | {ratio} |")
     lines.append('')
     lines.append('Ratios compare RedNet-26/50 with ResNet-50 and RedNet-101 '
@@ -126,8 +136,8 @@ def main():
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f'backbone_{device.type}'
     (out_dir / f'{stem}.json').write_text(
-        json.dumps(dict(environment=env, repeats=args.repeats, rows=rows),
-                   indent=2))
+        json.dumps(dict(environment=env, repeats=args.repeats,
+                        warmup=args.warmup, rows=rows), indent=2))
     (out_dir / f'{stem}.md').write_text(markdown)
     print('\n' + markdown)
     print(f'Results written to {out_dir / stem}.json and .md')

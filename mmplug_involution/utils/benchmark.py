@@ -15,11 +15,13 @@ import re
 import statistics
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, List
 
 import torch
 
-__all__ = ['MemoryMeter', 'environment', 'median_ms', 'peak_mib']
+__all__ = [
+    'MemoryMeter', 'environment', 'median_ms', 'peak_mib', 'times_ms'
+]
 
 
 class MemoryMeter:
@@ -61,9 +63,9 @@ def peak_mib(fn: Callable[[], object], device: torch.device) -> float:
     return meter.stop()
 
 
-def median_ms(fn: Callable[[], object], device: torch.device,
-              repeats: int) -> float:
-    """Median wall-clock time of ``repeats`` calls of ``fn``, in ms."""
+def times_ms(fn: Callable[[], object], device: torch.device,
+             repeats: int) -> List[float]:
+    """Wall-clock times of ``repeats`` calls of ``fn``, in ms."""
     times = []
     for _ in range(repeats):
         if device.type == 'cuda':
@@ -73,7 +75,13 @@ def median_ms(fn: Callable[[], object], device: torch.device,
         if device.type == 'cuda':
             torch.cuda.synchronize(device)
         times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return times
+
+
+def median_ms(fn: Callable[[], object], device: torch.device,
+              repeats: int) -> float:
+    """Median wall-clock time of ``repeats`` calls of ``fn``, in ms."""
+    return statistics.median(times_ms(fn, device, repeats))
 
 
 def environment(device):

@@ -18,15 +18,15 @@ Writes ``<out>/backbone_<device>.json`` and ``.md``.
 """
 import argparse
 import functools
-import json
 import statistics
-from pathlib import Path
 
 import torch
 from mmengine.registry import MODELS, init_default_scope
 
 import mmplug_involution  # noqa: F401  (registers RedNet)
-from mmplug_involution.utils.benchmark import environment, peak_mib, times_ms
+from mmplug_involution.utils.benchmark import (environment, peak_mib,
+                                               resolve_device, times_ms,
+                                               write_results)
 
 BACKBONES = {
     'RedNet-26': dict(type='RedNet', depth=26),
@@ -63,7 +63,7 @@ def parse_args():
                         help='cpu, cuda, cuda:N or auto')
     parser.add_argument('--repeats', type=int, default=5,
                         help='timed steps per measurement (median)')
-    parser.add_argument('--warmup', type=int, default=2,
+    parser.add_argument('--warmup', type=int, default=4,
                         help='untimed steps first (allocator, kernels)')
     parser.add_argument('--backbones', nargs='+', choices=list(BACKBONES),
                         default=list(BACKBONES))
@@ -75,9 +75,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    if args.device == 'auto':
-        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    device = torch.device(args.device)
+    device = resolve_device(args.device)
     init_default_scope('mmdet')
     precisions = [False, True] if device.type == 'cuda' else [False]
     env = dict(environment(device), device=str(device))
@@ -92,8 +90,9 @@ def main():
                                          images, amp)
                 for _ in range(args.warmup):
                     step()
-                peak = peak_mib(step, device)
+                # time first: measuring memory trims the allocator's cache
                 times = times_ms(step, device, args.repeats)
+                peak = peak_mib(step, device)
                 ms = statistics.median(times)
                 rows.append(
                     dict(setting=setting, precision='amp' if amp else 'fp32',
@@ -131,16 +130,10 @@ def main():
     lines.append('')
     lines.append('Ratios compare RedNet-26/50 with ResNet-50 and RedNet-101 '
                  'with ResNet-101 in the same setting and precision.')
-    markdown = '\n'.join(lines) + '\n'
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f'backbone_{device.type}'
-    (out_dir / f'{stem}.json').write_text(
-        json.dumps(dict(environment=env, repeats=args.repeats,
-                        warmup=args.warmup, rows=rows), indent=2))
-    (out_dir / f'{stem}.md').write_text(markdown)
-    print('\n' + markdown)
-    print(f'Results written to {out_dir / stem}.json and .md')
+    write_results(
+        args.out, f'backbone_{device.type}',
+        dict(environment=env, repeats=args.repeats, warmup=args.warmup,
+             rows=rows), '\n'.join(lines) + '\n')
 
 
 if __name__ == '__main__':

@@ -26,18 +26,18 @@ Writes ``<out>/involution_<device>.json`` and ``.md`` (a table for
 docs/benchmarks.md).
 """
 import argparse
-import json
 import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from mmplug_involution.ops import BACKEND_ENV, involution2d
-from mmplug_involution.utils.benchmark import environment, median_ms, peak_mib
+from mmplug_involution.utils.benchmark import (environment, median_ms,
+                                               peak_mib, resolve_device,
+                                               write_results)
 
 # RedNet-50 involutions: (name, channels, stride, spatial divisor of the op's
 # input, number of blocks with this shape)
@@ -140,9 +140,10 @@ def run_once(fn, inputs, shape, backward):
 def measure(fn, shape, device, dtype, backward, repeats):
     inputs = make_inputs(shape, device, dtype, backward)
     run_once(fn, inputs, shape, backward)  # warm-up (compiles, thread pools)
-    peak = peak_mib(lambda: run_once(fn, inputs, shape, backward), device)
-    return median_ms(lambda: run_once(fn, inputs, shape, backward), device,
-                     repeats), peak
+    # time first: measuring memory trims the allocator's cache (malloc_trim)
+    ms = median_ms(lambda: run_once(fn, inputs, shape, backward), device,
+                   repeats)
+    return ms, peak_mib(lambda: run_once(fn, inputs, shape, backward), device)
 
 
 def involution_loop_reference(x, kernel, kernel_size, stride, padding):
@@ -269,11 +270,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    if args.device == 'auto':
-        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    device = torch.device(args.device)
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        sys.exit('--device cuda requested but torch sees no CUDA device.')
+    device = resolve_device(args.device)
     dtype = getattr(torch, args.dtype)
     repeats = args.repeats or (3 if args.quick else 5)
     resolutions = ['imagenet'] if args.quick else args.resolutions
@@ -348,14 +345,8 @@ def main():
                     vs_unfold=total / totals['unfold']))
     os.environ.pop(BACKEND_ENV, None)
 
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"involution_{device.type}{'_quick' if args.quick else ''}"
-    (out_dir / f'{stem}.json').write_text(json.dumps(result, indent=2))
-    markdown = to_markdown(result)
-    (out_dir / f'{stem}.md').write_text(markdown)
-    print('\n' + markdown)
-    print(f'Results written to {out_dir / stem}.json and .md')
+    write_results(args.out, stem, result, to_markdown(result))
 
 
 def _bytes(shape, elem):

@@ -5,10 +5,14 @@ a call adds on top of what was live before it: ``max_memory_allocated`` on
 CUDA; on CPU the rise of the process's peak resident set size (VmHWM, reset
 through /proc/self/clear_refs, Linux) after glibc's ``malloc_trim(0)`` has
 returned every free page, so pages the call touches count even when the
-allocator reuses freed memory.
+allocator reuses freed memory. That trim also empties the allocator's cache,
+so measure time before memory, after enough warm-up steps for the allocator
+to reach its steady state (on CPU, glibc's adaptive mmap threshold takes a few
+steps of a large model).
 """
 import ctypes
 import datetime
+import json
 import os
 import platform
 import re
@@ -20,7 +24,8 @@ from typing import Callable, List
 import torch
 
 __all__ = [
-    'MemoryMeter', 'environment', 'median_ms', 'peak_mib', 'times_ms'
+    'MemoryMeter', 'environment', 'median_ms', 'peak_mib', 'resolve_device',
+    'times_ms', 'write_results'
 ]
 
 
@@ -113,3 +118,25 @@ def _cpu_name():
     except OSError:
         pass
     return platform.processor()
+
+
+def resolve_device(name: str) -> torch.device:
+    """``'auto'`` -> cuda if available else cpu; refuse CUDA without a GPU."""
+    if name == 'auto':
+        name = 'cuda' if torch.cuda.is_available() else 'cpu'
+    device = torch.device(name)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit(f'--device {name} requested but torch sees no CUDA '
+                         'device.')
+    return device
+
+
+def write_results(out_dir: str, stem: str, result: dict,
+                  markdown: str) -> None:
+    """Write ``<out_dir>/<stem>.json`` and ``.md`` and print the table."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f'{stem}.json').write_text(json.dumps(result, indent=2))
+    (out / f'{stem}.md').write_text(markdown)
+    print('\n' + markdown)
+    print(f'Results written to {out / stem}.json and .md')

@@ -151,6 +151,8 @@ def test_bad_arguments():
         RedNet(34)
     with pytest.raises(ValueError, match='one entry per stage'):
         RedNet(50, strides=(1, 2))
+    with pytest.raises(ValueError, match='frozen_stages must be -1 to'):
+        RedNet(50, frozen_stages=5)
     with pytest.raises(ValueError, match='out_indices'):
         RedNet(50, num_stages=3, strides=(1, 2, 2), dilations=(1, 1, 1))
 

@@ -175,6 +175,9 @@ class RedNet(BaseModule):
             raise ValueError(f'strides {tuple(strides)} and dilations '
                              f'{tuple(dilations)} need one entry per stage '
                              f'(num_stages={num_stages}).')
+        if not -1 <= frozen_stages <= num_stages:
+            raise ValueError(f'frozen_stages must be -1 to num_stages='
+                             f'{num_stages}, got {frozen_stages}.')
         if not out_indices or max(out_indices) >= num_stages:
             raise ValueError(f'out_indices {tuple(out_indices)} must name '
                              f'stages 0..{num_stages - 1}.')

@@ -5,7 +5,7 @@ every layer and model in mmengine's root ``MODELS`` registry, applies the safe
 checkpoint allow-list and teaches mmengine's complexity analysis to count the
 involution op.
 """
-from . import layers, models, ops
+from . import datasets, layers, models, ops
 from .runtime import (register_complexity_handles,
                       register_safe_checkpoint_globals)
 from .version import __version__
@@ -13,4 +13,4 @@ from .version import __version__
 register_safe_checkpoint_globals()
 register_complexity_handles()
 
-__all__ = ['layers', 'models', 'ops', '__version__']
+__all__ = ['datasets', 'layers', 'models', 'ops', '__version__']

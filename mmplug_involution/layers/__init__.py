@@ -1,4 +1,4 @@
 """``nn.Module`` layers built on :mod:`mmplug_involution.ops`."""
-from .involution import Involution
+from .involution import Involution, InvolutionModule
 
-__all__ = ['Involution']
+__all__ = ['Involution', 'InvolutionModule']

@@ -1,8 +1,9 @@
-"""The involution layer: a kernel generator plus :func:`involution2d`."""
+"""The involution layer (a kernel generator plus :func:`involution2d`) and
+its ConvModule-like variant with an output norm and activation."""
 from typing import Optional
 
 import torch.nn as nn
-from mmcv.cnn import ConvModule
+from mmcv.cnn import ConvModule, build_activation_layer, build_norm_layer
 from mmengine.model import BaseModule
 from torch import Tensor
 
@@ -93,3 +94,48 @@ class Involution(BaseModule):
         kernel = self.conv2(self.conv1(self.avgpool(x)))
         return involution2d(
             x, kernel, self.kernel_size, self.stride, dilation=self.dilation)
+
+
+class InvolutionModule(Involution):
+    """An :class:`Involution` followed by an optional norm and activation.
+
+    The involution counterpart of mmcv's ``ConvModule`` (order: involution,
+    norm, activation). ``norm_cfg`` and ``act_cfg`` keep their
+    :class:`Involution` meaning (the kernel generator's); the norm and
+    activation applied to the output are ``out_norm_cfg`` and
+    ``out_act_cfg``. The state dict keeps Involution's layout (``conv1.*``,
+    ``conv2.*``), plus ``norm.*`` when ``out_norm_cfg`` is set.
+
+    Args:
+        channels (int): C, input and output channels.
+        out_norm_cfg (dict, optional): norm on the output. Default None.
+        out_act_cfg (dict, optional): activation on the output (after the
+            norm). Default None.
+        **kwargs: the other :class:`Involution` arguments.
+
+    Shapes:
+        (N, C, H, W) -> (N, C, ceil(H / s), ceil(W / s)).
+
+    Example:
+        >>> import torch
+        >>> layer = InvolutionModule(32, out_act_cfg=dict(type='ReLU'))
+        >>> layer(torch.rand(2, 32, 25, 19)).shape
+        torch.Size([2, 32, 25, 19])
+    """
+
+    def __init__(self,
+                 channels: int,
+                 out_norm_cfg: Optional[dict] = None,
+                 out_act_cfg: Optional[dict] = None,
+                 **kwargs) -> None:
+        super().__init__(channels, **kwargs)
+        self.norm = (
+            build_norm_layer(out_norm_cfg, channels)[1]
+            if out_norm_cfg is not None else nn.Identity())
+        self.activate = (
+            build_activation_layer(out_act_cfg)
+            if out_act_cfg is not None else nn.Identity())
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> (N, C, ceil(H / s), ceil(W / s))."""
+        return self.activate(self.norm(super().forward(x)))

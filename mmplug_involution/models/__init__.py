@@ -1,5 +1,11 @@
-"""Backbones and models built from :mod:`mmplug_involution.layers`."""
+"""Backbones, necks, heads and models built from :mod:`..layers`."""
 from .backbones import RedNet, RedNetBottleneck
 from .classifiers import GlobalPoolClassifier
+from .dense_heads import InvolutionRPNHead
+from .necks import InvolutionFPN
+from .roi_heads import InvolutionFCNMaskHead
 
-__all__ = ['RedNet', 'RedNetBottleneck', 'GlobalPoolClassifier']
+__all__ = [
+    'RedNet', 'RedNetBottleneck', 'GlobalPoolClassifier', 'InvolutionFPN',
+    'InvolutionRPNHead', 'InvolutionFCNMaskHead'
+]

@@ -1,0 +1,87 @@
+"""FPN whose 3x3 output convs are involutions (Li et al., CVPR 2021)."""
+from typing import List
+
+from mmdet.models.necks import FPN
+from mmdet.utils import OptConfigType
+
+from ...layers import InvolutionModule
+from ...registry import MODELS
+
+
+@MODELS.register_module()
+class InvolutionFPN(FPN):
+    """FPN whose 3x3 output convs are K x K involutions.
+
+    As in the paper's detectors, the output conv of every level built from
+    a backbone input (``fpn_convs[:num_levels]``, out_channels ->
+    out_channels) becomes an :class:`Involution`; the 1x1 lateral convs and
+    the stride-2 extra convs (``add_extra_convs``, e.g. RetinaNet's P6/P7)
+    stay convs. FPN's ``norm_cfg`` and ``act_cfg`` are applied after each
+    involution as they were after each conv (the defaults, None, give the
+    paper's bare involution); ``conv_cfg`` only applies to the convs that
+    remain. The involution levels keep Involution's state-dict layout
+    (``fpn_convs.0.conv1.conv.weight``, ``fpn_convs.0.conv2.conv.weight``).
+
+    Args:
+        in_channels (list[int]): channels of each backbone input.
+        out_channels (int): channels of every output; must be divisible by
+            ``involution_group_channels`` and ``involution_reduction_ratio``.
+        num_outs (int): number of output levels.
+        involution_kernel_size (int): K, odd. Default 7.
+        involution_group_channels (int): channels sharing one kernel.
+            Default 16.
+        involution_reduction_ratio (int): channel reduction in the kernel
+            generator. Default 4.
+        involution_norm_cfg (dict, optional): norm inside the kernel
+            generator. Default ``dict(type='BN')``.
+        norm_cfg (dict, optional): norm on every output (after the
+            involution or the extra conv) and on the laterals, as in FPN.
+            Default None.
+        act_cfg (dict, optional): activation after it, as in FPN.
+            Default None.
+        **kwargs: the other :class:`mmdet.models.necks.FPN` arguments
+            (``start_level``, ``end_level``, ``add_extra_convs``,
+            ``relu_before_extra_convs``, ``no_norm_on_lateral``,
+            ``conv_cfg``, ``upsample_cfg``, ``init_cfg``).
+
+    Shapes:
+        inputs[i]: (N, in_channels[i], H_i, W_i) -> outputs: ``num_outs``
+        tensors (N, out_channels, H, W), the same as FPN's.
+
+    Example:
+        >>> import torch
+        >>> neck = InvolutionFPN([16, 32, 64], 32, num_outs=4).eval()
+        >>> inputs = [torch.rand(1, c, s, s)
+        ...           for c, s in zip([16, 32, 64], [40, 20, 10])]
+        >>> [tuple(out.shape) for out in neck(inputs)]
+        [(1, 32, 40, 40), (1, 32, 20, 20), (1, 32, 10, 10), (1, 32, 5, 5)]
+    """
+
+    def __init__(self,
+                 in_channels: List[int],
+                 out_channels: int,
+                 num_outs: int,
+                 *,
+                 involution_kernel_size: int = 7,
+                 involution_group_channels: int = 16,
+                 involution_reduction_ratio: int = 4,
+                 involution_norm_cfg: OptConfigType = dict(type='BN'),
+                 norm_cfg: OptConfigType = None,
+                 act_cfg: OptConfigType = None,
+                 **kwargs) -> None:
+        super().__init__(
+            in_channels,
+            out_channels,
+            num_outs,
+            norm_cfg=norm_cfg,
+            act_cfg=act_cfg,
+            **kwargs)
+        for i in range(len(self.lateral_convs)):
+            self.fpn_convs[i] = InvolutionModule(
+                out_channels,
+                out_norm_cfg=norm_cfg,
+                out_act_cfg=act_cfg,
+                kernel_size=involution_kernel_size,
+                group_channels=involution_group_channels,
+                reduction_ratio=involution_reduction_ratio,
+                norm_cfg=involution_norm_cfg)

@@ -309,3 +309,12 @@ def test_mask_head_without_convs_keeps_fcn_mask_head():
 def test_mask_head_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         _build(dict(type='InvolutionFCNMaskHead', **kwargs))
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(conv_kernel_size=5),
+    dict(conv_cfg=dict(type='Conv2d')),
+])
+def test_mask_head_rejects_conv_settings_it_would_ignore(kwargs):
+    with pytest.raises(ValueError, match='involution_kernel_size'):
+        InvolutionFCNMaskHead(num_classes=3, **kwargs)

@@ -16,8 +16,9 @@ class InvolutionFCNMaskHead(FCNMaskHead):
     dict reads ``convs.{i}.conv1.*``, ``convs.{i}.conv2.*`` (plus
     ``convs.{i}.norm.*`` with a ``norm_cfg``). ``upsample``,
     ``conv_logits``, targets, loss and mask pasting are FCNMaskHead's.
-    ``conv_kernel_size`` and ``conv_cfg`` describe the replaced convs and
-    are not used; the involution's window is ``involution_kernel_size``.
+    ``conv_kernel_size`` and ``conv_cfg`` describe the replaced convs: a
+    value other than FCNMaskHead's default (3, None) is an error, since it
+    would be silently unused; the window is ``involution_kernel_size``.
 
     Args:
         involution_kernel_size (int): K, odd. Default 7.
@@ -52,6 +53,12 @@ class InvolutionFCNMaskHead(FCNMaskHead):
                  involution_reduction_ratio: int = 4,
                  involution_norm_cfg: OptConfigType = dict(type='BN'),
                  **kwargs) -> None:
+        for name, default in (('conv_kernel_size', 3), ('conv_cfg', None)):
+            if kwargs.get(name, default) != default:
+                raise ValueError(
+                    f'InvolutionFCNMaskHead does not use {name}='
+                    f'{kwargs[name]!r} (its convs are involutions); set '
+                    'involution_kernel_size for the window instead.')
         super().__init__(**kwargs)
         if self.num_convs > 0 and self.conv_out_channels != self.in_channels:
             raise ValueError(

@@ -2,15 +2,17 @@
 
 Importing the package (configs do it through ``custom_imports``) registers
 every layer and model in mmengine's root ``MODELS`` registry, applies the safe
-checkpoint allow-list and teaches mmengine's complexity analysis to count the
-involution op.
+checkpoint allow-list, makes checkpoint writes atomic and teaches mmengine's
+complexity analysis to count the involution op.
 """
 from . import datasets, layers, models, ops
-from .runtime import (register_complexity_handles,
+from .runtime import (register_atomic_local_backend,
+                      register_complexity_handles,
                       register_safe_checkpoint_globals)
 from .version import __version__
 
 register_safe_checkpoint_globals()
 register_complexity_handles()
+register_atomic_local_backend()
 
 __all__ = ['datasets', 'layers', 'models', 'ops', '__version__']

@@ -1,11 +1,16 @@
-"""What makes the stock OpenMMLab tools work on current torch."""
+"""What makes the stock OpenMMLab tools work on current torch and on CPU."""
+from .atomic_save import (AtomicLocalBackend, atomic_write,
+                          register_atomic_local_backend)
 from .checkpoint import (UnsafeCheckpointError, load_checkpoint_file,
                          register_safe_checkpoint_globals,
                          safe_checkpoint_globals)
 from .complexity import (involution_flop_jit, model_complexity,
                          register_complexity_handles)
+from .launch import prepare_launch, replace_sync_bn
 
 __all__ = [
+    'AtomicLocalBackend', 'atomic_write', 'register_atomic_local_backend',
+    'prepare_launch', 'replace_sync_bn',
     'involution_flop_jit', 'model_complexity', 'register_complexity_handles',
     'UnsafeCheckpointError', 'load_checkpoint_file',
     'register_safe_checkpoint_globals', 'safe_checkpoint_globals'

@@ -1,0 +1,72 @@
+"""Prepare a config for the machine it runs on (used by tools/train|test.py).
+
+* CPU multi-process runs (``--launcher pytorch`` under torchrun without a
+  GPU): mmengine's own initialisation calls ``torch.cuda.set_device`` and
+  fails, so the gloo process group is initialised here first, and the model
+  is wrapped in ``MMDistributedDataParallel(device_ids=None,
+  broadcast_buffers=False)``. With GPUs nothing changes: mmengine uses NCCL.
+* SyncBN cannot run without CUDA: on a CPU-only machine every ``SyncBN`` in
+  the model config becomes ``BN``, with a message saying so. (In a single
+  process mmengine already reverts SyncBN layers to BN itself.)
+"""
+import logging
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
+
+__all__ = ['prepare_launch', 'replace_sync_bn']
+
+
+def replace_sync_bn(cfg: Any) -> int:
+    """Turn every ``type='SyncBN'`` in a (nested) config into ``'BN'``.
+
+    Returns how many were replaced.
+    """
+    count = 0
+    if isinstance(cfg, (dict, ConfigDict)):
+        if cfg.get('type') == 'SyncBN':
+            cfg['type'] = 'BN'
+            count += 1
+        for value in cfg.values():
+            count += replace_sync_bn(value)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            count += replace_sync_bn(value)
+    return count
+
+
+def prepare_launch(cfg: Config, launcher: str) -> None:
+    """Adapt ``cfg`` in place for CPU-only and multi-process runs."""
+    if torch.cuda.is_available():
+        return
+    replaced = replace_sync_bn(cfg.get('model', {}))
+    if replaced:
+        print_log(
+            f'SyncBN needs CUDA: the {replaced} SyncBN setting(s) of this '
+            'config use BN on this CPU-only machine (statistics are then '
+            'per process).',
+            logger='current',
+            level=logging.WARNING)
+    if launcher == 'none':
+        return
+    if launcher != 'pytorch':
+        raise ValueError(f'--launcher {launcher} needs GPUs; on CPU use '
+                         '--launcher pytorch under torchrun (gloo).')
+    if not dist.is_initialized():
+        missing = [v for v in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR')
+                   if v not in os.environ]
+        if missing:
+            raise RuntimeError(
+                f'--launcher pytorch expects torchrun; {missing} are not set. '
+                'Use tools/dist_train.sh CONFIG NPROC.')
+        dist.init_process_group('gloo')
+    cfg.model_wrapper_cfg = dict(
+        type='MMDistributedDataParallel',
+        device_ids=None,
+        broadcast_buffers=False)
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+    cfg.env_cfg.dist_cfg['backend'] = 'gloo'

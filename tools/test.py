@@ -1,0 +1,90 @@
+"""Evaluate a checkpoint with an mmdet/mmseg config (COCO AP, mIoU, ...).
+
+Example:
+    python tools/test.py CONFIG CHECKPOINT [--show-dir DIR] [--work-dir DIR]
+``--show-dir`` writes every test image with its predictions drawn (boxes
+and masks for detectors, coloured label maps for segmentors) under the work
+dir's timestamped folder.
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from mmplug_involution.runtime import prepare_launch
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a '
+                                     'model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save logs/metrics')
+    parser.add_argument(
+        '--show-dir',
+        help='directory (inside the work dir\'s timestamped folder) where '
+        'images with predictions are written')
+    parser.add_argument(
+        '--show', action='store_true', help='show predictions in a window')
+    parser.add_argument(
+        '--wait-time', type=float, default=2, help='seconds per shown image')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def enable_visualization(cfg, args):
+    """Turn on the toolkit's visualization hook for --show/--show-dir."""
+    hook = cfg.default_hooks.get('visualization')
+    if hook is None:
+        raise ValueError('--show/--show-dir need a `visualization` hook in '
+                         'default_hooks (the mmdet/mmseg bases have one).')
+    hook['draw'] = True
+    if args.show:
+        hook['show'] = True
+        hook['wait_time'] = args.wait_time
+    if args.show_dir:
+        if hook['type'].endswith('SegVisualizationHook'):
+            cfg.visualizer['save_dir'] = args.show_dir
+        else:  # mmdet's DetVisualizationHook
+            hook['test_out_dir'] = args.show_dir
+
+
+def main():
+    args = parse_args()
+    if not osp.isfile(args.checkpoint):
+        raise FileNotFoundError(f'checkpoint {args.checkpoint} not found.')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args)
+    prepare_launch(cfg, args.launcher)
+    runner = (Runner.from_cfg(cfg)
+              if 'runner_type' not in cfg else RUNNERS.build(cfg))
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()

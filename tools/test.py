@@ -11,8 +11,11 @@ import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
+from mmengine.dist import is_main_process
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+from rich.console import Console
+from rich.table import Table
 
 from mmplug_involution.runtime import prepare_launch
 
@@ -83,7 +86,21 @@ def main():
     prepare_launch(cfg, args.launcher)
     runner = (Runner.from_cfg(cfg)
               if 'runner_type' not in cfg else RUNNERS.build(cfg))
-    runner.test()
+    metrics = runner.test()
+    if is_main_process():
+        print_metrics(metrics, f'{osp.basename(args.config)}, '
+                      f'{osp.basename(args.checkpoint)}')
+
+
+def print_metrics(metrics: dict, title: str) -> None:
+    """Print the evaluation metrics as a table."""
+    table = Table(title=title)
+    table.add_column('metric')
+    table.add_column('value', justify='right')
+    for name, value in metrics.items():
+        text = f'{value:.4f}' if isinstance(value, float) else str(value)
+        table.add_row(name, text)
+    Console().print(table)
 
 
 if __name__ == '__main__':

@@ -166,3 +166,28 @@ def test_two_process_gloo_training(tiny_config, tmp_path):
     ]
     losses = [r['loss'] for r in lines if 'loss' in r]
     assert len(losses) == 2 and all(map(torch.isfinite, torch.tensor(losses)))
+
+
+def test_demo_config_smoke(tmp_path):
+    """The README demo's own config: 2 iterations, then COCO bbox+segm AP."""
+    data = tmp_path / 'shapes'
+    generate_coco_shapes(data, num_train=8, num_val=4, image_size=128,
+                         seed=2, progress=False)
+    config = ROOT / 'configs' / 'demo' / \
+        'mask-rcnn_rednet26-w16_inv-fpn-head_1k_coco-shapes.py'
+    ann = data / 'annotations' / 'instances_val.json'
+    out = _train(
+        config, tmp_path / 'work', '--cfg-options', 'train_cfg.max_iters=2',
+        'train_cfg.val_interval=2', 'default_hooks.logger.interval=1',
+        f'train_dataloader.dataset.data_root={data}/',
+        f'val_dataloader.dataset.data_root={data}/',
+        f'test_dataloader.dataset.data_root={data}/',
+        f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}',
+        'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False',
+        'val_dataloader.persistent_workers=False')
+    log = out.stdout + out.stderr
+    for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP',
+                'coco/segm_mAP_50'):
+        assert key in log
+    assert (tmp_path / 'work' / 'iter_2.pth').exists()

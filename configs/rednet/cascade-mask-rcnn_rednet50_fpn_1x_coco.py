@@ -1,17 +1,6 @@
 # Cascade Mask R-CNN with RedNet-50: the backbone drops into other detectors.
 _base_ = [
     'mmdet::cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py',
-    '../_base_/plugin.py'
+    '../_base_/plugin.py', './_base_/rednet50_backbone.py'
 ]
-pretrained = 'checkpoints/rednet50_in1k.pth'
-model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='RedNet',
-        depth=50,
-        out_indices=(0, 1, 2, 3),
-        frozen_stages=1,
-        norm_cfg=dict(type='BN', requires_grad=True),
-        norm_eval=True,
-        init_cfg=dict(
-            type='Pretrained', checkpoint=pretrained, prefix='backbone.')))
+model = dict(backbone=_base_.rednet50_backbone)

@@ -1,17 +1,8 @@
 # RetinaNet, RedNet-50, involution FPN (reference: 38.2 box AP); P6/P7 stay
 # convs. 2000 warm-up iterations and gradient clipping at 40, as published.
-_base_ = ['./retinanet_rednet50_fpn_1x_coco.py']
-model = dict(neck=dict(type='InvolutionFPN'))
-param_scheduler = [
-    dict(
-        type='LinearLR', start_factor=0.001, by_epoch=False, begin=0,
-        end=2000),
-    dict(
-        type='MultiStepLR',
-        begin=0,
-        end=12,
-        by_epoch=True,
-        milestones=[8, 11],
-        gamma=0.1)
+_base_ = [
+    './retinanet_rednet50_fpn_1x_coco.py', './_base_/involution_schedule.py'
 ]
+model = dict(neck=dict(type='InvolutionFPN'))
+param_scheduler = _base_.involution_param_scheduler
 optim_wrapper = dict(clip_grad=dict(max_norm=40, norm_type=2))

@@ -17,7 +17,7 @@ from mmengine.runner import Runner
 from rich.console import Console
 from rich.table import Table
 
-from mmplug_involution.runtime import prepare_launch
+from mmplug_involution.runtime import finish_launch, prepare_launch
 
 
 def parse_args():
@@ -84,6 +84,16 @@ def main():
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
     prepare_launch(cfg, args.launcher)
+    try:
+        run(cfg, args)
+    except BaseException:
+        finish_launch(succeeded=False)
+        raise
+    finish_launch()
+
+
+def run(cfg, args):
+    """Build the runner the config asks for and run it."""
     runner = (Runner.from_cfg(cfg)
               if 'runner_type' not in cfg else RUNNERS.build(cfg))
     metrics = runner.test()

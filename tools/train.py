@@ -16,7 +16,7 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from mmplug_involution.runtime import prepare_launch
+from mmplug_involution.runtime import finish_launch, prepare_launch
 
 
 def parse_args():
@@ -84,6 +84,16 @@ def main():
         cfg.resume = True
         cfg.load_from = args.resume
     prepare_launch(cfg, args.launcher)
+    try:
+        run(cfg, args)
+    except BaseException:
+        finish_launch(succeeded=False)
+        raise
+    finish_launch()
+
+
+def run(cfg, args):
+    """Build the runner the config asks for and run it."""
     runner = (Runner.from_cfg(cfg)
               if 'runner_type' not in cfg else RUNNERS.build(cfg))
     runner.train()

@@ -6,11 +6,11 @@ from .checkpoint import (UnsafeCheckpointError, load_checkpoint_file,
                          safe_checkpoint_globals)
 from .complexity import (involution_flop_jit, model_complexity,
                          register_complexity_handles)
-from .launch import prepare_launch, replace_sync_bn
+from .launch import finish_launch, prepare_launch, replace_sync_bn
 
 __all__ = [
     'AtomicLocalBackend', 'atomic_write', 'register_atomic_local_backend',
-    'prepare_launch', 'replace_sync_bn',
+    'finish_launch', 'prepare_launch', 'replace_sync_bn',
     'involution_flop_jit', 'model_complexity', 'register_complexity_handles',
     'UnsafeCheckpointError', 'load_checkpoint_file',
     'register_safe_checkpoint_globals', 'safe_checkpoint_globals'

@@ -18,7 +18,9 @@ import torch.distributed as dist
 from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
 
-__all__ = ['prepare_launch', 'replace_sync_bn']
+__all__ = ['finish_launch', 'prepare_launch', 'replace_sync_bn']
+
+_own_process_group = False
 
 
 def replace_sync_bn(cfg: Any) -> int:
@@ -64,9 +66,27 @@ def prepare_launch(cfg: Config, launcher: str) -> None:
                 f'--launcher pytorch expects torchrun; {missing} are not set. '
                 'Use tools/dist_train.sh CONFIG NPROC.')
         dist.init_process_group('gloo')
+        global _own_process_group
+        _own_process_group = True
     cfg.model_wrapper_cfg = dict(
         type='MMDistributedDataParallel',
         device_ids=None,
         broadcast_buffers=False)
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
     cfg.env_cfg.dist_cfg['backend'] = 'gloo'
+
+
+def finish_launch(succeeded: bool = True) -> None:
+    """Tear down the gloo process group :func:`prepare_launch` created.
+
+    After a successful run all processes first meet at a barrier, so none
+    destroys its group (or exits) while a peer still uses it; left to
+    interpreter shutdown, gloo's threads can abort a finished process
+    ("terminate called without an active exception").
+    """
+    global _own_process_group
+    if _own_process_group and dist.is_initialized():
+        if succeeded:
+            dist.barrier()
+        dist.destroy_process_group()
+    _own_process_group = False

@@ -12,12 +12,10 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.dist import is_main_process
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 from rich.console import Console
 from rich.table import Table
 
-from mmplug_involution.runtime import finish_launch, prepare_launch
+from mmplug_involution.runtime import build_runner, launch, set_work_dir
 
 
 def parse_args():
@@ -75,28 +73,11 @@ def main():
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    set_work_dir(cfg, args.config, args.work_dir)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
-    prepare_launch(cfg, args.launcher)
-    try:
-        run(cfg, args)
-    except BaseException:
-        finish_launch(succeeded=False)
-        raise
-    finish_launch()
-
-
-def run(cfg, args):
-    """Build the runner the config asks for and run it."""
-    runner = (Runner.from_cfg(cfg)
-              if 'runner_type' not in cfg else RUNNERS.build(cfg))
-    metrics = runner.test()
+    metrics = launch(cfg, args.launcher, lambda: build_runner(cfg).test())
     if is_main_process():
         print_metrics(metrics, f'{osp.basename(args.config)}, '
                       f'{osp.basename(args.checkpoint)}')

@@ -13,10 +13,8 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
 
-from mmplug_involution.runtime import finish_launch, prepare_launch
+from mmplug_involution.runtime import build_runner, launch, set_work_dir
 
 
 def parse_args():
@@ -57,11 +55,7 @@ def main():
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    set_work_dir(cfg, args.config, args.work_dir)
     if args.amp:
         if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':
             print_log('AMP is already enabled in the config.', 'current')
@@ -83,20 +77,7 @@ def main():
             raise FileNotFoundError(f'--resume {args.resume}: no such file.')
         cfg.resume = True
         cfg.load_from = args.resume
-    prepare_launch(cfg, args.launcher)
-    try:
-        run(cfg, args)
-    except BaseException:
-        finish_launch(succeeded=False)
-        raise
-    finish_launch()
-
-
-def run(cfg, args):
-    """Build the runner the config asks for and run it."""
-    runner = (Runner.from_cfg(cfg)
-              if 'runner_type' not in cfg else RUNNERS.build(cfg))
-    runner.train()
+    launch(cfg, args.launcher, lambda: build_runner(cfg).train())
 
 
 if __name__ == '__main__':

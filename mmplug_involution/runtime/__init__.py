@@ -6,11 +6,13 @@ from .checkpoint import (UnsafeCheckpointError, load_checkpoint_file,
                          safe_checkpoint_globals)
 from .complexity import (involution_flop_jit, model_complexity,
                          register_complexity_handles)
-from .launch import finish_launch, prepare_launch, replace_sync_bn
+from .launch import (build_runner, finish_launch, launch, prepare_launch,
+                     replace_sync_bn, set_work_dir)
 
 __all__ = [
     'AtomicLocalBackend', 'atomic_write', 'register_atomic_local_backend',
-    'finish_launch', 'prepare_launch', 'replace_sync_bn',
+    'build_runner', 'finish_launch', 'launch', 'prepare_launch',
+    'replace_sync_bn', 'set_work_dir',
     'involution_flop_jit', 'model_complexity', 'register_complexity_handles',
     'UnsafeCheckpointError', 'load_checkpoint_file',
     'register_safe_checkpoint_globals', 'safe_checkpoint_globals'

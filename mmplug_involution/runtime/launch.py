@@ -11,14 +11,20 @@
 """
 import logging
 import os
-from typing import Any
+import os.path as osp
+from typing import Any, Callable, Optional
 
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
 
-__all__ = ['finish_launch', 'prepare_launch', 'replace_sync_bn']
+__all__ = [
+    'build_runner', 'finish_launch', 'launch', 'prepare_launch',
+    'replace_sync_bn', 'set_work_dir'
+]
 
 _own_process_group = False
 
@@ -90,3 +96,31 @@ def finish_launch(succeeded: bool = True) -> None:
             dist.barrier()
         dist.destroy_process_group()
     _own_process_group = False
+
+
+def launch(cfg: Config, launcher: str, job: Callable[[], Any]) -> Any:
+    """:func:`prepare_launch`, ``job()``, then :func:`finish_launch`."""
+    prepare_launch(cfg, launcher)
+    try:
+        result = job()
+    except BaseException:
+        finish_launch(succeeded=False)
+        raise
+    finish_launch()
+    return result
+
+
+def set_work_dir(cfg: Config, config_path: str,
+                 work_dir: Optional[str]) -> None:
+    """``--work-dir``, else the config's, else ``./work_dirs/<config>``."""
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config_path))[0])
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The runner the config asks for (``runner_type``), else mmengine's."""
+    return (Runner.from_cfg(cfg)
+            if 'runner_type' not in cfg else RUNNERS.build(cfg))

@@ -7,15 +7,14 @@ and masks for detectors, coloured label maps for segmentors) under the work
 dir's timestamped folder.
 """
 import argparse
-import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
 from mmengine.dist import is_main_process
 from rich.console import Console
 from rich.table import Table
 
-from mmplug_involution.runtime import build_runner, launch, set_work_dir
+from mmplug_involution.runtime import (add_tool_arguments, build_runner,
+                                       launch, load_tool_config)
 
 
 def parse_args():
@@ -23,7 +22,6 @@ def parse_args():
                                      'model')
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='the dir to save logs/metrics')
     parser.add_argument(
         '--show-dir',
         help='directory (inside the work dir\'s timestamped folder) where '
@@ -32,20 +30,8 @@ def parse_args():
         '--show', action='store_true', help='show predictions in a window')
     parser.add_argument(
         '--wait-time', type=float, default=2, help='seconds per shown image')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_tool_arguments(parser)
+    return parser.parse_args()
 
 
 def enable_visualization(cfg, args):
@@ -69,11 +55,7 @@ def main():
     args = parse_args()
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint {args.checkpoint} not found.')
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    set_work_dir(cfg, args.config, args.work_dir)
+    cfg = load_tool_config(args)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args)

@@ -8,19 +8,17 @@ Example:
     python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [PATH]]
 """
 import argparse
-import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 
-from mmplug_involution.runtime import build_runner, launch, set_work_dir
+from mmplug_involution.runtime import (add_tool_arguments, build_runner,
+                                       launch, load_tool_config)
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description='Train a model')
     parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
     parser.add_argument(
         '--amp', action='store_true', help='mixed precision training')
     parser.add_argument(
@@ -33,29 +31,13 @@ def parse_args():
         const='auto',
         help='resume from PATH, or from the latest checkpoint of the work '
         'dir when no PATH is given')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override config settings, e.g. train_cfg.max_iters=100')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    add_tool_arguments(parser)
+    return parser.parse_args()
 
 
 def main():
     args = parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    set_work_dir(cfg, args.config, args.work_dir)
+    cfg = load_tool_config(args)
     if args.amp:
         if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':
             print_log('AMP is already enabled in the config.', 'current')

@@ -6,13 +6,13 @@ from .checkpoint import (UnsafeCheckpointError, load_checkpoint_file,
                          safe_checkpoint_globals)
 from .complexity import (involution_flop_jit, model_complexity,
                          register_complexity_handles)
-from .launch import (build_runner, finish_launch, launch, prepare_launch,
-                     replace_sync_bn, set_work_dir)
+from .launch import (add_tool_arguments, build_runner, finish_launch, launch,
+                     load_tool_config, prepare_launch, replace_sync_bn)
 
 __all__ = [
     'AtomicLocalBackend', 'atomic_write', 'register_atomic_local_backend',
-    'build_runner', 'finish_launch', 'launch', 'prepare_launch',
-    'replace_sync_bn', 'set_work_dir',
+    'add_tool_arguments', 'build_runner', 'finish_launch', 'launch',
+    'load_tool_config', 'prepare_launch', 'replace_sync_bn',
     'involution_flop_jit', 'model_complexity', 'register_complexity_handles',
     'UnsafeCheckpointError', 'load_checkpoint_file',
     'register_safe_checkpoint_globals', 'safe_checkpoint_globals'

@@ -1,4 +1,6 @@
-"""Prepare a config for the machine it runs on (used by tools/train|test.py).
+"""What tools/train.py and tools/test.py share: arguments, config, launch.
+
+The launch adapts a config to the machine it runs on:
 
 * CPU multi-process runs (``--launcher pytorch`` under torchrun without a
   GPU): mmengine's own initialisation calls ``torch.cuda.set_device`` and
@@ -9,21 +11,22 @@
   the model config becomes ``BN``, with a message saying so. (In a single
   process mmengine already reverts SyncBN layers to BN itself.)
 """
+import argparse
 import logging
 import os
 import os.path as osp
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 __all__ = [
-    'build_runner', 'finish_launch', 'launch', 'prepare_launch',
-    'replace_sync_bn', 'set_work_dir'
+    'add_tool_arguments', 'build_runner', 'finish_launch', 'launch',
+    'load_tool_config', 'prepare_launch', 'replace_sync_bn'
 ]
 
 _own_process_group = False
@@ -110,14 +113,41 @@ def launch(cfg: Config, launcher: str, job: Callable[[], Any]) -> Any:
     return result
 
 
-def set_work_dir(cfg: Config, config_path: str,
-                 work_dir: Optional[str]) -> None:
-    """``--work-dir``, else the config's, else ``./work_dirs/<config>``."""
-    if work_dir is not None:
-        cfg.work_dir = work_dir
+def add_tool_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--work-dir``, ``--cfg-options``, ``--launcher``, ``--local-rank``."""
+    parser.add_argument('--work-dir', help='the dir for logs, checkpoints '
+                        'and results')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, e.g. train_cfg.max_iters=100')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def load_tool_config(args: argparse.Namespace) -> Config:
+    """The config of ``args.config`` with the :func:`add_tool_arguments`.
+
+    Applies ``--cfg-options`` and ``--launcher``; the work dir is
+    ``--work-dir``, else the config's, else ``./work_dirs/<config>``.
+    """
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(config_path))[0])
+        cfg.work_dir = osp.join(
+            './work_dirs',
+            osp.splitext(osp.basename(args.config))[0])
+    return cfg
 
 
 def build_runner(cfg: Config) -> Runner:

@@ -2,9 +2,10 @@
 
 Example:
     python tools/test.py CONFIG CHECKPOINT [--show-dir DIR] [--work-dir DIR]
-``--show-dir`` writes every test image with its predictions drawn (boxes
-and masks for detectors, coloured label maps for segmentors) under the work
-dir's timestamped folder.
+``--show-dir DIR`` writes every test image with its predictions drawn under
+the work dir's timestamped folder: boxes and masks for detectors in
+``<timestamp>/DIR/``, the coloured ground truth beside the coloured
+prediction for segmentors in ``<timestamp>/vis_data/DIR/``.
 """
 import argparse
 import os.path as osp
@@ -44,11 +45,19 @@ def enable_visualization(cfg, args):
     if args.show:
         hook['show'] = True
         hook['wait_time'] = args.wait_time
-    if args.show_dir:
-        if hook['type'].endswith('SegVisualizationHook'):
-            cfg.visualizer['save_dir'] = args.show_dir
-        else:  # mmdet's DetVisualizationHook
-            hook['test_out_dir'] = args.show_dir
+    if hook['type'].endswith('SegVisualizationHook'):
+        hook['interval'] = 1  # every test image, as for detectors
+        if args.show_dir:  # images go to <log dir>/vis_data/<show_dir>/
+            local = [b for b in cfg.visualizer.get('vis_backends', [])
+                     if b['type'].endswith('LocalVisBackend')]
+            if not local:
+                raise ValueError('--show-dir needs a LocalVisBackend in '
+                                 'visualizer.vis_backends (the mmseg '
+                                 'bases have one).')
+            for backend in local:
+                backend['img_save_dir'] = args.show_dir
+    elif args.show_dir:  # mmdet: <log dir>/<show_dir>/
+        hook['test_out_dir'] = args.show_dir
 
 
 def main():

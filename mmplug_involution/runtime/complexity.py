@@ -41,8 +41,10 @@ def register_complexity_handles() -> None:
 def model_complexity(model, input_shape=(3, 224, 224)) -> dict:
     """Parameters and FLOPs (multiply-adds) of ``model`` on one input.
 
-    Counts ``model.extract_feat`` (backbone and neck) for models that have it,
-    such as mmdet detectors and mmseg segmentors, and ``model(x)`` otherwise.
+    Counts what the papers count: for mmseg segmentors ``model._forward``
+    (backbone, neck and decode head; auxiliary heads only train), for mmdet
+    detectors ``model.extract_feat`` (backbone and neck), and ``model(x)``
+    otherwise. The model's ``forward`` is replaced by the counted method.
 
     Returns:
         dict with ``params``, ``flops``, ``counted`` (what was traced) and
@@ -53,7 +55,10 @@ def model_complexity(model, input_shape=(3, 224, 224)) -> dict:
 
     register_complexity_handles()
     counted = 'forward'
-    if hasattr(model, 'extract_feat'):
+    if hasattr(model, 'decode_head'):
+        counted = '_forward (backbone, neck, decode head)'
+        model.forward = model._forward
+    elif hasattr(model, 'extract_feat'):
         counted = 'extract_feat (backbone + neck)'
         model.forward = model.extract_feat
     device = next(model.parameters()).device

@@ -71,9 +71,22 @@ def test_dilated_output_stride_8():
     # the dilated stages really use dilation: it changes the output
     plain = RedNet(26, strides=(1, 2, 1, 1)).eval()
     plain.load_state_dict(model.state_dict())
+    image = torch.rand(1, 3, 97, 65)
     with torch.no_grad():
-        assert not torch.allclose(plain(torch.rand(1, 3, 97, 65))[3],
-                                  model(torch.rand(1, 3, 97, 65))[3])
+        assert not torch.allclose(plain(image)[3], model(image)[3])
+
+
+def test_contract_dilation_halves_the_first_dilated_block():
+    model = RedNet(  # RedNet-38: at least 2 blocks per stage
+        38,
+        strides=(1, 2, 1, 1),
+        dilations=(1, 1, 2, 4),
+        contract_dilation=True)
+    assert [model.layer3[0].conv2.dilation,
+            model.layer4[0].conv2.dilation] == [1, 2]
+    assert [model.layer3[-1].conv2.dilation,
+            model.layer4[-1].conv2.dilation] == [2, 4]
+    assert model.layer2[0].conv2.dilation == 1  # undilated stages unchanged
 
 
 def _bn_modes(module):

@@ -2,8 +2,9 @@
 
 FLOPs are multiply-adds (one multiply-add = one FLOP, as the involution and
 ResNet papers count), traced by mmengine's FlopAnalyzer with this package's
-handle for the involution op. Detectors and segmentors are counted through
-``extract_feat`` (backbone + neck).
+handle for the involution op. Detectors are counted through ``extract_feat``
+(backbone + neck), segmentors through ``_forward`` (backbone, neck and
+decode head; not the auxiliary head, which only trains).
 
 Example:
     python tools/analysis/get_complexity.py configs/rednet/rednet50_in1k.py

@@ -105,6 +105,9 @@ class RedNet(BaseModule):
         dilations (Sequence[int]): Dilation of every block of each stage;
             ``strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4)`` gives output
             stride 8 for segmentation.
+        contract_dilation (bool): The first block of a dilated stage uses
+            half its dilation, as mmseg's ``ResNetV1c`` (its default there,
+            True; here False, as mmdet's ``ResNet``).
         out_indices (Sequence[int]): Stages whose outputs are returned.
         frozen_stages (int): Stages to freeze (stop grad, norm in eval mode);
             0 freezes the stem only, -1 nothing. Default -1.
@@ -153,6 +156,7 @@ class RedNet(BaseModule):
                  num_stages: int = 4,
                  strides: Sequence[int] = (1, 2, 2, 2),
                  dilations: Sequence[int] = (1, 1, 1, 1),
+                 contract_dilation: bool = False,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  frozen_stages: int = -1,
                  conv_cfg: Optional[dict] = None,
@@ -184,6 +188,9 @@ class RedNet(BaseModule):
         self.depth = depth
         self.stem_channels = stem_channels
         self.stem_kernel_size = stem_kernel_size
+        self.strides = tuple(strides)
+        self.dilations = tuple(dilations)
+        self.contract_dilation = contract_dilation
         self.out_indices = tuple(out_indices)
         self.frozen_stages = frozen_stages
         self.norm_cfg = norm_cfg
@@ -213,6 +220,7 @@ class RedNet(BaseModule):
             planes = base_channels * 2**i
             layer = self._make_stage(
                 inplanes, planes, num_blocks, strides[i], dilations[i],
+                contract_dilation,
                 dict(
                     kernel_size=kernel_size,
                     group_channels=group_channels,
@@ -260,7 +268,7 @@ class RedNet(BaseModule):
 
     @staticmethod
     def _make_stage(inplanes, planes, num_blocks, stride, dilation,
-                    block_kwargs) -> Sequential:
+                    contract_dilation, block_kwargs) -> Sequential:
         outplanes = planes * RedNetBottleneck.expansion
         downsample = None
         if stride != 1 or inplanes != outplanes:
@@ -278,7 +286,8 @@ class RedNet(BaseModule):
                 inplanes,
                 planes,
                 stride=stride,
-                dilation=dilation,
+                dilation=dilation // 2
+                if contract_dilation and dilation > 1 else dilation,
                 downsample=downsample,
                 **block_kwargs)
         ]

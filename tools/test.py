@@ -76,13 +76,15 @@ def main():
 
 def print_metrics(metrics: dict, title: str) -> None:
     """Print the evaluation metrics as a table."""
-    table = Table(title=title)
+    console = Console()
+    console.print(title)
+    table = Table()
     table.add_column('metric')
     table.add_column('value', justify='right')
     for name, value in metrics.items():
         text = f'{value:.4f}' if isinstance(value, float) else str(value)
         table.add_row(name, text)
-    Console().print(table)
+    console.print(table)
 
 
 if __name__ == '__main__':

@@ -29,6 +29,7 @@ __all__ = [
     'load_tool_config', 'prepare_launch', 'replace_sync_bn'
 ]
 
+TOOLKITS = ('mmdet', 'mmseg')
 _own_process_group = False
 
 
@@ -133,11 +134,19 @@ def add_tool_arguments(parser: argparse.ArgumentParser) -> None:
 def load_tool_config(args: argparse.Namespace) -> Config:
     """The config of ``args.config`` with the :func:`add_tool_arguments`.
 
+    The toolkit is the config's ``default_scope`` (one of ``TOOLKITS``).
     Applies ``--cfg-options`` and ``--launcher``; the work dir is
     ``--work-dir``, else the config's, else ``./work_dirs/<config>``.
     """
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     cfg = Config.fromfile(args.config)
+    scope = cfg.get('default_scope')
+    if scope not in TOOLKITS:
+        raise ValueError(
+            f'{args.config} has default_scope={scope!r}; the tools run '
+            f'{" and ".join(TOOLKITS)} configs, which choose their toolkit '
+            'there: inherit an mmdet:: or mmseg:: base config, or set '
+            'default_scope = \'mmdet\' or \'mmseg\'.')
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)

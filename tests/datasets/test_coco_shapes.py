@@ -1,6 +1,4 @@
 """The synthetic COCO shapes dataset: exact annotations, seeds, safety."""
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -9,8 +7,8 @@ import pytest
 from pycocotools.coco import COCO
 
 from mmplug_involution.datasets import SHAPES_CLASSES, generate_coco_shapes
+from .common import read_files, run_tool_twice
 
-ROOT = Path(__file__).parents[2]
 SMALL = dict(num_train=12, num_val=4, image_size=96, progress=False)
 
 
@@ -18,13 +16,6 @@ SMALL = dict(num_train=12, num_val=4, image_size=96, progress=False)
 def dataset(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp('shapes')
     return generate_coco_shapes(out_dir, seed=3, **SMALL)
-
-
-def _files(out_dir):
-    return {
-        path.relative_to(out_dir): path.read_bytes()
-        for path in sorted(Path(out_dir).rglob('*')) if path.is_file()
-    }
 
 
 def test_returns_paths_and_counts(dataset):
@@ -70,12 +61,12 @@ def test_annotations_are_exact(dataset, split):
         assert cover.max() <= 1  # visible parts never overlap
 
 
-def test_same_seed_same_files(dataset, tmp_path):
+def test_same_seed_sameread_files(dataset, tmp_path):
     generate_coco_shapes(tmp_path / 'again', seed=3, **SMALL)
     generate_coco_shapes(tmp_path / 'other', seed=4, **SMALL)
-    first = _files(dataset['out_dir'])
-    again = _files(tmp_path / 'again')
-    other = _files(tmp_path / 'other')
+    first = read_files(dataset['out_dir'])
+    again = read_files(tmp_path / 'again')
+    other = read_files(tmp_path / 'other')
     assert len(first) == 12 + 4 + 2
     assert again == first
     assert other.keys() == first.keys()
@@ -84,7 +75,7 @@ def test_same_seed_same_files(dataset, tmp_path):
     assert other[Path('val', '000001.png')] != first[Path('val', '000001.png')]
 
 
-def test_refuses_to_overwrite_and_keeps_user_files(tmp_path):
+def test_refuses_to_overwrite_and_keeps_userread_files(tmp_path):
     (tmp_path / 'notes.txt').write_text('mine')
     small = dict(SMALL, num_train=3, num_val=1)
     with pytest.raises(FileExistsError, match='not empty.*--overwrite'):
@@ -143,18 +134,7 @@ def test_mmdet_coco_dataset_reads_masks(dataset):
 
 
 def test_cli(tmp_path):
-    command = [
-        sys.executable,
-        str(ROOT / 'tools' / 'data' / 'generate_coco_shapes.py'),
-        str(tmp_path), '--num-train', '2', '--num-val', '1', '--image-size',
-        '64', '48', '--seed', '5'
-    ]
-    result = subprocess.run(
-        command, capture_output=True, text=True, check=True, cwd=ROOT)
-    assert 'train: 2 images' in result.stdout
-    assert 'val: 1 images' in result.stdout
+    stdout = run_tool_twice('coco', tmp_path)
+    assert 'instances ->' in stdout
     image = cv2.imread(str(tmp_path / 'val' / '000001.png'))
     assert image.shape == (48, 64, 3)
-    refused = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-    assert refused.returncode != 0
-    assert 'not empty' in refused.stderr and 'Traceback' not in refused.stderr

@@ -1,9 +1,12 @@
 """tools/train.py, tools/test.py and tools/dist_train.sh end to end on CPU.
 
-A tiny Mask R-CNN (RedNet, involution FPN, RPN and mask heads) on a tiny
-generated shapes dataset: a few iterations each, checking the mechanics
-(resume, 2-process gloo, evaluation, --show-dir), not accuracy.
+For both toolkits, on tiny generated shapes datasets: a tiny Mask R-CNN
+(RedNet, involution FPN, RPN and mask heads; mmdet) and a tiny Semantic FPN
+(the segmentation demo's RedNet with involution FPN at 64 px; mmseg). A few
+iterations each, checking the mechanics (resume, 2-process gloo,
+evaluation, --show-dir), not accuracy.
 """
+import argparse
 import json
 import os
 import subprocess
@@ -13,11 +16,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmplug_involution.datasets import SHAPES_CLASSES, generate_coco_shapes
+from mmplug_involution.datasets import (SHAPES_CLASSES, generate_coco_shapes,
+                                        generate_seg_shapes)
+from mmplug_involution.runtime import load_tool_config
 
 ROOT = Path(__file__).parents[2]
+SEG_DEMO = ROOT / 'configs' / 'demo' / \
+    'inv-fpn_rednet26-w16_1xb16-1500_seg-shapes-128x128.py'
 
-CONFIG = '''
+DET_CONFIG = '''
 _base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
           '{root}/configs/_base_/plugin.py']
 data_root = '{data}/'
@@ -74,16 +81,53 @@ log_processor = dict(by_epoch=False)
 '''
 
 
-@pytest.fixture(scope='module')
-def tiny_config(tmp_path_factory):
-    root = tmp_path_factory.mktemp('tiny_det')
+SEG_CONFIG = '''
+_base_ = ['{demo}']
+data_root = '{data}/'
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='RandomCrop', crop_size=(64, 64)),
+    dict(type='PackSegInputs')
+]
+model = dict(data_preprocessor=dict(size=(64, 64)))
+train_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, pipeline=train_pipeline))
+val_dataloader = dict(
+    num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root, pipeline=[
+        dict(type='LoadImageFromFile'),
+        dict(type='LoadAnnotations'),
+        dict(type='PackSegInputs')
+    ]))
+test_dataloader = val_dataloader
+train_cfg = dict(max_iters=2, val_interval=100)
+param_scheduler = []
+default_hooks = dict(
+    logger=dict(interval=1), checkpoint=dict(interval=1))
+'''
+
+NUM_VAL = 3
+
+
+@pytest.fixture(scope='module', params=['det', 'seg'])
+def tiny_config(request, tmp_path_factory):
+    """(task, config path) of a tiny detector or segmentor."""
+    root = tmp_path_factory.mktemp(f'tiny_{request.param}')
     data = root / 'shapes'
-    generate_coco_shapes(data, num_train=8, num_val=4, image_size=96,
-                         seed=1, progress=False)
-    cfg = root / 'mask-rcnn_rednet-tiny_inv-fpn-head_coco-shapes.py'
-    cfg.write_text(CONFIG.format(root=ROOT, data=data,
-                                 classes=SHAPES_CLASSES))
-    return cfg
+    if request.param == 'det':
+        generate_coco_shapes(data, num_train=8, num_val=NUM_VAL,
+                             image_size=96, seed=1, progress=False)
+        cfg = root / 'mask-rcnn_rednet-tiny_inv-fpn-head_coco-shapes.py'
+        cfg.write_text(DET_CONFIG.format(root=ROOT, data=data,
+                                         classes=SHAPES_CLASSES))
+    else:  # odd sizes; the whole 73x81 image at test time
+        generate_seg_shapes(data, num_train=8, num_val=NUM_VAL,
+                            image_size=(81, 73), seed=1, progress=False)
+        cfg = root / 'inv-fpn_rednet-tiny_1xb2-2_seg-shapes-64x64.py'
+        cfg.write_text(SEG_CONFIG.format(demo=SEG_DEMO, data=data))
+    return request.param, cfg
 
 
 def _run(args, **kwargs):
@@ -101,6 +145,7 @@ def _train(cfg, work_dir, *extra):
 
 
 def test_train_resume_and_test_with_show_dir(tiny_config, tmp_path):
+    task, tiny_config = tiny_config
     work = tmp_path / 'work'
     _train(tiny_config, work)
     first = torch.load(work / 'iter_2.pth', map_location='cpu')
@@ -127,12 +172,17 @@ def test_train_resume_and_test_with_show_dir(tiny_config, tmp_path):
         str(tmp_path / 'test'), '--show-dir', show
     ])
     log = test_out.stdout + test_out.stderr
-    assert 'coco/bbox_mAP' in log and 'coco/segm_mAP' in log
-    drawn = list((tmp_path / 'test').glob(f'*/{show}/*.png'))
-    assert len(drawn) == 4
+    if task == 'det':
+        assert 'coco/bbox_mAP' in log and 'coco/segm_mAP' in log
+        drawn = list((tmp_path / 'test').glob(f'*/{show}/*.png'))
+    else:
+        assert 'mIoU' in log and 'aAcc' in log
+        drawn = list((tmp_path / 'test').glob(f'*/vis_data/{show}/*.png'))
+    assert len(drawn) == NUM_VAL
 
 
 def test_resume_from_missing_path_is_a_clear_error(tiny_config, tmp_path):
+    _, tiny_config = tiny_config
     result = subprocess.run([
         sys.executable,
         str(ROOT / 'tools' / 'train.py'),
@@ -145,6 +195,7 @@ def test_resume_from_missing_path_is_a_clear_error(tiny_config, tmp_path):
 
 
 def test_two_process_gloo_training(tiny_config, tmp_path):
+    _, tiny_config = tiny_config
     work = tmp_path / 'dist'
     env = dict(os.environ, PYTHON=sys.executable,
                PORT=str(29500 + os.getpid() % 1000))
@@ -169,26 +220,51 @@ def test_two_process_gloo_training(tiny_config, tmp_path):
     assert len(losses) == 2 and all(map(torch.isfinite, torch.tensor(losses)))
 
 
-def test_demo_config_smoke(tmp_path):
-    """The README demo's own config: 2 iterations, then COCO bbox+segm AP."""
+DEMOS = {
+    'det': (ROOT / 'configs' / 'demo' /
+            'mask-rcnn_rednet26-w16_inv-fpn-head_1k_coco-shapes.py',
+            generate_coco_shapes, ('coco/bbox_mAP', 'coco/bbox_mAP_50',
+                                   'coco/segm_mAP', 'coco/segm_mAP_50')),
+    'seg': (SEG_DEMO, generate_seg_shapes,
+            ('aAcc:', 'mIoU:', 'mAcc:', '| background |', '|    ring    |')),
+}
+
+
+@pytest.mark.parametrize('task', sorted(DEMOS))
+def test_demo_config_smoke(task, tmp_path):
+    """The README demos' own configs: 2 iterations, then their metrics."""
+    config, generate, metric_keys = DEMOS[task]
     data = tmp_path / 'shapes'
-    generate_coco_shapes(data, num_train=8, num_val=4, image_size=128,
-                         seed=2, progress=False)
-    config = ROOT / 'configs' / 'demo' / \
-        'mask-rcnn_rednet26-w16_inv-fpn-head_1k_coco-shapes.py'
-    ann = data / 'annotations' / 'instances_val.json'
-    out = _train(
-        config, tmp_path / 'work', '--cfg-options', 'train_cfg.max_iters=2',
-        'train_cfg.val_interval=2', 'default_hooks.logger.interval=1',
-        f'train_dataloader.dataset.data_root={data}/',
-        f'val_dataloader.dataset.data_root={data}/',
-        f'test_dataloader.dataset.data_root={data}/',
-        f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}',
-        'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0',
+    generate(data, num_train=8, num_val=4, image_size=128, seed=2,
+             progress=False)
+    options = [
+        'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+        'default_hooks.logger.interval=1', 'train_dataloader.num_workers=0',
+        'val_dataloader.num_workers=0',
         'train_dataloader.persistent_workers=False',
-        'val_dataloader.persistent_workers=False')
+        'val_dataloader.persistent_workers=False'
+    ] + [
+        f'{split}_dataloader.dataset.data_root={data}/'
+        for split in ('train', 'val', 'test')
+    ]
+    if task == 'det':
+        ann = data / 'annotations' / 'instances_val.json'
+        options += [
+            f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}'
+        ]
+    out = _train(config, tmp_path / 'work', '--cfg-options', *options)
     log = out.stdout + out.stderr
-    for key in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP',
-                'coco/segm_mAP_50'):
+    for key in metric_keys:
         assert key in log
     assert (tmp_path / 'work' / 'iter_2.pth').exists()
+
+
+def test_config_without_a_toolkit_scope_is_a_clear_error(tmp_path):
+    config = tmp_path / 'no_scope.py'
+    config.write_text("model = dict(type='RedNet', depth=26)\n")
+    args = argparse.Namespace(
+        config=str(config), local_rank=0, launcher='none',
+        cfg_options=None, work_dir=None)
+    with pytest.raises(ValueError, match="default_scope=None.*mmdet:: or "
+                       'mmseg::'):
+        load_tool_config(args)

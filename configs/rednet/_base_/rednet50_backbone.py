@@ -24,16 +24,10 @@ rednet50_backbone = dict(
 # ResNetV1c), and set `pretrained=None` on the segmentor (mmseg's bases name
 # a ResNet checkpoint there).
 rednet50_seg_backbone = dict(
-    _delete_=True,
-    type='RedNet',
-    depth=50,
-    out_indices=(0, 1, 2, 3),
+    rednet50_backbone,
     frozen_stages=-1,
     norm_cfg=dict(type='SyncBN', requires_grad=True),
-    norm_eval=False,
-    init_cfg=dict(
-        type='Pretrained', checkpoint=rednet50_pretrained,
-        prefix='backbone.'))
+    norm_eval=False)
 rednet50_d8_seg_backbone = dict(
     rednet50_seg_backbone,
     strides=(1, 2, 1, 1),

@@ -1,4 +1,9 @@
 """``nn.Module`` layers built on :mod:`mmplug_involution.ops`."""
 from .involution import Involution, InvolutionModule
+from .xvolution import (GlobalSelfAttention, PixelShiftAttention, XVolution,
+                        switch_xvolution_to_deploy)
 
-__all__ = ['Involution', 'InvolutionModule']
+__all__ = [
+    'Involution', 'InvolutionModule', 'XVolution', 'PixelShiftAttention',
+    'GlobalSelfAttention', 'switch_xvolution_to_deploy'
+]

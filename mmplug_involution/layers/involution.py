@@ -89,11 +89,18 @@ class Involution(BaseModule):
         self.avgpool = nn.AvgPool2d(
             stride, stride, ceil_mode=True) if stride > 1 else nn.Identity()
 
+    def generate_kernel(self, x: Tensor) -> Tensor:
+        """(N, C, H, W) -> the (N, G*K*K, ceil(H / s), ceil(W / s)) kernel."""
+        return self.conv2(self.conv1(self.avgpool(x)))
+
     def forward(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> (N, C, ceil(H / s), ceil(W / s))."""
-        kernel = self.conv2(self.conv1(self.avgpool(x)))
         return involution2d(
-            x, kernel, self.kernel_size, self.stride, dilation=self.dilation)
+            x,
+            self.generate_kernel(x),
+            self.kernel_size,
+            self.stride,
+            dilation=self.dilation)
 
 
 class InvolutionModule(Involution):

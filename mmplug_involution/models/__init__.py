@@ -1,5 +1,5 @@
 """Backbones, necks, heads and models built from :mod:`..layers`."""
-from .backbones import RedNet, RedNetBottleneck
+from .backbones import RedNet, RedNetBottleneck, XVolutionResNet
 from .classifiers import GlobalPoolClassifier
 from .dense_heads import InvolutionRPNHead
 from .necks import InvolutionFPN
@@ -7,5 +7,5 @@ from .roi_heads import InvolutionFCNMaskHead
 
 __all__ = [
     'RedNet', 'RedNetBottleneck', 'GlobalPoolClassifier', 'InvolutionFPN',
-    'InvolutionRPNHead', 'InvolutionFCNMaskHead'
+    'InvolutionRPNHead', 'InvolutionFCNMaskHead', 'XVolutionResNet'
 ]

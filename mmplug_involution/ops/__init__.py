@@ -4,8 +4,9 @@ Pure torch + CuPy; no OpenMMLab imports.
 """
 from .involution import (BACKEND_ENV, BACKENDS, involution2d,
                          involution_output_size, select_backend)
+from .xvolution import pixel_shift_attention, xvolution_fused2d
 
 __all__ = [
     'involution2d', 'involution_output_size', 'select_backend', 'BACKEND_ENV',
-    'BACKENDS'
+    'BACKENDS', 'pixel_shift_attention', 'xvolution_fused2d'
 ]

@@ -1,3 +1,4 @@
 from .rednet import RedNet, RedNetBottleneck
+from .xvolution_resnet import XVolutionResNet
 
-__all__ = ['RedNet', 'RedNetBottleneck']
+__all__ = ['RedNet', 'RedNetBottleneck', 'XVolutionResNet']

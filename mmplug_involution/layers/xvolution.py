@@ -120,7 +120,8 @@ class XVolution(BaseModule):
     Also a conv layer type: ``dcn=dict(type='XVolution', attention='pssa')``
     with ``stage_with_dcn`` puts it into mmdet's ResNet and mmseg's
     ResNetV1c (their ``build_conv_layer(dcn, planes, planes, 3, stride,
-    padding=dilation, dilation=dilation, bias=False)`` call).
+    padding=dilation, dilation=dilation, bias=False)`` call), and
+    ``ConvModule(..., conv_cfg=dict(type='XVolution'))`` builds it too.
 
     Args:
         in_channels (int): C_in.
@@ -200,6 +201,8 @@ class XVolution(BaseModule):
         self.padding, self.dilation = window_padding, dilation
         self.groups, self.attention_type = groups, attention
         self.deploy = deploy
+        # read by mmcv's ConvModule (conv_cfg=dict(type='XVolution'))
+        self.transposed, self.output_padding = False, (0, 0)
         if attention == 'pssa':
             self.attention = PixelShiftAttention(out_channels, kernel_size,
                                                  stride, dilation, groups,

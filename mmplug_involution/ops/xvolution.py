@@ -144,4 +144,4 @@ def xvolution_fused2d(input: Tensor,
     static = F.conv2d(input, weight, bias, stride, padding, dilation)
     dynamic = involution2d(input, attention, kernel_size, stride, padding,
                            dilation)
-    return static + attention_scale[:, None, None] * dynamic
+    return torch.addcmul(static, attention_scale[:, None, None], dynamic)

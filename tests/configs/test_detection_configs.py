@@ -1,9 +1,12 @@
 """Every shipped detection config builds, trains one iteration and predicts.
 
+RedNet/involution configs and X-volution ones.
+
 On CPU at a reduced input size (128x160), without loading the ImageNet
 checkpoint the configs point to. Includes the demo config on the generated
 shapes dataset.
 """
+import re
 from pathlib import Path
 
 import pytest
@@ -55,6 +58,11 @@ def test_config_trains_one_iteration_and_predicts(path):
     if 'mask' in path.name:
         assert 'masks' in results[0].pred_instances
     names = {type(m).__name__ for m in model.modules()}
-    assert 'RedNet' in names
+    assert ('XVolution' in names) == ('xvolution' in path.name)
+    assert ('RedNet' in names) != ('xvolution' in path.name)
+    if 'xvolution' in path.name:
+        attention = re.search(r'-(pssa|sa|involution)_', path.name)[1]
+        assert {m.attention_type for m in model.modules()
+                if type(m).__name__ == 'XVolution'} == {attention}
     assert ('InvolutionFPN' in names) == ('inv-fpn' in path.name)
     assert ('InvolutionRPNHead' in names) == ('inv-fpn-head' in path.name)

@@ -212,3 +212,13 @@ def test_toolkit_backbones_build_it_from_config(scope, backbone):
     with torch.no_grad():
         outs = model(torch.rand(1, 3, 64, 72))
     assert outs[2].shape == (1, 256, 4, 5)
+
+
+def test_conv_module_builds_it_through_conv_cfg():
+    from mmcv.cnn import ConvModule
+    module = ConvModule(
+        16, 16, 3, padding=1, conv_cfg=dict(type='XVolution'),
+        norm_cfg=dict(type='BN')).eval()
+    assert isinstance(module.conv, XVolution) and not module.with_bias
+    with torch.no_grad():
+        assert module(torch.rand(2, 16, 9, 7)).shape == (2, 16, 9, 7)

@@ -1,0 +1,12 @@
+# Mask R-CNN, ResNet-50 with X-volution (convolution + pixel-shift
+# self-attention, PSSA; the deployable variant) in stage 3, conv FPN, COCO
+# 1x. No published figure: the paper reports PSSA as comparable to
+# X-volution(SA) (41.1 box AP / 37.2 mask AP) without a separate number.
+_base_ = [
+    'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', '../_base_/plugin.py',
+    './_base_/xvolution_r50_backbone.py'
+]
+model = dict(
+    backbone=dict(
+        _base_.xvolution_r50_backbone,
+        xvolution=dict(type='XVolution', attention='pssa')))

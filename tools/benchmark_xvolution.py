@@ -1,0 +1,141 @@
+"""Benchmark X-volution: training form, deploy form, a static conv.
+
+For the shapes of ResNet-50's stage 3 (where X-volution goes: 256 channels,
+3x3) at ImageNet size (14x14, batch 32) and detection size (50x76, the
+stride-16 map of 800x1216, batch 2):
+
+* inference (eval mode, no grad) of a 3x3 conv + BN, of X-volution in the
+  training form (conv + BN beside attention + BN) for each attention, and
+  of the deploy form (one fused dynamic convolution) for the local ones;
+* one training step (forward, mean, backward) of the conv and of each
+  training form.
+
+Median (and range) of repeated calls after warm-up calls, and the peak
+memory one call adds (``mmplug_involution.utils.benchmark``); ratios
+against the conv in the same run.
+
+Usage:
+    python tools/benchmark_xvolution.py                 # device auto
+    python tools/benchmark_xvolution.py --device cuda --repeats 20
+Writes ``<out>/xvolution_<device>.json`` and ``.md``.
+"""
+import argparse
+import copy
+import statistics
+
+import torch
+import torch.nn as nn
+
+from mmplug_involution.layers import XVolution
+from mmplug_involution.utils.benchmark import (environment, peak_mib,
+                                               resolve_device, times_ms,
+                                               write_results)
+
+CHANNELS = 256
+SETTINGS = {
+    # name: (batch, height, width)
+    '14x14, batch 32': (32, 14, 14),
+    '50x76, batch 2': (2, 50, 76),
+}
+ATTENTIONS = ('pssa', 'involution', 'sa')
+
+
+def layers(device):
+    """(name, form, module) of everything measured, in eval mode."""
+    conv = nn.Sequential(
+        nn.Conv2d(CHANNELS, CHANNELS, 3, padding=1, bias=False),
+        nn.BatchNorm2d(CHANNELS))
+    yield '3x3 conv + BN', 'static', conv.to(device).eval()
+    for attention in ATTENTIONS:
+        layer = XVolution(CHANNELS, CHANNELS, attention=attention)
+        layer = layer.to(device).eval()
+        yield f'X-volution ({attention})', 'training form', layer
+        if attention != 'sa':
+            deployed = copy.deepcopy(layer)
+            deployed.switch_to_deploy()
+            yield f'X-volution ({attention})', 'deploy form', deployed
+
+
+def measure(fn, device, args):
+    for _ in range(args.warmup):
+        fn()
+    times = times_ms(fn, device, args.repeats)  # before memory (see utils)
+    return dict(
+        ms=statistics.median(times),
+        ms_min=min(times),
+        ms_max=max(times),
+        peak_mib=peak_mib(fn, device))
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--device', default='auto',
+                        help='auto, cpu or cuda[:N]')
+    parser.add_argument('--repeats', type=int, default=5,
+                        help='timed calls per measurement')
+    parser.add_argument('--warmup', type=int, default=3,
+                        help='untimed calls first')
+    parser.add_argument('--settings', nargs='+', choices=list(SETTINGS),
+                        default=list(SETTINGS))
+    parser.add_argument('--out', default='benchmark_results')
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    device = resolve_device(args.device)
+    env = dict(environment(device), device=str(device))
+    rows = []
+    for setting in args.settings:
+        batch, height, width = SETTINGS[setting]
+        x = torch.randn(batch, CHANNELS, height, width, device=device)
+        for name, form, module in layers(device):
+
+            def infer():
+                with torch.no_grad():
+                    module(x)
+
+            def train_step():
+                module(x).mean().backward()
+                module.zero_grad(set_to_none=True)
+
+            runs = [('inference', infer)]
+            if form != 'deploy form':
+                runs.append(('training step', train_step))
+            for task, fn in runs:
+                module.train(task == 'training step')
+                row = dict(setting=setting, task=task, layer=name, form=form,
+                           **measure(fn, device, args))
+                rows.append(row)
+                print(f'{setting:16s} {task:13s} {name:24s} {form:13s} '
+                      f'{row["ms"]:9.2f} ms {row["peak_mib"]:8.1f} MiB',
+                      flush=True)
+    for row in rows:
+        base = next(r for r in rows if r['form'] == 'static'
+                    and r['setting'] == row['setting']
+                    and r['task'] == row['task'])
+        row['time_vs_conv'] = row['ms'] / base['ms']
+        row['mem_vs_conv'] = row['peak_mib'] / max(base['peak_mib'], 1e-9)
+
+    lines = [
+        f"Device: {env.get('gpu') or env['cpu']} ({env['device']}, "
+        f"{env['threads']} threads); torch {env['torch']}; {env['date']}; "
+        f'{CHANNELS} channels, 3x3; median of {args.repeats} calls after '
+        f'{args.warmup} warm-up calls.', '',
+        '| setting | task | layer | form | ms (median) | min-max | peak MiB '
+        '| time / conv | memory / conv |', '|---' * 9 + '|'
+    ]
+    for row in rows:
+        lines.append(f"| {row['setting']} | {row['task']} | {row['layer']} | "
+                     f"{row['form']} | {row['ms']:.2f} | "
+                     f"{row['ms_min']:.2f}-{row['ms_max']:.2f} | "
+                     f"{row['peak_mib']:.1f} | {row['time_vs_conv']:.2f} | "
+                     f"{row['mem_vs_conv']:.2f} |")
+    write_results(
+        args.out, f'xvolution_{device.type}',
+        dict(environment=env, repeats=args.repeats, warmup=args.warmup,
+             rows=rows), '\n'.join(lines) + '\n')
+
+
+if __name__ == '__main__':
+    main()

@@ -24,7 +24,8 @@ import torch
 from mmengine.registry import MODELS, init_default_scope
 
 import mmplug_involution  # noqa: F401  (registers RedNet)
-from mmplug_involution.utils.benchmark import (environment, peak_mib,
+from mmplug_involution.utils.benchmark import (add_benchmark_arguments,
+                                               environment, peak_mib,
                                                resolve_device, times_ms,
                                                write_results)
 
@@ -59,17 +60,9 @@ def train_step(model, images, amp):
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--device', default='auto',
-                        help='cpu, cuda, cuda:N or auto')
-    parser.add_argument('--repeats', type=int, default=5,
-                        help='timed steps per measurement (median)')
-    parser.add_argument('--warmup', type=int, default=4,
-                        help='untimed steps first (allocator, kernels)')
     parser.add_argument('--backbones', nargs='+', choices=list(BACKBONES),
                         default=list(BACKBONES))
-    parser.add_argument('--settings', nargs='+', choices=list(SETTINGS),
-                        default=list(SETTINGS))
-    parser.add_argument('--out', default='benchmark_results')
+    add_benchmark_arguments(parser, SETTINGS, warmup=4)
     return parser.parse_args()
 
 

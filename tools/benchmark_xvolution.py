@@ -27,7 +27,8 @@ import torch
 import torch.nn as nn
 
 from mmplug_involution.layers import XVolution
-from mmplug_involution.utils.benchmark import (environment, peak_mib,
+from mmplug_involution.utils.benchmark import (add_benchmark_arguments,
+                                               environment, peak_mib,
                                                resolve_device, times_ms,
                                                write_results)
 
@@ -69,15 +70,7 @@ def measure(fn, device, args):
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--device', default='auto',
-                        help='auto, cpu or cuda[:N]')
-    parser.add_argument('--repeats', type=int, default=5,
-                        help='timed calls per measurement')
-    parser.add_argument('--warmup', type=int, default=3,
-                        help='untimed calls first')
-    parser.add_argument('--settings', nargs='+', choices=list(SETTINGS),
-                        default=list(SETTINGS))
-    parser.add_argument('--out', default='benchmark_results')
+    add_benchmark_arguments(parser, SETTINGS, warmup=3)
     return parser.parse_args()
 
 

@@ -2,11 +2,5 @@
 # self-attention, the paper's X-volution(SA)) in stage 3, conv FPN, COCO 1x.
 # Paper: 41.1 box AP / 37.2 mask AP, +1.7 / +1.5 over the ResNet-50
 # baseline. Not deployable as one conv: `sa` stays two-branch.
-_base_ = [
-    'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', '../_base_/plugin.py',
-    './_base_/xvolution_r50_backbone.py'
-]
-model = dict(
-    backbone=dict(
-        _base_.xvolution_r50_backbone,
-        xvolution=dict(type='XVolution', attention='sa')))
+_base_ = ['./mask-rcnn_r50-xvolution-pssa_fpn_1x_coco.py']
+model = dict(backbone=dict(xvolution=dict(attention='sa')))

@@ -140,3 +140,19 @@ def write_results(out_dir: str, stem: str, result: dict,
     (out / f'{stem}.md').write_text(markdown)
     print('\n' + markdown)
     print(f'Results written to {out / stem}.json and .md')
+
+
+def add_benchmark_arguments(parser, settings, warmup: int) -> None:
+    """``--device``, ``--repeats``, ``--warmup``, ``--settings``, ``--out``.
+
+    ``settings`` are the names a run may choose from (all by default).
+    """
+    parser.add_argument('--device', default='auto',
+                        help='cpu, cuda, cuda:N or auto')
+    parser.add_argument('--repeats', type=int, default=5,
+                        help='timed calls per measurement (median)')
+    parser.add_argument('--warmup', type=int, default=warmup,
+                        help='untimed calls first (allocator, kernels)')
+    parser.add_argument('--settings', nargs='+', choices=list(settings),
+                        default=list(settings))
+    parser.add_argument('--out', default='benchmark_results')

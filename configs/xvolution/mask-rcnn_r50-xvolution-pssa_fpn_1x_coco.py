@@ -9,4 +9,7 @@ _base_ = [
 model = dict(
     backbone=dict(
         _base_.xvolution_r50_backbone,
-        xvolution=dict(type='XVolution', attention='pssa')))
+        # attention branches start at zero weight: the network starts as
+        # the ImageNet ResNet-50 its conv branches are loaded from
+        xvolution=dict(
+            type='XVolution', attention='pssa', zero_init_attention=True)))

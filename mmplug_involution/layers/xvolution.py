@@ -139,6 +139,10 @@ class XVolution(BaseModule):
         qk_proj (bool): ``pssa`` with 1x1 query/key projections (default)
             or on the input itself.
         norm_cfg (dict): the branches' norms. Default ``dict(type='BN')``.
+        zero_init_attention (bool): start the attention branch's norm scale
+            at zero, so that a network initialised from a plain conv
+            checkpoint starts out computing what that network computed.
+            Default False.
         deploy (bool): build the fused deploy form directly (to load a
             checkpoint written by ``tools/deploy/xvolution_to_deploy.py``).
         init_cfg (dict, optional): mmengine initialisation config.
@@ -170,6 +174,7 @@ class XVolution(BaseModule):
                  attention: str = 'pssa',
                  qk_proj: bool = True,
                  norm_cfg: dict = dict(type='BN'),
+                 zero_init_attention: bool = False,
                  deploy: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
@@ -228,6 +233,17 @@ class XVolution(BaseModule):
             self.conv = conv
             self.conv_norm = build_norm_layer(norm_cfg, out_channels)[1]
             self.attention_norm = build_norm_layer(norm_cfg, out_channels)[1]
+        self.zero_init_attention = zero_init_attention
+        self._zero_attention_scale()
+
+    def _zero_attention_scale(self) -> None:
+        if self.zero_init_attention and not self.deploy:
+            nn.init.zeros_(self.attention_norm.weight)
+
+    def init_weights(self) -> None:
+        """mmengine initialisation, keeping ``zero_init_attention``."""
+        super().init_weights()
+        self._zero_attention_scale()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Also loads the weights of the plain conv this layer replaces.

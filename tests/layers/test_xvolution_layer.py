@@ -222,3 +222,26 @@ def test_conv_module_builds_it_through_conv_cfg():
     assert isinstance(module.conv, XVolution) and not module.with_bias
     with torch.no_grad():
         assert module(torch.rand(2, 16, 9, 7)).shape == (2, 16, 9, 7)
+
+
+def test_zero_init_attention_starts_as_the_plain_network():
+    from mmdet.models.backbones import ResNet
+    resnet = ResNet(50, base_channels=16)
+    resnet.eval()  # mmdet's ResNet.train returns None
+    model = XVolutionResNet(
+        50,
+        base_channels=16,
+        xvolution=dict(type='XVolution', zero_init_attention=True))
+    model.init_weights()  # ResNet's Constant(1) BN init must not undo it
+    model.load_state_dict(resnet.state_dict(), strict=False)
+    model.eval()
+    assert all((b.conv2.attention_norm.weight == 0).all()
+               for b in model.layer3)
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        for out, ref in zip(model(x), resnet(x)):
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    # and the attention still learns: its scale gets a gradient
+    model.train()
+    model(x)[2].square().sum().backward()
+    assert model.layer3[0].conv2.attention_norm.weight.grad.abs().sum() > 0

@@ -1,11 +1,12 @@
 """mmplug-involution: involution and dynamic convolutions for mmdet and mmseg.
 
 Importing the package (configs do it through ``custom_imports``) registers
-every layer and model in mmengine's root ``MODELS`` registry, applies the safe
+every layer and model in mmengine's root ``MODELS`` registry (and its hooks in
+``HOOKS``), applies the safe
 checkpoint allow-list, makes checkpoint writes atomic and teaches mmengine's
 complexity analysis to count the involution op.
 """
-from . import datasets, layers, models, ops
+from . import datasets, engine, layers, models, ops
 from .runtime import (register_atomic_local_backend,
                       register_complexity_handles,
                       register_safe_checkpoint_globals)
@@ -15,4 +16,4 @@ register_safe_checkpoint_globals()
 register_complexity_handles()
 register_atomic_local_backend()
 
-__all__ = ['datasets', 'layers', 'models', 'ops', '__version__']
+__all__ = ['datasets', 'engine', 'layers', 'models', 'ops', '__version__']

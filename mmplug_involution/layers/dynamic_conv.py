@@ -85,6 +85,21 @@ class _MixtureConv2d(_ConvAttributes):
     def routing(self, pooled: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Also loads a plain conv's weights: every expert starts from them.
+
+        A static network's checkpoint (``weight`` (C_out, C_in/g, k, k),
+        ``bias`` (C_out,)) is copied into each of the E experts, so an
+        ImageNet ResNet initialises a mixture network; with softmax routing
+        (DynamicConv) it then computes exactly what the static one did.
+        """
+        for name, plain_dims in (('weight', 4), ('bias', 1)):
+            value = state_dict.get(prefix + name)
+            if value is not None and value.dim() == plain_dims:
+                state_dict[prefix + name] = value.unsqueeze(0).expand(
+                    self.num_experts, *value.shape).clone()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x: Tensor) -> Tensor:
         """(N, C_in, H, W) -> (N, C_out, H_out, W_out), as ``nn.Conv2d``."""
         batch = x.shape[0]
@@ -252,6 +267,13 @@ class DCDConv2d(_ConvAttributes):
         self.q_norm = nn.BatchNorm2d(latent)
         self.fusion_norm = nn.BatchNorm1d(latent)
         self.p = nn.Conv2d(latent, out_channels, 1, bias=False)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Also loads a plain conv's weights into the static kernel W0."""
+        plain = prefix + 'weight'
+        if plain in state_dict and prefix + 'static.weight' not in state_dict:
+            state_dict[prefix + 'static.weight'] = state_dict.pop(plain)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C_in, H, W) -> (N, C_out, H_out, W_out), as ``nn.Conv2d``."""

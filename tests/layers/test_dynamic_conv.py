@@ -198,3 +198,23 @@ def test_temperature_hook_anneals_every_dynamic_conv():
     assert model[0].temperature == pytest.approx(1 + 29 * 0.75)
     with pytest.raises(ValueError, match='positive'):
         DynamicConvTemperatureHook(duration=0)
+
+
+def test_plain_conv_checkpoints_initialise_them():
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 12, 3, stride=2, padding=1)
+    x = torch.randn(3, 8, 9, 10)
+    dynamic = DynamicConv2d(8, 12, 3, stride=2, padding=1).eval()
+    result = dynamic.load_state_dict(conv.state_dict(), strict=False)
+    assert result.unexpected_keys == []
+    assert all(k.startswith('router') for k in result.missing_keys)
+    with torch.no_grad():  # equal experts, weights summing to 1
+        torch.testing.assert_close(dynamic(x), conv(x))
+    cond = CondConv2d(8, 12, 3, stride=2, padding=1, num_experts=3)
+    cond.load_state_dict(conv.state_dict(), strict=False)
+    assert all(torch.equal(expert, conv.weight) for expert in cond.weight)
+    dcd = DCDConv2d(8, 12, 3, stride=2, padding=1)
+    result = dcd.load_state_dict(conv.state_dict(), strict=False)
+    assert result.unexpected_keys == []
+    assert torch.equal(dcd.static.weight, conv.weight)
+    assert torch.equal(dcd.bias, conv.bias)

@@ -6,12 +6,14 @@ from .checkpoint import (UnsafeCheckpointError, load_checkpoint_file,
                          safe_checkpoint_globals)
 from .complexity import (involution_flop_jit, model_complexity,
                          register_complexity_handles)
-from .launch import (add_tool_arguments, build_runner, finish_launch, launch,
-                     load_tool_config, prepare_launch, replace_sync_bn)
+from .launch import (add_tool_arguments, build_runner, finish_launch,
+                     iter_config_dicts, launch, load_tool_config,
+                     prepare_launch, replace_sync_bn)
 
 __all__ = [
     'AtomicLocalBackend', 'atomic_write', 'register_atomic_local_backend',
-    'add_tool_arguments', 'build_runner', 'finish_launch', 'launch',
+    'add_tool_arguments', 'build_runner', 'finish_launch',
+    'iter_config_dicts', 'launch',
     'load_tool_config', 'prepare_launch', 'replace_sync_bn',
     'involution_flop_jit', 'model_complexity', 'register_complexity_handles',
     'UnsafeCheckpointError', 'load_checkpoint_file',

@@ -15,22 +15,38 @@ import argparse
 import logging
 import os
 import os.path as osp
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.distributed as dist
-from mmengine.config import Config, ConfigDict, DictAction
+from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 __all__ = [
-    'add_tool_arguments', 'build_runner', 'finish_launch', 'launch',
-    'load_tool_config', 'prepare_launch', 'replace_sync_bn'
+    'add_tool_arguments', 'build_runner', 'finish_launch',
+    'iter_config_dicts', 'launch', 'load_tool_config', 'prepare_launch',
+    'replace_sync_bn'
 ]
 
 TOOLKITS = ('mmdet', 'mmseg')
 _own_process_group = False
+
+
+def iter_config_dicts(cfg: Any) -> Iterator[dict]:
+    """Every dict in a nested config (dicts, lists, tuples), parents first.
+
+    A dict is yielded before its values are visited, so the caller may
+    change it (even add keys) and the walk sees the change.
+    """
+    if isinstance(cfg, dict):  # ConfigDict included
+        yield cfg
+        for value in list(cfg.values()):
+            yield from iter_config_dicts(value)
+    elif isinstance(cfg, (list, tuple)):
+        for value in cfg:
+            yield from iter_config_dicts(value)
 
 
 def replace_sync_bn(cfg: Any) -> int:
@@ -39,15 +55,10 @@ def replace_sync_bn(cfg: Any) -> int:
     Returns how many were replaced.
     """
     count = 0
-    if isinstance(cfg, (dict, ConfigDict)):
-        if cfg.get('type') == 'SyncBN':
-            cfg['type'] = 'BN'
+    for node in iter_config_dicts(cfg):
+        if node.get('type') == 'SyncBN':
+            node['type'] = 'BN'
             count += 1
-        for value in cfg.values():
-            count += replace_sync_bn(value)
-    elif isinstance(cfg, (list, tuple)):
-        for value in cfg:
-            count += replace_sync_bn(value)
     return count
 
 

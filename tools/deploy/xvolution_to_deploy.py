@@ -21,13 +21,13 @@ import sys
 from typing import Any, NoReturn
 
 import torch
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope
 from mmengine.runner import load_checkpoint
 from mmengine.runner.checkpoint import weights_to_cpu
 
 from mmplug_involution.layers import XVolution, switch_xvolution_to_deploy
-from mmplug_involution.runtime import atomic_write
+from mmplug_involution.runtime import atomic_write, iter_config_dicts
 
 
 def parse_args():
@@ -53,18 +53,13 @@ def mark_deploy(cfg: Any) -> int:
     many dicts were marked; ``attention='sa'`` dicts are left as they are.
     """
     count = 0
-    if isinstance(cfg, (dict, ConfigDict)):
-        if cfg.get('type') == 'XVolutionResNet' and 'xvolution' not in cfg:
-            cfg['xvolution'] = dict(type='XVolution', attention='pssa')
-        if cfg.get('type') == 'XVolution' and \
-                cfg.get('attention', 'pssa') != 'sa':
-            cfg['deploy'] = True
+    for node in iter_config_dicts(cfg):
+        if node.get('type') == 'XVolutionResNet' and 'xvolution' not in node:
+            node['xvolution'] = dict(type='XVolution', attention='pssa')
+        if node.get('type') == 'XVolution' and \
+                node.get('attention', 'pssa') != 'sa':
+            node['deploy'] = True
             count += 1
-        for value in cfg.values():
-            count += mark_deploy(value)
-    elif isinstance(cfg, (list, tuple)):
-        for value in cfg:
-            count += mark_deploy(value)
     return count
 
 

@@ -85,19 +85,26 @@ class _MixtureConv2d(_ConvAttributes):
     def routing(self, pooled: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def routing_sum_at_zero(self) -> float:
+        """The sum of the E mixing weights when the router's logits are 0."""
+        raise NotImplementedError
+
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Also loads a plain conv's weights: every expert starts from them.
 
         A static network's checkpoint (``weight`` (C_out, C_in/g, k, k),
-        ``bias`` (C_out,)) is copied into each of the E experts, so an
-        ImageNet ResNet initialises a mixture network; with softmax routing
-        (DynamicConv) it then computes exactly what the static one did.
+        ``bias`` (C_out,)) goes into each of the E experts, divided by
+        :meth:`routing_sum_at_zero`, so an ImageNet ResNet initialises a
+        mixture network: with softmax routing (DynamicConv, weights summing
+        to 1) it then computes exactly what the static one did; with
+        sigmoid routing (CondConv) it does so while the logits are near 0.
         """
+        share = 1 / self.routing_sum_at_zero()
         for name, plain_dims in (('weight', 4), ('bias', 1)):
             value = state_dict.get(prefix + name)
             if value is not None and value.dim() == plain_dims:
                 state_dict[prefix + name] = value.unsqueeze(0).expand(
-                    self.num_experts, *value.shape).clone()
+                    self.num_experts, *value.shape) * share
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -147,6 +154,9 @@ class CondConv2d(_MixtureConv2d):
     def routing(self, pooled: Tensor) -> Tensor:
         return torch.sigmoid(self.router(pooled))
 
+    def routing_sum_at_zero(self) -> float:
+        return self.num_experts / 2  # E sigmoids of 0
+
 
 @MODELS.register_module()
 class DynamicConv2d(_MixtureConv2d):
@@ -194,29 +204,52 @@ class DynamicConv2d(_MixtureConv2d):
     def routing(self, pooled: Tensor) -> Tensor:
         return (self.router(pooled) / self.temperature).softmax(1)
 
+    def routing_sum_at_zero(self) -> float:
+        return 1.  # a softmax, whatever the logits
+
 
 @MODELS.register_module()
 class DCDConv2d(_ConvAttributes):
     """Dynamic convolution decomposition: ``W(x) = Lambda(x) W0 + P Phi(x)
     Q^T``.
 
-    ``out = Lambda(x) * conv_kxk(x; W0) + P(BN1d(Phi(x) z) + z) + b`` with
-    ``z = BN2d(Q x)``: Q a strided 1x1 conv C_in -> L, Phi(x) an L x L
-    dynamic channel fusion, P a 1x1 conv L -> C_out, Lambda(x) a per-channel
-    scale on the static kernel (hard sigmoid, range [0, 2]); Phi and Lambda
-    come from the pooled input through a squeeze layer with an SE gate. As
-    in the paper, the BatchNorms make a training batch's samples depend on
-    each other; in eval mode every sample is independent.
+    A squeeze layer with an SE gate turns the pooled input into Lambda(x),
+    a per-output-channel hard sigmoid in [0, 2] that scales the static
+    kernel W0, and Phi(x), a dynamic L x L fusion matrix. ``groups`` picks
+    the form:
+
+    * dense (``groups=1``), the official computation: ``out = Lambda(x) *
+      conv_kxk(x; W0) + P(BN1d(Phi(x) z) + z) + b``, ``z = BN2d(Q x)``, Q a
+      strided 1x1 conv C_in -> L, P a 1x1 conv L -> C_out. With
+      ``num_blocks=B`` the dynamic residual is block diagonal
+      (``diag(P_b Phi_b(x) Q_b^T)``, the paper's sparse residual): Q and P
+      become B-group 1x1 convs and Phi(x) B independent L x L fusions,
+      while W0 stays dense. The BatchNorms make a training batch's samples
+      depend on each other, as in the paper; in eval mode every sample is
+      independent.
+    * depthwise (``groups=in_channels``): the kernel, C_out x k^2 per
+      sample, is ``Lambda(x) W0 + P Phi(x) R^T`` with R (k^2 x L) compressing
+      the kernel elements, Phi(x) fusing the L latent elements and P
+      (C_out x L) expanding back; it runs as ONE grouped convolution per
+      batch (the batch folded into the channels). No BatchNorm: samples
+      are independent in training too.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation,
-            bias: as ``nn.Conv2d``; padding must keep the 1x1 path aligned,
-            i.e. equal ``dilation * (kernel_size - 1) // 2``.
-        groups (int): 1 only (the dense form of the paper).
-        latent_dim (int, optional): L; default ``floor(sqrt(C_in))``, the
-            paper's choice (L^2 <= C_in).
+            bias: as ``nn.Conv2d``; in the dense form padding must keep the
+            1x1 path aligned, i.e. equal ``dilation * (kernel_size - 1) //
+            2``.
+        groups (int): 1 (dense) or ``in_channels`` (depthwise).
+        latent_dim (int, optional): L. Dense: per block, default
+            ``floor(sqrt(C_in / B))`` (the paper's L^2 <= C, per block);
+            depthwise: latent kernel elements, default ``floor(k^2 / 2)``.
+        num_blocks (int): B, blocks of the dense form's sparse residual;
+            must divide C_in and C_out. Default 1 (the full residual).
         squeeze_ratio (int): squeeze width ``max(C_in, L^2) //
             squeeze_ratio`` (at least 4). Default 16.
+        zero_init_dynamic (bool): start with P = 0 and Lambda = 1, so that
+            the layer computes exactly its static convolution (for a
+            network initialised from a static checkpoint). Default False.
         init_cfg (dict, optional): mmengine initialisation config.
 
     Shapes:
@@ -233,23 +266,41 @@ class DCDConv2d(_ConvAttributes):
                  groups: int = 1,
                  bias: bool = True,
                  latent_dim: Optional[int] = None,
+                 num_blocks: int = 1,
                  squeeze_ratio: int = 16,
+                 zero_init_dynamic: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride,
                          padding, dilation, groups, init_cfg)
-        if groups != 1:
-            raise ValueError('DCDConv2d is the dense (groups=1) form; got '
-                             f'groups={groups}.')
-        same = tuple(d * (k - 1) // 2
-                     for d, k in zip(self.dilation, self.kernel_size))
-        if self.padding != same:
-            raise ValueError(f'padding must be dilation*(kernel_size-1)//2 '
-                             f'= {same} so that the 1x1 dynamic path and the '
-                             f'{self.kernel_size} static path align; got '
-                             f'{self.padding}.')
-        latent = latent_dim or math.isqrt(in_channels)
+        self.depthwise = groups == in_channels and groups > 1
+        if groups != 1 and not self.depthwise:
+            raise ValueError(
+                f'DCDConv2d has a dense form (groups=1) and a depthwise form '
+                f'(groups=in_channels={in_channels}); got groups={groups}.')
+        if num_blocks < 1 or in_channels % num_blocks or (out_channels
+                                                          % num_blocks):
+            raise ValueError(f'num_blocks={num_blocks} must be >= 1 and '
+                             f'divide in_channels={in_channels} and '
+                             f'out_channels={out_channels}.')
+        if self.depthwise and num_blocks != 1:
+            raise ValueError('num_blocks (the sparse residual) belongs to the '
+                             'dense form; the depthwise form fuses kernel '
+                             'elements, not channels.')
+        if self.depthwise:
+            latent = latent_dim or max(math.prod(self.kernel_size) // 2, 1)
+        else:
+            same = tuple(d * (k - 1) // 2
+                         for d, k in zip(self.dilation, self.kernel_size))
+            if self.padding != same:
+                raise ValueError(
+                    f'padding must be dilation*(kernel_size-1)//2 = {same} so '
+                    f'that the 1x1 dynamic path and the {self.kernel_size} '
+                    f'static path align; got {self.padding}.')
+            latent = latent_dim or max(math.isqrt(in_channels // num_blocks),
+                                       1)
+        self.latent_dim, self.num_blocks = latent, num_blocks
+        self.zero_init_dynamic = zero_init_dynamic
         squeeze = max(max(in_channels, latent**2) // squeeze_ratio, 4)
-        self.latent_dim = latent
         self.static = nn.Conv2d(
             in_channels,
             out_channels,
@@ -257,16 +308,39 @@ class DCDConv2d(_ConvAttributes):
             stride,
             padding,
             dilation,
+            groups,
             bias=False)  # W0
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        # the generators, bias-free as in the official code
         self.squeeze = nn.Linear(in_channels, squeeze, bias=False)
-        self.squeeze_gate = nn.Linear(squeeze, squeeze)
-        self.phi = nn.Linear(squeeze, latent * latent)
-        self.scale = nn.Linear(squeeze, out_channels)
-        self.q = nn.Conv2d(in_channels, latent, 1, stride, bias=False)
-        self.q_norm = nn.BatchNorm2d(latent)
-        self.fusion_norm = nn.BatchNorm1d(latent)
-        self.p = nn.Conv2d(latent, out_channels, 1, bias=False)
+        self.squeeze_gate = nn.Linear(squeeze, squeeze, bias=False)
+        self.phi = nn.Linear(squeeze, num_blocks * latent**2, bias=False)
+        self.scale = nn.Linear(squeeze, out_channels, bias=False)
+        if self.depthwise:
+            self.r = nn.Parameter(torch.empty(latent, *self.kernel_size))
+            self.p = nn.Parameter(torch.empty(out_channels, latent))
+            nn.init.kaiming_uniform_(self.r, a=math.sqrt(5))
+            nn.init.kaiming_uniform_(self.p, a=math.sqrt(5))
+        else:
+            width = num_blocks * latent
+            self.q = nn.Conv2d(
+                in_channels, width, 1, stride, groups=num_blocks, bias=False)
+            self.q_norm = nn.BatchNorm2d(width)
+            self.fusion_norm = nn.BatchNorm1d(width)
+            self.p = nn.Conv2d(
+                width, out_channels, 1, groups=num_blocks, bias=False)
+        self._zero_dynamic()
+
+    def _zero_dynamic(self) -> None:
+        if self.zero_init_dynamic:
+            nn.init.zeros_(self.scale.weight)  # Lambda = hsig(0) = 1
+            p = self.p if self.depthwise else self.p.weight
+            nn.init.zeros_(p)
+
+    def init_weights(self) -> None:
+        """mmengine initialisation, keeping ``zero_init_dynamic``."""
+        super().init_weights()
+        self._zero_dynamic()
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         """Also loads a plain conv's weights into the static kernel W0."""
@@ -277,14 +351,34 @@ class DCDConv2d(_ConvAttributes):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C_in, H, W) -> (N, C_out, H_out, W_out), as ``nn.Conv2d``."""
-        batch = x.shape[0]
         y = self.squeeze(x.mean((2, 3)))
         y = y * hard_sigmoid2(self.squeeze_gate(y))  # SE gate
-        phi = self.phi(y).view(batch, self.latent_dim, self.latent_dim)
+        phi = self.phi(y)
         scale = hard_sigmoid2(self.scale(y))  # Lambda, (N, C_out)
-        z = self.q_norm(self.q(x))  # (N, L, H_out, W_out)
-        fused = self.fusion_norm(torch.bmm(phi, z.flatten(2)))
+        if self.depthwise:
+            return self._forward_depthwise(x, phi, scale)
+        batch, blocks, latent = x.shape[0], self.num_blocks, self.latent_dim
+        z = self.q_norm(self.q(x))  # (N, B * L, H_out, W_out)
+        fused = torch.matmul(
+            phi.view(batch, blocks, latent, latent),
+            z.view(batch, blocks, latent, -1))  # Phi_b(x) z_b
+        fused = self.fusion_norm(fused.view(batch, blocks * latent, -1))
         out = torch.addcmul(
             self.p(fused.view_as(z) + z), scale[:, :, None, None],
             self.static(x))
         return out if self.bias is None else out + self.bias[:, None, None]
+
+    def _forward_depthwise(self, x: Tensor, phi: Tensor,
+                           scale: Tensor) -> Tensor:
+        """One grouped conv with the kernel ``Lambda W0 + P Phi R^T``."""
+        batch, latent = x.shape[0], self.latent_dim
+        kernel = torch.addcmul(
+            self.p @ phi.view(batch, latent, latent) @ self.r.flatten(1),
+            scale[:, :, None], self.static.weight.flatten(1))  # (N, C_out, k^2)
+        bias = None if self.bias is None else self.bias.repeat(batch)
+        out = F.conv2d(
+            x.reshape(1, batch * self.in_channels, *x.shape[2:]),
+            kernel.view(batch * self.out_channels, 1, *self.kernel_size),
+            bias, self.stride, self.padding, self.dilation,
+            batch * self.in_channels)
+        return out.view(batch, self.out_channels, *out.shape[2:])

@@ -1,5 +1,6 @@
 """CondConv2d, DynamicConv2d, DCDConv2d and the temperature hook."""
 import math
+from functools import partial
 from types import SimpleNamespace
 
 import pytest
@@ -13,6 +14,14 @@ from mmplug_involution.engine import DynamicConvTemperatureHook
 from mmplug_involution.layers import CondConv2d, DCDConv2d, DynamicConv2d
 
 LAYERS = (CondConv2d, DynamicConv2d, DCDConv2d)
+# every form, built as cls(in_channels, out_channels, kernel_size, ...)
+FORMS = {
+    'CondConv2d': CondConv2d,
+    'DynamicConv2d': DynamicConv2d,
+    'DCDConv2d': DCDConv2d,
+    'DCDConv2d-sparse': partial(DCDConv2d, num_blocks=4),
+    'DCDConv2d-depthwise': partial(DCDConv2d, groups=12),
+}
 CASES = [
     dict(kernel_size=3, stride=1, padding=1),
     dict(kernel_size=3, stride=2, padding=1),
@@ -25,19 +34,26 @@ def run_alone(layer, x):
     return torch.cat([layer(x[i:i + 1]) for i in range(x.shape[0])])
 
 
-@pytest.mark.parametrize('cls', LAYERS, ids=lambda c: c.__name__)
+@pytest.mark.parametrize('form', FORMS)
 @pytest.mark.parametrize('case', CASES, ids=str)
-def test_shape_matches_conv2d_and_batch_independence_in_eval(cls, case):
+def test_shape_matches_conv2d_and_batch_independence_in_eval(form, case):
     torch.manual_seed(0)
-    layer = cls(12, 20, **case).eval()
+    layer = FORMS[form](12, 24, **case).eval()
     x = torch.randn(4, 12, 11, 14)
     reference = F.conv2d(
-        x, torch.zeros(20, 12, case['kernel_size'], case['kernel_size']),
+        x, torch.zeros(24, 12, case['kernel_size'], case['kernel_size']),
         None, case['stride'], case['padding'], case.get('dilation', 1))
     with torch.no_grad():
         out = layer(x)
         torch.testing.assert_close(out, run_alone(layer, x))
     assert out.shape == reference.shape
+
+
+def test_depthwise_dcd_is_batch_independent_in_training_too():
+    torch.manual_seed(0)
+    layer = DCDConv2d(6, 12, 3, padding=1, groups=6).train()
+    x = torch.randn(5, 6, 7, 9)
+    torch.testing.assert_close(layer(x), run_alone(layer, x))
 
 
 @pytest.mark.parametrize('cls', (CondConv2d, DynamicConv2d),
@@ -79,28 +95,93 @@ def test_routing_functions():
     assert (hot.max(1).values < cold.max(1).values).all()
 
 
-@pytest.mark.parametrize('cls', LAYERS, ids=lambda c: c.__name__)
-def test_gradcheck_and_every_parameter_learns(cls):
+@pytest.mark.parametrize('form', FORMS)
+def test_gradcheck_and_every_parameter_learns(form):
     torch.manual_seed(0)
-    layer = cls(4, 6, 3, stride=2, padding=1).double().train()
-    x = torch.randn(3, 4, 5, 6, dtype=torch.float64, requires_grad=True)
+    layer = FORMS[form](12, 12, 3, stride=2, padding=1).double().train()
+    x = torch.randn(3, 12, 5, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(layer, (x, ), fast_mode=True)
     layer(x).square().sum().backward()
     for name, param in layer.named_parameters():
         assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
-def test_dcd_with_dynamic_parts_zeroed_is_its_static_conv():
+@pytest.mark.parametrize('form', ['DCDConv2d', 'DCDConv2d-sparse',
+                                  'DCDConv2d-depthwise'])
+def test_dcd_with_dynamic_parts_zeroed_is_its_static_conv(form):
     torch.manual_seed(0)
-    layer = DCDConv2d(16, 24, 3, stride=2, padding=1).eval()
+    # zero_init_dynamic: P = 0 (no dynamic residual), Lambda = hsig(0) = 1;
+    # it survives mmengine's initialisation (a backbone's Kaiming init)
+    layer = FORMS[form](
+        12, 24, 3, stride=2, padding=1, zero_init_dynamic=True,
+        init_cfg=dict(type='Kaiming', layer=['Conv2d', 'Linear']))
+    layer.init_weights()
+    layer.train()
     with torch.no_grad():
-        layer.p.weight.zero_()  # P = 0: no dynamic residual
-        layer.scale.weight.zero_()  # Lambda = hsig(0) = 1
-        layer.scale.bias.zero_()
         layer.bias.uniform_()
-        x = torch.randn(2, 16, 13, 10)
-        expected = F.conv2d(x, layer.static.weight, layer.bias, 2, 1)
+        x = torch.randn(2, 12, 13, 10)
+        expected = F.conv2d(x, layer.static.weight, layer.bias, 2, 1, 1,
+                            layer.groups)
         torch.testing.assert_close(layer(x), expected)
+    assert layer.static.weight.abs().sum() > 0 and layer.phi.weight.any()
+    layer(x).sum().backward()  # P learns first, from the latent features
+    p = layer.p if layer.depthwise else layer.p.weight
+    assert p.grad.abs().sum() > 0 and layer.scale.weight.grad.any()
+
+
+def test_depthwise_dcd_kernel_is_lambda_w0_plus_p_phi_r():
+    """The depthwise form equals a float64 per-sample conv with its kernel."""
+    torch.manual_seed(0)
+    layer = DCDConv2d(6, 12, 5, stride=2, padding=3, dilation=2, groups=6,
+                      latent_dim=4).double().eval()
+    x = torch.randn(3, 6, 11, 9, dtype=torch.float64)
+    with torch.no_grad():
+        y = layer.squeeze(x.mean((2, 3)))
+        y = y * (F.relu6(layer.squeeze_gate(y) + 3) / 3)
+        for i in range(3):
+            phi = layer.phi(y[i]).view(4, 4)
+            lam = F.relu6(layer.scale(y[i]) + 3) / 3
+            kernel = (lam[:, None] * layer.static.weight.flatten(1) +
+                      layer.p @ phi @ layer.r.flatten(1))
+            expected = F.conv2d(x[i:i + 1], kernel.view(12, 1, 5, 5),
+                                layer.bias, 2, 3, 2, 6)
+            torch.testing.assert_close(layer(x[i:i + 1]), expected)
+
+
+def test_sparse_residual_is_the_block_diagonal_dense_residual():
+    """num_blocks=B equals a dense DCD with block-diagonal Q, Phi(x), P."""
+    torch.manual_seed(0)
+    blocks, latent, c_in, c_out = 3, 2, 9, 6
+    sparse = DCDConv2d(c_in, c_out, 3, padding=1, num_blocks=blocks,
+                       latent_dim=latent).eval()
+    dense = DCDConv2d(c_in, c_out, 3, padding=1,
+                      latent_dim=blocks * latent).eval()
+    width = blocks * latent
+    with torch.no_grad():
+        for name in ('static', 'squeeze', 'squeeze_gate', 'scale'):
+            getattr(dense, name).load_state_dict(
+                getattr(sparse, name).state_dict())
+        dense.bias.copy_(sparse.bias)
+        dense.q.weight.zero_()
+        dense.p.weight.zero_()
+        dense.phi.weight.zero_()
+        phi_rows = dense.phi.weight.view(width, width, -1)
+        for b in range(blocks):
+            lat = slice(b * latent, (b + 1) * latent)
+            dense.q.weight[lat, b * 3:(b + 1) * 3] = sparse.q.weight[lat]
+            dense.p.weight[b * 2:(b + 1) * 2, lat] = sparse.p.weight[b * 2:
+                                                                     (b + 1) *
+                                                                     2]
+            phi_rows[lat, lat] = sparse.phi.weight[b * latent**2:(b + 1) *
+                                                   latent**2].view(
+                                                       latent, latent, -1)
+        for norm in ('q_norm', 'fusion_norm'):
+            getattr(sparse, norm).running_mean.uniform_(-1, 1)
+            getattr(sparse, norm).running_var.uniform_(0.5, 2)
+            getattr(dense, norm).load_state_dict(
+                getattr(sparse, norm).state_dict())
+        x = torch.randn(2, c_in, 7, 8)
+        torch.testing.assert_close(sparse(x), dense(x))
 
 
 def test_dcd_parameter_count_follows_the_formula():
@@ -110,15 +191,33 @@ def test_dcd_parameter_count_follows_the_formula():
     squeeze = max(c_in, latent**2) // 16  # 4
     expected = (c_out * c_in * k * k  # W0
                 + c_in * latent + latent * c_out  # Q, P
-                + c_in * squeeze + squeeze * squeeze + squeeze  # squeeze, SE
-                + squeeze * latent**2 + latent**2  # Phi
-                + squeeze * c_out + c_out  # Lambda
+                + c_in * squeeze + squeeze * squeeze  # squeeze, SE gate
+                + squeeze * latent**2  # Phi
+                + squeeze * c_out  # Lambda
                 + 2 * latent + 2 * latent)  # the two BatchNorms
     assert sum(p.numel() for p in layer.parameters()) == expected
-    # the paper's count of the dynamic part, about 2CL + (2C + L^2) C / r,
-    # is far below a 4-expert mixture's 3 extra kernels
-    dynamic = expected - c_out * c_in * k * k
-    assert dynamic < 3 * c_out * c_in * k * k / 10
+    # the paper's expression for a 1x1 C -> C layer, C^2 + 2CL + (2C + L^2)
+    # C / r, counts everything but the SE gate's S^2 and the BatchNorms
+    c, latent, r = 256, 16, 16
+    layer = DCDConv2d(c, c, 1, bias=False)
+    paper = c**2 + 2 * c * latent + (2 * c + latent**2) * c // r
+    assert sum(p.numel() for p in layer.parameters()) == \
+        paper + (c // r)**2 + 4 * latent
+    # the sparse residual: B blocks of L = floor(sqrt(C_in / B))
+    sparse = DCDConv2d(c_in, c_out, k, padding=1, bias=False, num_blocks=4)
+    latent = math.isqrt(c_in // 4)  # 4 per block
+    assert sparse.latent_dim == latent
+    assert sum(p.numel() for p in sparse.parameters()) == (
+        c_out * c_in * k * k + (c_in + c_out) * latent +
+        c_in * squeeze + squeeze * squeeze + squeeze * 4 * latent**2 +
+        squeeze * c_out + 4 * 4 * latent)
+    # depthwise: W0 C_out x k^2, R k^2 x L_k, P C_out x L_k, L_k = k^2 // 2
+    dw = DCDConv2d(c_in, c_in, k, padding=1, groups=c_in, bias=False)
+    latent = k * k // 2
+    assert dw.latent_dim == latent
+    assert sum(p.numel() for p in dw.parameters()) == (
+        c_in * k * k + k * k * latent + c_in * latent + c_in * squeeze +
+        squeeze * squeeze + squeeze * latent**2 + squeeze * c_in)
 
 
 def test_mixture_parameter_counts():
@@ -133,8 +232,10 @@ def test_mixture_parameter_counts():
 @pytest.mark.parametrize('kwargs,match', [
     (dict(cls=CondConv2d, groups=3), 'groups=3 must divide'),
     (dict(cls=CondConv2d, num_experts=0), 'num_experts must be >= 1'),
-    (dict(cls=DCDConv2d, groups=2), 'dense'),
+    (dict(cls=DCDConv2d, groups=2), 'depthwise form'),
     (dict(cls=DCDConv2d, padding=0), 'padding must be'),
+    (dict(cls=DCDConv2d, num_blocks=3), 'num_blocks=3 must'),
+    (dict(cls=DCDConv2d, num_blocks=2, groups=8), 'dense form'),
 ])
 def test_bad_arguments(kwargs, match):
     cls = kwargs.pop('cls')
@@ -210,11 +311,27 @@ def test_plain_conv_checkpoints_initialise_them():
     assert all(k.startswith('router') for k in result.missing_keys)
     with torch.no_grad():  # equal experts, weights summing to 1
         torch.testing.assert_close(dynamic(x), conv(x))
-    cond = CondConv2d(8, 12, 3, stride=2, padding=1, num_experts=3)
+    # CondConv: each of E experts gets W * 2 / E, the plain conv while the
+    # sigmoids sit at 1/2
+    cond = CondConv2d(8, 12, 3, stride=2, padding=1, num_experts=3).eval()
     cond.load_state_dict(conv.state_dict(), strict=False)
-    assert all(torch.equal(expert, conv.weight) for expert in cond.weight)
-    dcd = DCDConv2d(8, 12, 3, stride=2, padding=1)
-    result = dcd.load_state_dict(conv.state_dict(), strict=False)
-    assert result.unexpected_keys == []
-    assert torch.equal(dcd.static.weight, conv.weight)
-    assert torch.equal(dcd.bias, conv.bias)
+    for expert in cond.weight:
+        torch.testing.assert_close(expert, conv.weight * 2 / 3)
+    with torch.no_grad():
+        cond.router.weight.zero_()
+        cond.router.bias.zero_()
+        torch.testing.assert_close(cond(x), conv(x))
+    # its own checkpoint loads unchanged
+    copy = CondConv2d(8, 12, 3, stride=2, padding=1, num_experts=3)
+    copy.load_state_dict(cond.state_dict())
+    assert torch.equal(copy.weight, cond.weight)
+    for groups in (1, 8):
+        plain = torch.nn.Conv2d(8, 16, 3, 2, 1, groups=groups)
+        dcd = DCDConv2d(8, 16, 3, stride=2, padding=1, groups=groups,
+                        zero_init_dynamic=True).eval()
+        result = dcd.load_state_dict(plain.state_dict(), strict=False)
+        assert result.unexpected_keys == []
+        assert torch.equal(dcd.static.weight, plain.weight)
+        assert torch.equal(dcd.bias, plain.bias)
+        with torch.no_grad():
+            torch.testing.assert_close(dcd(x), plain(x))

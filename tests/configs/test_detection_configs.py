@@ -1,6 +1,6 @@
 """Every shipped detection config builds, trains one iteration and predicts.
 
-RedNet/involution configs and X-volution ones.
+RedNet/involution configs, X-volution ones and the dynamic-conv ones.
 
 On CPU at a reduced input size (128x160), without loading the ImageNet
 checkpoint the configs point to. Includes the demo config on the generated
@@ -19,6 +19,13 @@ ROOT = Path(__file__).parents[2]
 DETECTION_CONFIGS = sorted(
     p for p in (ROOT / 'configs').rglob('*.py')
     if not p.name.startswith('_') and 'coco' in p.name)
+# config name part -> the layer type such a config builds instead of RedNet
+OPERATORS = {
+    'xvolution': 'XVolution',
+    'dcd': 'DCDConv2d',
+    'condconv': 'CondConv2d',
+    'dyconv': 'DynamicConv2d',
+}
 
 
 def test_reference_table_is_covered():
@@ -58,8 +65,10 @@ def test_config_trains_one_iteration_and_predicts(path):
     if 'mask' in path.name:
         assert 'masks' in results[0].pred_instances
     names = {type(m).__name__ for m in model.modules()}
-    assert ('XVolution' in names) == ('xvolution' in path.name)
-    assert ('RedNet' in names) != ('xvolution' in path.name)
+    operator = next((key for key in OPERATORS if key in path.name), None)
+    for key, layer in OPERATORS.items():
+        assert (layer in names) == (key == operator), layer
+    assert ('RedNet' in names) == (operator is None)
     if 'xvolution' in path.name:
         attention = re.search(r'-(pssa|sa|involution)_', path.name)[1]
         assert {m.attention_type for m in model.modules()

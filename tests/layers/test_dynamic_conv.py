@@ -335,3 +335,37 @@ def test_plain_conv_checkpoints_initialise_them():
         assert torch.equal(dcd.bias, plain.bias)
         with torch.no_grad():
             torch.testing.assert_close(dcd(x), plain(x))
+
+
+@pytest.mark.parametrize('config', ['mask-rcnn_r50-dcd-c3-c5_fpn_1x_coco.py',
+                                    'mask-rcnn_r50-dyconv-c3-c5_fpn_1x_coco.py'])
+def test_coco_configs_start_as_the_imagenet_resnet(config):
+    """The ImageNet checkpoint the configs load makes the dynamic backbone
+    compute what the static ResNet-50 computes (DCD through
+    zero_init_dynamic, DynamicConv through equal experts)."""
+    from pathlib import Path
+
+    import mmdet.models  # noqa: F401
+    from mmengine.config import Config
+    cfg = Config.fromfile(
+        str(Path(__file__).parents[2] / 'configs' / 'dynamic_conv' / config))
+    backbone = cfg.model.backbone.to_dict()
+    backbone.pop('init_cfg')  # the torchvision checkpoint (no download)
+    torch.manual_seed(0)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        static = MODELS.build(dict(backbone, dcn=None, stage_with_dcn=(
+            False, ) * 4))
+        dynamic = MODELS.build(backbone)
+    dynamic.init_weights()
+    for module in static.modules():  # ImageNet-like BN statistics
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    result = dynamic.load_state_dict(static.state_dict(), strict=False)
+    assert result.unexpected_keys == []
+    static.eval()
+    dynamic.eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        for a, b in zip(static(x), dynamic(x)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -1,4 +1,5 @@
 """Command-line tools run end to end (small inputs)."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +45,23 @@ def test_operator_demo_benchmark(tmp_path):
     table = (tmp_path / 'involution_cpu_quick.md').read_text()
     assert table.count('| imagenet |') == 9 + 3
     assert (tmp_path / 'involution_cpu_quick.json').exists()
+
+
+@pytest.mark.parametrize('tool,stem,rows', [
+    ('benchmark_dynamic_conv.py', 'dynamic_conv_cpu', 7 * 2),
+    ('benchmark_xvolution.py', 'xvolution_cpu', 2 + 2 * 3 + 2),
+])
+def test_layer_benchmarks_run_and_write_their_tables(tmp_path, tool, stem,
+                                                     rows):
+    subprocess.run([
+        sys.executable,
+        str(ROOT / 'tools' / tool), '--device', 'cpu', '--settings',
+        '14x14, batch 32', '--warmup', '0', '--repeats', '1', '--out',
+        str(tmp_path)
+    ], capture_output=True, text=True, check=True, cwd=ROOT)
+    table = (tmp_path / f'{stem}.md').read_text()
+    assert table.count('| 14x14, batch 32 |') == rows
+    result = json.loads((tmp_path / f'{stem}.json').read_text())
+    assert len(result['rows']) == rows
+    assert all(row['ms'] > 0 and row['peak_mib'] >= 0
+               for row in result['rows'])

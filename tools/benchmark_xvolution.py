@@ -21,16 +21,14 @@ Writes ``<out>/xvolution_<device>.json`` and ``.md``.
 """
 import argparse
 import copy
-import statistics
 
 import torch
 import torch.nn as nn
 
 from mmplug_involution.layers import XVolution
 from mmplug_involution.utils.benchmark import (add_benchmark_arguments,
-                                               environment, peak_mib,
-                                               resolve_device, times_ms,
-                                               write_results)
+                                               environment, measure,
+                                               resolve_device, write_results)
 
 CHANNELS = 256
 SETTINGS = {
@@ -55,17 +53,6 @@ def layers(device):
             deployed = copy.deepcopy(layer)
             deployed.switch_to_deploy()
             yield f'X-volution ({attention})', 'deploy form', deployed
-
-
-def measure(fn, device, args):
-    for _ in range(args.warmup):
-        fn()
-    times = times_ms(fn, device, args.repeats)  # before memory (see utils)
-    return dict(
-        ms=statistics.median(times),
-        ms_min=min(times),
-        ms_max=max(times),
-        peak_mib=peak_mib(fn, device))
 
 
 def parse_args():
@@ -97,8 +84,8 @@ def main():
                 runs.append(('training step', train_step))
             for task, fn in runs:
                 module.train(task == 'training step')
-                row = dict(setting=setting, task=task, layer=name, form=form,
-                           **measure(fn, device, args))
+                row = dict(setting=setting, task=task, layer=name, form=form)
+                row.update(measure(fn, device, args.repeats, args.warmup))
                 rows.append(row)
                 print(f'{setting:16s} {task:13s} {name:24s} {form:13s} '
                       f'{row["ms"]:9.2f} ms {row["peak_mib"]:8.1f} MiB',

@@ -374,7 +374,8 @@ class DCDConv2d(_ConvAttributes):
         batch, latent = x.shape[0], self.latent_dim
         kernel = torch.addcmul(
             self.p @ phi.view(batch, latent, latent) @ self.r.flatten(1),
-            scale[:, :, None], self.static.weight.flatten(1))  # (N, C_out, k^2)
+            scale[:, :, None],
+            self.static.weight.flatten(1))  # (N, C_out, k^2)
         bias = None if self.bias is None else self.bias.repeat(batch)
         out = F.conv2d(
             x.reshape(1, batch * self.in_channels, *x.shape[2:]),

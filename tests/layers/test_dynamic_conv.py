@@ -337,8 +337,10 @@ def test_plain_conv_checkpoints_initialise_them():
             torch.testing.assert_close(dcd(x), plain(x))
 
 
-@pytest.mark.parametrize('config', ['mask-rcnn_r50-dcd-c3-c5_fpn_1x_coco.py',
-                                    'mask-rcnn_r50-dyconv-c3-c5_fpn_1x_coco.py'])
+@pytest.mark.parametrize('config', [
+    'mask-rcnn_r50-dcd-c3-c5_fpn_1x_coco.py',
+    'mask-rcnn_r50-dyconv-c3-c5_fpn_1x_coco.py'
+])
 def test_coco_configs_start_as_the_imagenet_resnet(config):
     """The ImageNet checkpoint the configs load makes the dynamic backbone
     compute what the static ResNet-50 computes (DCD through
@@ -369,3 +371,23 @@ def test_coco_configs_start_as_the_imagenet_resnet(config):
     with torch.no_grad():
         for a, b in zip(static(x), dynamic(x)):
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_dcd_takes_its_dense_and_depthwise_forms_by_config():
+    """conv_cfg=DCDConv2d turns mmdet's MobileNetV2 into DCD throughout:
+    its 1x1 convs take the dense form, its depthwise 3x3 convs the
+    depthwise form."""
+    import mmdet.models  # noqa: F401
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = MODELS.build(
+            dict(type='MobileNetV2', widen_factor=0.25, out_indices=(2, 4),
+                 conv_cfg=dict(type='DCDConv2d')))
+    model.eval()
+    dcds = [m for m in model.modules() if isinstance(m, DCDConv2d)]
+    assert {m.depthwise for m in dcds} == {True, False}
+    inside = {id(sub) for m in dcds for sub in m.modules()}
+    assert all(id(m) in inside for m in model.modules()
+               if isinstance(m, torch.nn.Conv2d))  # no plain conv left
+    with torch.no_grad():
+        outs = model(torch.rand(2, 3, 64, 48))
+    assert [o.shape[2:] for o in outs] == [(8, 6), (4, 3)]

@@ -25,9 +25,9 @@ from mmengine.registry import MODELS, init_default_scope
 
 import mmplug_involution  # noqa: F401  (registers RedNet)
 from mmplug_involution.utils.benchmark import (add_benchmark_arguments,
-                                               environment, peak_mib,
-                                               resolve_device, times_ms,
-                                               write_results)
+                                               device_line, environment,
+                                               peak_mib, resolve_device,
+                                               times_ms, write_results)
 
 BACKBONES = {
     'RedNet-26': dict(type='RedNet', depth=26),
@@ -105,10 +105,8 @@ def main():
         row['mem_ratio'] = row['peak_mib'] / base['peak_mib'] if base else None
 
     lines = [
-        f"Device: {env.get('gpu') or env['cpu']} ({env['device']}, "
-        f"{env['threads']} threads); torch {env['torch']}; {env['date']}; "
-        f'median of {args.repeats} steps after {args.warmup} warm-up '
-        'steps.', '',
+        f'{device_line(env)}; median of {args.repeats} steps after '
+        f'{args.warmup} warm-up steps.', '',
         '| setting | precision | backbone | step ms (median) | min-max | '
         'peak MiB | time / ResNet | memory / ResNet |',
         '|---|---|---|---|---|---|---|---|'

@@ -29,16 +29,14 @@ import torch
 import torch.nn as nn
 
 from mmplug_involution.layers import CondConv2d, DCDConv2d, DynamicConv2d
-from mmplug_involution.utils.benchmark import (add_benchmark_arguments,
+from mmplug_involution.utils.benchmark import (RESNET50_STAGE3_SETTINGS,
+                                               add_benchmark_arguments,
+                                               add_ratios, device_line,
                                                environment, measure_all,
                                                resolve_device, write_results)
 
 CHANNELS = 256
-SETTINGS = {
-    # name: (batch, height, width)
-    '14x14, batch 32': (32, 14, 14),
-    '50x76, batch 2': (2, 50, 76),
-}
+SETTINGS = RESNET50_STAGE3_SETTINGS
 CONV = dict(
     in_channels=CHANNELS,
     out_channels=CHANNELS,
@@ -108,19 +106,14 @@ def main():
                 print(f'{setting:16s} {task:13s} {name:26s} '
                       f'{row["ms"]:9.2f} ms {row["peak_mib"]:8.1f} MiB',
                       flush=True)
-    for row in rows:
-        base = next(r for r in rows if r['layer'] == row['baseline']
-                    and r['setting'] == row['setting']
-                    and r['task'] == row['task'])
-        row['time_vs_baseline'] = row['ms'] / base['ms']
-        row['mem_vs_baseline'] = row['peak_mib'] / max(base['peak_mib'], 1e-9)
+    add_ratios(
+        rows, lambda r, row: r['layer'] == row['baseline'] and r['setting'] ==
+        row['setting'] and r['task'] == row['task'])
 
     lines = [
-        f"Device: {env.get('gpu') or env['cpu']} ({env['device']}, "
-        f"{env['threads']} threads); torch {env['torch']}; {env['date']}; "
-        f'{CHANNELS} -> {CHANNELS} channels, 3x3, stride 1; median of '
-        f'{args.repeats} calls after {args.warmup} warm-up rounds over all '
-        'layers.', '',
+        f'{device_line(env)}; {CHANNELS} -> {CHANNELS} channels, 3x3, '
+        f'stride 1; median of {args.repeats} calls after {args.warmup} '
+        'warm-up rounds over all layers.', '',
         '| setting | task | layer | params | ms (median) | min-max | '
         'peak MiB | time / baseline | memory / baseline |', '|---' * 9 + '|'
     ]
@@ -129,8 +122,8 @@ def main():
                      f"{row['params'] / 1e3:.1f} k | {row['ms']:.2f} | "
                      f"{row['ms_min']:.2f}-{row['ms_max']:.2f} | "
                      f"{row['peak_mib']:.1f} | "
-                     f"{row['time_vs_baseline']:.2f} | "
-                     f"{row['mem_vs_baseline']:.2f} |")
+                     f"{row['time_ratio']:.2f} | "
+                     f"{row['memory_ratio']:.2f} |")
     write_results(
         args.out, f'dynamic_conv_{device.type}',
         dict(environment=env, repeats=args.repeats, warmup=args.warmup,

@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 
 from mmplug_involution.ops import BACKEND_ENV, involution2d
-from mmplug_involution.utils.benchmark import (environment, median_ms,
-                                               peak_mib, resolve_device,
-                                               write_results)
+from mmplug_involution.utils.benchmark import (device_line, environment,
+                                               median_ms, peak_mib,
+                                               resolve_device, write_results)
 
 # RedNet-50 involutions: (name, channels, stride, spatial divisor of the op's
 # input, number of blocks with this shape)
@@ -198,10 +198,8 @@ def copy_bandwidth_gbs(device):
 def to_markdown(result):
     env = result['environment']
     lines = [
-        f"Device: {env.get('gpu') or env['cpu']} ({env['device']}, "
-        f"{env['threads']} threads); torch {env['torch']}, cupy "
-        f"{env['cupy']}; {env['date']}; dtype {result['dtype']}; median of "
-        f"{result['repeats']} runs.", ''
+        f"{device_line(env)}; cupy {env['cupy']}; dtype {result['dtype']}; "
+        f"median of {result['repeats']} runs.", ''
     ]
     if 'copy_bandwidth_gbs' in result:
         lines += [

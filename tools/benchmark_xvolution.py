@@ -26,16 +26,14 @@ import torch
 import torch.nn as nn
 
 from mmplug_involution.layers import XVolution
-from mmplug_involution.utils.benchmark import (add_benchmark_arguments,
+from mmplug_involution.utils.benchmark import (RESNET50_STAGE3_SETTINGS,
+                                               add_benchmark_arguments,
+                                               add_ratios, device_line,
                                                environment, measure,
                                                resolve_device, write_results)
 
 CHANNELS = 256
-SETTINGS = {
-    # name: (batch, height, width)
-    '14x14, batch 32': (32, 14, 14),
-    '50x76, batch 2': (2, 50, 76),
-}
+SETTINGS = RESNET50_STAGE3_SETTINGS
 ATTENTIONS = ('pssa', 'involution', 'sa')
 
 
@@ -90,18 +88,13 @@ def main():
                 print(f'{setting:16s} {task:13s} {name:24s} {form:13s} '
                       f'{row["ms"]:9.2f} ms {row["peak_mib"]:8.1f} MiB',
                       flush=True)
-    for row in rows:
-        base = next(r for r in rows if r['form'] == 'static'
-                    and r['setting'] == row['setting']
-                    and r['task'] == row['task'])
-        row['time_vs_conv'] = row['ms'] / base['ms']
-        row['mem_vs_conv'] = row['peak_mib'] / max(base['peak_mib'], 1e-9)
+    add_ratios(
+        rows, lambda r, row: r['form'] == 'static' and r['setting'] == row[
+            'setting'] and r['task'] == row['task'])
 
     lines = [
-        f"Device: {env.get('gpu') or env['cpu']} ({env['device']}, "
-        f"{env['threads']} threads); torch {env['torch']}; {env['date']}; "
-        f'{CHANNELS} channels, 3x3; median of {args.repeats} calls after '
-        f'{args.warmup} warm-up calls.', '',
+        f'{device_line(env)}; {CHANNELS} channels, 3x3; median of '
+        f'{args.repeats} calls after {args.warmup} warm-up calls.', '',
         '| setting | task | layer | form | ms (median) | min-max | peak MiB '
         '| time / conv | memory / conv |', '|---' * 9 + '|'
     ]
@@ -109,8 +102,8 @@ def main():
         lines.append(f"| {row['setting']} | {row['task']} | {row['layer']} | "
                      f"{row['form']} | {row['ms']:.2f} | "
                      f"{row['ms_min']:.2f}-{row['ms_max']:.2f} | "
-                     f"{row['peak_mib']:.1f} | {row['time_vs_conv']:.2f} | "
-                     f"{row['mem_vs_conv']:.2f} |")
+                     f"{row['peak_mib']:.1f} | {row['time_ratio']:.2f} | "
+                     f"{row['memory_ratio']:.2f} |")
     write_results(
         args.out, f'xvolution_{device.type}',
         dict(environment=env, repeats=args.repeats, warmup=args.warmup,

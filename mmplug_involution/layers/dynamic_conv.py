@@ -12,8 +12,9 @@ Sparse R-CNN interaction layer).
 * :class:`DCDConv2d` (Li et al. 2021): ``W(x) = Lambda(x) W0 + P Phi(x)
   Q^T``.
 
-The mixtures run as ONE grouped convolution per batch (the batch folded into
-the channels, ``groups = batch * groups``), so every sample gets its own
+The mixtures (and DCD's depthwise form) run as ONE grouped convolution per
+batch (:func:`~mmplug_involution.ops.per_sample_conv2d`: the batch folded
+into the channels, ``groups = batch * groups``), so every sample gets its own
 kernel.
 """
 import math
@@ -26,6 +27,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 from torch.nn.modules.utils import _pair
 
+from ..ops import per_sample_conv2d
 from ..registry import MODELS
 
 __all__ = ['CondConv2d', 'DynamicConv2d', 'DCDConv2d', 'hard_sigmoid2']
@@ -109,16 +111,12 @@ class _MixtureConv2d(_ConvAttributes):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C_in, H, W) -> (N, C_out, H_out, W_out), as ``nn.Conv2d``."""
-        batch = x.shape[0]
         alpha = self.routing(x.mean((2, 3)))  # (N, E)
         weight = (alpha @ self.weight.flatten(1)).view(
-            batch * self.out_channels, *self.weight.shape[2:])
-        bias = None if self.bias is None else (alpha @ self.bias).flatten()
-        out = F.conv2d(
-            x.reshape(1, batch * self.in_channels, *x.shape[2:]), weight,
-            bias, self.stride, self.padding, self.dilation,
-            batch * self.groups)
-        return out.view(batch, self.out_channels, *out.shape[2:])
+            x.shape[0], *self.weight.shape[1:])
+        bias = None if self.bias is None else alpha @ self.bias
+        return per_sample_conv2d(x, weight, bias, self.stride, self.padding,
+                                 self.dilation, self.groups)
 
 
 @MODELS.register_module()
@@ -286,6 +284,9 @@ class DCDConv2d(_ConvAttributes):
             raise ValueError('num_blocks (the sparse residual) belongs to the '
                              'dense form; the depthwise form fuses kernel '
                              'elements, not channels.')
+        if latent_dim is not None and latent_dim < 1:
+            raise ValueError(f'latent_dim must be >= 1 (or None for the '
+                             f'default), got {latent_dim}.')
         if self.depthwise:
             latent = latent_dim or max(math.prod(self.kernel_size) // 2, 1)
         else:
@@ -381,10 +382,7 @@ class DCDConv2d(_ConvAttributes):
             self.p @ phi.view(batch, latent, latent) @ self.r.flatten(1),
             scale[:, :, None],
             self.static.weight.flatten(1))  # (N, C_out, k^2)
-        bias = None if self.bias is None else self.bias.repeat(batch)
-        out = F.conv2d(
-            x.reshape(1, batch * self.in_channels, *x.shape[2:]),
-            kernel.view(batch * self.out_channels, 1, *self.kernel_size),
-            bias, self.stride, self.padding, self.dilation,
-            batch * self.in_channels)
-        return out.view(batch, self.out_channels, *out.shape[2:])
+        bias = None if self.bias is None else self.bias.expand(batch, -1)
+        return per_sample_conv2d(
+            x, kernel.view(batch, self.out_channels, 1, *self.kernel_size),
+            bias, self.stride, self.padding, self.dilation, self.groups)

@@ -24,9 +24,17 @@ from typing import Callable, Dict, List
 import torch
 
 __all__ = [
-    'MemoryMeter', 'environment', 'measure', 'measure_all',
-    'median_ms', 'peak_mib', 'resolve_device', 'times_ms', 'write_results'
+    'MemoryMeter', 'RESNET50_STAGE3_SETTINGS', 'add_ratios', 'device_line',
+    'environment', 'measure', 'measure_all', 'median_ms', 'peak_mib',
+    'resolve_device', 'times_ms', 'write_results'
 ]
+
+# The input of ResNet-50's stage 3 (256-channel 3x3 convs), where the layer
+# benchmarks compare with a conv: name -> (batch, height, width).
+RESNET50_STAGE3_SETTINGS = {
+    '14x14, batch 32': (32, 14, 14),  # ImageNet, 224x224
+    '50x76, batch 2': (2, 50, 76),  # stride-16 map of an 800x1216 image
+}
 
 
 class MemoryMeter:
@@ -117,6 +125,23 @@ def measure_all(fns: Dict[str, Callable[[], object]], device: torch.device,
         for fn in fns.values():
             fn()
     return {name: measure(fn, device, repeats, 1) for name, fn in fns.items()}
+
+
+def add_ratios(rows: List[dict],
+               is_baseline_of: Callable[[dict, dict], bool]) -> None:
+    """Add ``time_ratio`` and ``memory_ratio`` to each row: its ``ms`` and
+    ``peak_mib`` over those of the row ``r`` with ``is_baseline_of(r,
+    row)``."""
+    for row in rows:
+        base = next(r for r in rows if is_baseline_of(r, row))
+        row['time_ratio'] = row['ms'] / base['ms']
+        row['memory_ratio'] = row['peak_mib'] / max(base['peak_mib'], 1e-9)
+
+
+def device_line(env: dict) -> str:
+    """The first line of a results table: device, threads, torch, date."""
+    return (f"Device: {env.get('gpu') or env['cpu']} ({env['device']}, "
+            f"{env['threads']} threads); torch {env['torch']}; {env['date']}")
 
 
 def environment(device):

@@ -236,6 +236,7 @@ def test_mixture_parameter_counts():
     (dict(cls=DCDConv2d, padding=0), 'padding must be'),
     (dict(cls=DCDConv2d, num_blocks=3), 'num_blocks=3 must'),
     (dict(cls=DCDConv2d, num_blocks=2, groups=8), 'dense form'),
+    (dict(cls=DCDConv2d, latent_dim=0), 'latent_dim must be >= 1'),
 ])
 def test_bad_arguments(kwargs, match):
     cls = kwargs.pop('cls')

@@ -32,8 +32,10 @@ from mmplug_involution.layers import CondConv2d, DCDConv2d, DynamicConv2d
 from mmplug_involution.utils.benchmark import (RESNET50_STAGE3_SETTINGS,
                                                add_benchmark_arguments,
                                                add_ratios, device_line,
-                                               environment, measure_all,
-                                               resolve_device, write_results)
+                                               environment, layer_inference,
+                                               layer_training_step,
+                                               measure_all, resolve_device,
+                                               write_results)
 
 CHANNELS = 256
 SETTINGS = RESNET50_STAGE3_SETTINGS
@@ -61,16 +63,6 @@ LAYERS = (
 )
 
 
-def infer(module, x):
-    with torch.no_grad():
-        module(x)
-
-
-def train_step(module, x):
-    module(x).mean().backward()
-    module.zero_grad(set_to_none=True)
-
-
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     add_benchmark_arguments(parser, SETTINGS, warmup=3)
@@ -87,12 +79,12 @@ def main():
         x = torch.randn(batch, CHANNELS, height, width, device=device)
         torch.manual_seed(0)
         modules = {name: build().to(device) for name, _, build in LAYERS}
-        for task in ('inference', 'training step'):
+        for task, step in (('inference', layer_inference),
+                           ('training step', layer_training_step)):
             fns = {}
             for name, module in modules.items():
                 module.train(task == 'training step')
-                fns[name] = partial(
-                    infer if task == 'inference' else train_step, module, x)
+                fns[name] = partial(step, module, x)
             results = measure_all(fns, device, args.repeats, args.warmup)
             for name, baseline, _ in LAYERS:
                 row = dict(

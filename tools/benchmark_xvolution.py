@@ -10,9 +10,10 @@ stride-16 map of 800x1216, batch 2):
 * one training step (forward, mean, backward) of the conv and of each
   training form.
 
-Median (and range) of repeated calls after warm-up calls, and the peak
-memory one call adds (``mmplug_involution.utils.benchmark``); ratios
-against the conv in the same run.
+Median (and range) of repeated calls after warm-up rounds over all layers
+(``mmplug_involution.utils.benchmark.measure_all``: a fresh process runs
+slow for a while), and the peak memory one call adds; ratios against the
+conv in the same run.
 
 Usage:
     python tools/benchmark_xvolution.py                 # device auto
@@ -21,6 +22,7 @@ Writes ``<out>/xvolution_<device>.json`` and ``.md``.
 """
 import argparse
 import copy
+from functools import partial
 
 import torch
 import torch.nn as nn
@@ -29,8 +31,10 @@ from mmplug_involution.layers import XVolution
 from mmplug_involution.utils.benchmark import (RESNET50_STAGE3_SETTINGS,
                                                add_benchmark_arguments,
                                                add_ratios, device_line,
-                                               environment, measure,
-                                               resolve_device, write_results)
+                                               environment, layer_inference,
+                                               layer_training_step,
+                                               measure_all, resolve_device,
+                                               write_results)
 
 CHANNELS = 256
 SETTINGS = RESNET50_STAGE3_SETTINGS
@@ -67,23 +71,19 @@ def main():
     for setting in args.settings:
         batch, height, width = SETTINGS[setting]
         x = torch.randn(batch, CHANNELS, height, width, device=device)
-        for name, form, module in layers(device):
-
-            def infer():
-                with torch.no_grad():
-                    module(x)
-
-            def train_step():
-                module(x).mean().backward()
-                module.zero_grad(set_to_none=True)
-
-            runs = [('inference', infer)]
-            if form != 'deploy form':
-                runs.append(('training step', train_step))
-            for task, fn in runs:
+        measured = list(layers(device))
+        for task, step in (('inference', layer_inference),
+                           ('training step', layer_training_step)):
+            chosen = [(name, form, module) for name, form, module in measured
+                      if task == 'inference' or form != 'deploy form']
+            fns = {}
+            for name, form, module in chosen:
                 module.train(task == 'training step')
-                row = dict(setting=setting, task=task, layer=name, form=form)
-                row.update(measure(fn, device, args.repeats, args.warmup))
+                fns[f'{name}, {form}'] = partial(step, module, x)
+            results = measure_all(fns, device, args.repeats, args.warmup)
+            for name, form, _ in chosen:
+                row = dict(setting=setting, task=task, layer=name, form=form,
+                           **results[f'{name}, {form}'])
                 rows.append(row)
                 print(f'{setting:16s} {task:13s} {name:24s} {form:13s} '
                       f'{row["ms"]:9.2f} ms {row["peak_mib"]:8.1f} MiB',
@@ -94,7 +94,8 @@ def main():
 
     lines = [
         f'{device_line(env)}; {CHANNELS} channels, 3x3; median of '
-        f'{args.repeats} calls after {args.warmup} warm-up calls.', '',
+        f'{args.repeats} calls after {args.warmup} warm-up rounds over all '
+        'layers.', '',
         '| setting | task | layer | form | ms (median) | min-max | peak MiB '
         '| time / conv | memory / conv |', '|---' * 9 + '|'
     ]

@@ -25,8 +25,9 @@ import torch
 
 __all__ = [
     'MemoryMeter', 'RESNET50_STAGE3_SETTINGS', 'add_ratios', 'device_line',
-    'environment', 'measure', 'measure_all', 'median_ms', 'peak_mib',
-    'resolve_device', 'times_ms', 'write_results'
+    'environment', 'layer_inference', 'layer_training_step', 'measure',
+    'measure_all', 'median_ms', 'peak_mib', 'resolve_device', 'times_ms',
+    'write_results'
 ]
 
 # The input of ResNet-50's stage 3 (256-channel 3x3 convs), where the layer
@@ -125,6 +126,18 @@ def measure_all(fns: Dict[str, Callable[[], object]], device: torch.device,
         for fn in fns.values():
             fn()
     return {name: measure(fn, device, repeats, 1) for name, fn in fns.items()}
+
+
+def layer_inference(module: torch.nn.Module, x: torch.Tensor) -> None:
+    """What a layer benchmark times for inference: a forward, no grad."""
+    with torch.no_grad():
+        module(x)
+
+
+def layer_training_step(module: torch.nn.Module, x: torch.Tensor) -> None:
+    """What a layer benchmark times for training: forward, mean, backward."""
+    module(x).mean().backward()
+    module.zero_grad(set_to_none=True)
 
 
 def add_ratios(rows: List[dict],

@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from mmplug_involution.ops import pixel_shift_attention, xvolution_fused2d
-
 from .reference import involution_reference, output_size
 
 

@@ -49,19 +49,15 @@ def test_shape_matches_conv2d_and_batch_independence_in_eval(form, case):
     assert out.shape == reference.shape
 
 
-def test_depthwise_dcd_is_batch_independent_in_training_too():
+@pytest.mark.parametrize('build,channels', [
+    (partial(CondConv2d, 8, 8, groups=2), 8),
+    (partial(DynamicConv2d, 8, 8, groups=2), 8),
+    (partial(DCDConv2d, 6, 12, groups=6), 6),  # depthwise: no BatchNorm
+], ids=['CondConv2d', 'DynamicConv2d', 'DCDConv2d-depthwise'])
+def test_batch_independent_in_training_too(build, channels):
     torch.manual_seed(0)
-    layer = DCDConv2d(6, 12, 3, padding=1, groups=6).train()
-    x = torch.randn(5, 6, 7, 9)
-    torch.testing.assert_close(layer(x), run_alone(layer, x))
-
-
-@pytest.mark.parametrize('cls', (CondConv2d, DynamicConv2d),
-                         ids=lambda c: c.__name__)
-def test_mixtures_are_batch_independent_in_training_too(cls):
-    torch.manual_seed(0)
-    layer = cls(8, 8, 3, padding=1, groups=2).train()
-    x = torch.randn(5, 8, 7, 9)
+    layer = build(3, padding=1).train()
+    x = torch.randn(5, channels, 7, 9)
     torch.testing.assert_close(layer(x), run_alone(layer, x))
 
 

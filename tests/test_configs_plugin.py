@@ -11,7 +11,7 @@ def test_plugin_base_imports_the_package(tmp_path):
     cfg_file = tmp_path / 'user_config.py'
     cfg_file.write_text(
         f"_base_ = ['{CONFIGS / '_base_' / 'plugin.py'}']\n"
-        "model = dict(type='Involution', channels=32, kernel_size=3)\n")
+        "model = dict(type='Involution', in_channels=32, kernel_size=3)\n")
     cfg = Config.fromfile(str(cfg_file))
     assert cfg.custom_imports.imports == ['mmplug_involution']
     import_modules_from_strings(**cfg.custom_imports)

@@ -15,8 +15,10 @@ class DynamicConvTemperatureHook(Hook):
     every training iteration, ``progress`` counted in epochs (fractional,
     ``by_epoch=True``) or iterations. DynamicConv (Chen et al. 2020) anneals
     from about 30 to 1 over the first 10 epochs; with a plain softmax
-    (tau = 1 from the start) it trails the static network. Stateless, so a
-    resumed run continues the schedule. The value is logged as
+    (tau = 1 from the start) it trails the static network. The hook is
+    stateless (tau follows the runner's epoch or iteration, so a resumed run
+    continues the schedule); each layer keeps tau in its state dict, so a
+    saved model evaluates at the temperature it was trained to. The value is logged as
     ``train/dynamic_conv_temperature``.
 
     Args:
@@ -64,7 +66,7 @@ class DynamicConvTemperatureHook(Hook):
             if isinstance(m, DynamicConv2d)
         ]
         for layer in layers:
-            layer.temperature = tau
+            layer.set_temperature(tau)
         if layers:
             runner.message_hub.update_scalar(
                 'train/dynamic_conv_temperature', tau)

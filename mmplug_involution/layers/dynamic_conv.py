@@ -162,7 +162,9 @@ class DynamicConv2d(_MixtureConv2d):
 
     The temperature ``tau`` starts high (near-uniform attention, all
     experts train) and is annealed to 1 by
-    :class:`~mmplug_involution.engine.DynamicConvTemperatureHook`.
+    :class:`~mmplug_involution.engine.DynamicConvTemperatureHook`. It is a
+    buffer (``temperature`` in the state dict), so a checkpoint carries the
+    value the model was trained to.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation,
@@ -197,7 +199,23 @@ class DynamicConv2d(_MixtureConv2d):
         self.router = nn.Sequential(
             nn.Linear(in_channels, hidden), nn.ReLU(inplace=True),
             nn.Linear(hidden, num_experts))
-        self.temperature = float(temperature)
+        if temperature <= 0:
+            raise ValueError(f'temperature must be positive, got '
+                             f'{temperature}.')
+        # a buffer: the annealed value is saved, loaded and resumed with
+        # the weights, so a trained model evaluates at its last temperature
+        self.register_buffer('temperature', torch.tensor(float(temperature)))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """A plain conv's checkpoint keeps the initial temperature."""
+        plain = state_dict.get(prefix + 'weight')
+        if plain is not None and plain.dim() == 4:
+            state_dict.setdefault(prefix + 'temperature', self.temperature)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def set_temperature(self, temperature: float) -> None:
+        """Set tau in place (the buffer keeps its device and dtype)."""
+        self.temperature.fill_(temperature)
 
     def routing(self, pooled: Tensor) -> Tensor:
         return (self.router(pooled) / self.temperature).softmax(1)

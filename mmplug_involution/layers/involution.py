@@ -1,7 +1,9 @@
 """The involution layer (a kernel generator plus :func:`involution2d`) and
 its ConvModule-like variant with an output norm and activation."""
-from typing import Optional
+import warnings
+from typing import Optional, Sequence, Union
 
+import torch
 import torch.nn as nn
 from mmcv.cnn import ConvModule, build_activation_layer, build_norm_layer
 from mmengine.model import BaseModule
@@ -9,6 +11,16 @@ from torch import Tensor
 
 from ..ops import involution2d
 from ..registry import MODELS
+
+
+def _single_int(name: str, value: Union[int, Sequence[int]]) -> int:
+    """An int, or a pair of equal ints (as conv callers pass), as one int."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2 or value[0] != value[1]:
+            raise ValueError(f'Involution needs a square {name}, got '
+                             f'{tuple(value)}.')
+        value = value[0]
+    return value
 
 
 @MODELS.register_module()
@@ -21,15 +33,31 @@ class Involution(BaseModule):
     with bias). Submodule names match the reference implementation, so its
     checkpoints load key for key.
 
+    The constructor has ``nn.Conv2d``'s signature, so ``build_conv_layer``
+    (``dcn=dict(type='Involution')`` in a ResNet, ``conv_cfg=`` in a
+    ConvModule) builds it in place of a conv. The window K is the caller's
+    ``kernel_size`` unless ``window_size`` names another (the layer config's
+    way to ask for RedNet's 7 where a ResNet asks for 3); the padding is then
+    the one that centres the window.
+
     Args:
-        channels (int): C, input and output channels.
-        kernel_size (int): K, odd. Default 7.
+        in_channels (int): C, input channels.
+        out_channels (int, optional): must equal C (an involution keeps its
+            channels). Default: C.
+        kernel_size (int): K, odd, unless ``window_size`` is set. Default 7.
         stride (int): s. Default 1.
+        padding (int, optional): must be ``d*(K-1)/2`` (the centred window,
+            so H_out = ceil(H / s)) or None; ignored when ``window_size``
+            replaces the caller's window. Default None.
+        dilation (int): d. Default 1.
+        groups (int): must be 1: the involution's groups are set by
+            ``group_channels``. Default 1.
+        bias (bool): add a learnt per-channel bias to the output (``bias``
+            in the state dict). Default False.
+        window_size (int, optional): K, overriding ``kernel_size``.
         group_channels (int): channels sharing one kernel;
             G = C / group_channels. Default 16.
         reduction_ratio (int): r. Default 4.
-        dilation (int): d; padding is d*(K-1)/2, so H_out = ceil(H / s).
-            Default 1.
         norm_cfg (dict): norm after ``conv1``. Default ``dict(type='BN')``.
         act_cfg (dict): activation after ``conv1``.
             Default ``dict(type='ReLU')``.
@@ -43,19 +71,57 @@ class Involution(BaseModule):
         >>> layer = Involution(64, kernel_size=7, stride=2)
         >>> layer(torch.rand(2, 64, 57, 40)).shape
         torch.Size([2, 64, 29, 20])
+        >>> from mmcv.cnn import build_conv_layer
+        >>> build_conv_layer(dict(type='Involution', window_size=7), 64, 64,
+        ...                  3, padding=1).kernel_size
+        7
     """
 
     def __init__(self,
-                 channels: int,
+                 in_channels: int,
+                 out_channels: Optional[int] = None,
                  kernel_size: int = 7,
                  stride: int = 1,
+                 padding: Optional[int] = None,
+                 dilation: int = 1,
+                 groups: int = 1,
+                 bias: bool = False,
+                 *,
+                 window_size: Optional[int] = None,
                  group_channels: int = 16,
                  reduction_ratio: int = 4,
-                 dilation: int = 1,
                  norm_cfg: Optional[dict] = dict(type='BN'),
                  act_cfg: Optional[dict] = dict(type='ReLU'),
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        channels = in_channels
+        if out_channels is not None and out_channels != channels:
+            raise ValueError(
+                f'an involution keeps its channels: in_channels={channels} '
+                f'and out_channels={out_channels} differ (keep a conv for '
+                'this layer, or change the channels to match).')
+        if groups != 1:
+            raise ValueError(
+                f'Involution takes groups=1, got groups={groups}: its '
+                'channel groups are set by group_channels (C / '
+                'group_channels kernels per pixel).')
+        kernel_size, stride, dilation = (_single_int(name, value)
+                                         for name, value in (
+                                             ('kernel_size', kernel_size),
+                                             ('stride', stride),
+                                             ('dilation', dilation)))
+        if padding is not None:
+            padding = _single_int('padding', padding)
+        if window_size is None:
+            centred = dilation * (kernel_size - 1) // 2
+            if padding is not None and padding != centred:
+                raise ValueError(
+                    f'padding={padding} does not centre the {kernel_size}x'
+                    f'{kernel_size} window at dilation={dilation} (an '
+                    f'involution needs padding={centred}, so that its output '
+                    'aligns with the kernel map it generates per pixel).')
+        else:
+            kernel_size = window_size
         if kernel_size % 2 == 0:
             raise ValueError(f'kernel_size must be odd, got {kernel_size}.')
         if channels % group_channels != 0:
@@ -64,12 +130,15 @@ class Involution(BaseModule):
         if channels % reduction_ratio != 0:
             raise ValueError(f'channels={channels} must be divisible by '
                              f'reduction_ratio={reduction_ratio}.')
-        self.channels = channels
+        self.channels = self.in_channels = self.out_channels = channels
         self.kernel_size = kernel_size
         self.stride = stride
         self.dilation = dilation
+        self.padding = dilation * (kernel_size - 1) // 2
         self.group_channels = group_channels
         self.groups = channels // group_channels
+        # read by mmcv's ConvModule (conv_cfg=dict(type='Involution'))
+        self.transposed, self.output_padding = False, (0, 0)
         self.conv1 = ConvModule(
             channels,
             channels // reduction_ratio,
@@ -88,6 +157,7 @@ class Involution(BaseModule):
         # size; the last window averages only the pixels it covers.
         self.avgpool = nn.AvgPool2d(
             stride, stride, ceil_mode=True) if stride > 1 else nn.Identity()
+        self.bias = nn.Parameter(torch.zeros(channels)) if bias else None
 
     def generate_kernel(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> the (N, G*K*K, ceil(H / s), ceil(W / s)) kernel."""
@@ -95,12 +165,53 @@ class Involution(BaseModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> (N, C, ceil(H / s), ceil(W / s))."""
-        return involution2d(
+        out = involution2d(
             x,
             self.generate_kernel(x),
             self.kernel_size,
             self.stride,
             dilation=self.dilation)
+        return out if self.bias is None else out + self.bias[:, None, None]
+
+
+#: The involution of the paper's necks and heads (the default of their
+#: ``involution_cfg``): a 7x7 window, 16 channels a group, reduction 4, BN in
+#: the kernel generator.
+HEAD_INVOLUTION_CFG = dict(
+    window_size=7, group_channels=16, reduction_ratio=4,
+    norm_cfg=dict(type='BN'))
+
+_LEGACY_INVOLUTION_ARGS = dict(
+    involution_kernel_size='window_size',
+    involution_group_channels='group_channels',
+    involution_reduction_ratio='reduction_ratio',
+    involution_norm_cfg='norm_cfg')
+
+
+def merge_involution_cfg(involution_cfg: dict, kwargs: dict,
+                         owner: str) -> dict:
+    """``involution_cfg`` with the older ``involution_*`` arguments merged in.
+
+    Pops ``involution_kernel_size``, ``involution_group_channels``,
+    ``involution_reduction_ratio`` and ``involution_norm_cfg`` from
+    ``kwargs`` (the names the necks and heads took before
+    ``involution_cfg``), warning once per name, and returns a new dict of
+    :class:`Involution` keyword arguments.
+    """
+    merged = dict(involution_cfg)
+    if 'type' in merged:
+        raise ValueError(
+            f'{owner}: involution_cfg holds Involution\'s own arguments '
+            f'(window_size, group_channels, reduction_ratio, norm_cfg, '
+            f'act_cfg); the layer type is fixed, remove type='
+            f'{merged["type"]!r}.')
+    for old, new in _LEGACY_INVOLUTION_ARGS.items():
+        if old in kwargs:
+            warnings.warn(
+                f'{owner}: {old} is deprecated, set involution_cfg='
+                f'dict({new}=...) instead.', DeprecationWarning)
+            merged[new] = kwargs.pop(old)
+    return merged
 
 
 class InvolutionModule(Involution):
@@ -114,11 +225,10 @@ class InvolutionModule(Involution):
     ``conv2.*``), plus ``norm.*`` when ``out_norm_cfg`` is set.
 
     Args:
-        channels (int): C, input and output channels.
+        *args, **kwargs: the :class:`Involution` arguments (conv signature).
         out_norm_cfg (dict, optional): norm on the output. Default None.
         out_act_cfg (dict, optional): activation on the output (after the
             norm). Default None.
-        **kwargs: the other :class:`Involution` arguments.
 
     Shapes:
         (N, C, H, W) -> (N, C, ceil(H / s), ceil(W / s)).
@@ -131,13 +241,13 @@ class InvolutionModule(Involution):
     """
 
     def __init__(self,
-                 channels: int,
+                 *args,
                  out_norm_cfg: Optional[dict] = None,
                  out_act_cfg: Optional[dict] = None,
                  **kwargs) -> None:
-        super().__init__(channels, **kwargs)
+        super().__init__(*args, **kwargs)
         self.norm = (
-            build_norm_layer(out_norm_cfg, channels)[1]
+            build_norm_layer(out_norm_cfg, self.channels)[1]
             if out_norm_cfg is not None else nn.Identity())
         self.activate = (
             build_activation_layer(out_act_cfg)

@@ -215,6 +215,7 @@ class XVolution(BaseModule):
         elif attention == 'involution':
             self.attention = Involution(
                 out_channels,
+                out_channels,
                 kernel_size,
                 stride,
                 group_channels=out_channels // groups,

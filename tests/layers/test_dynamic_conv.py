@@ -7,7 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmcv.cnn import ConvModule
+from mmengine.hooks import Hook
 from mmengine.logging import MessageHub
+from mmengine.model import BaseModel
 from mmengine.registry import MODELS, DefaultScope
 
 from mmplug_involution.engine import DynamicConvTemperatureHook
@@ -85,7 +87,7 @@ def test_routing_functions():
     pooled = torch.randn(3, 8)
     hot = dynamic.routing(pooled)
     torch.testing.assert_close(hot.sum(1), torch.ones(3))
-    dynamic.temperature = 1.
+    dynamic.set_temperature(1.)
     cold = dynamic.routing(pooled)
     # a high temperature flattens the attention
     assert (hot.max(1).values < cold.max(1).values).all()
@@ -283,7 +285,7 @@ def test_temperature_hook_anneals_every_dynamic_conv():
         runner.epoch = epoch
         for batch_idx in range(4):
             hook.before_train_iter(runner, batch_idx)
-            seen.append(model[0].temperature)
+            seen.append(model[0].temperature.item())
             assert model[2].temperature == model[0].temperature
     assert seen[0] == 30 and seen[-1] == 1
     assert seen[20] == pytest.approx(1 + 29 * 0.5)  # epoch 5 of 10
@@ -293,9 +295,101 @@ def test_temperature_hook_anneals_every_dynamic_conv():
     by_iter = DynamicConvTemperatureHook(duration=100, by_epoch=False)
     runner.iter = 25
     by_iter.before_train_iter(runner, 0)
-    assert model[0].temperature == pytest.approx(1 + 29 * 0.75)
+    assert model[0].temperature.item() == pytest.approx(1 + 29 * 0.75)
     with pytest.raises(ValueError, match='positive'):
         DynamicConvTemperatureHook(duration=0)
+    with pytest.raises(ValueError, match='temperature must be positive'):
+        DynamicConv2d(4, 4, 1, temperature=0)
+
+
+class _TinyDynamicNet(BaseModel):
+    """Two DynamicConv2d layers and a regression loss, for the runner."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            DynamicConv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+            DynamicConv2d(8, 1, 1))
+
+    def forward(self, inputs, targets=None, mode='tensor'):
+        out = self.body(inputs)
+        if mode == 'loss':
+            return dict(loss=(out - targets).square().mean())
+        return out
+
+
+class _RandomImages(torch.utils.data.Dataset):
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        generator = torch.Generator().manual_seed(index)
+        return dict(inputs=torch.randn(3, 9, 7, generator=generator),
+                    targets=torch.randn(1, 9, 7, generator=generator))
+
+
+def _temperature_runner(work_dir, max_iters, resume=False):
+    from mmengine.runner import Runner
+    return Runner(
+        model=_TinyDynamicNet(),
+        work_dir=str(work_dir),
+        train_dataloader=dict(
+            dataset=_RandomImages(),
+            sampler=dict(type='InfiniteSampler', shuffle=False),
+            batch_size=2,
+            collate_fn=dict(type='default_collate')),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        custom_hooks=[
+            dict(type='DynamicConvTemperatureHook', start=30, end=1,
+                 duration=10, by_epoch=False)
+        ],
+        default_hooks=dict(
+            checkpoint=dict(type='CheckpointHook', interval=4,
+                            by_epoch=False),
+            logger=dict(type='LoggerHook', interval=100)),
+        resume=resume,
+        experiment_name=f'temperature_{max_iters}_{resume}',
+        default_scope='mmdet')
+
+
+def test_trained_temperature_survives_save_load_and_resume(tmp_path):
+    hook = DynamicConvTemperatureHook(start=30, end=1, duration=10,
+                                      by_epoch=False)
+    runner = _temperature_runner(tmp_path, max_iters=4)
+    runner.train()
+    trained = runner.model.eval()
+    tau = hook.temperature(3)  # set before the 4th (last) iteration
+    assert trained.body[0].temperature.item() == pytest.approx(tau)
+    checkpoint = tmp_path / 'iter_4.pth'
+    state = torch.load(checkpoint, weights_only=False)['state_dict']
+    assert state['body.0.temperature'].item() == pytest.approx(tau)
+
+    # a freshly built model loaded from the checkpoint computes the same
+    from mmengine.runner import load_checkpoint
+    fresh = _TinyDynamicNet().eval()
+    assert fresh.body[0].temperature.item() == 30
+    load_checkpoint(fresh, str(checkpoint))
+    x = torch.randn(2, 3, 9, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), trained(x), rtol=0, atol=0)
+
+    # resuming continues the schedule (iteration 5 onwards, not 30 again)
+    resumed = _temperature_runner(tmp_path, max_iters=8, resume=True)
+    seen = []
+    resumed.register_hook(_RecordTemperature(seen), priority='LOW')
+    resumed.train()
+    assert seen == pytest.approx([hook.temperature(i) for i in range(4, 8)])
+
+
+class _RecordTemperature(Hook):
+
+    def __init__(self, seen):
+        self.seen = seen
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        self.seen.append(runner.model.body[0].temperature.item())
 
 
 def test_plain_conv_checkpoints_initialise_them():

@@ -2,6 +2,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from mmcv.cnn import ConvModule, build_conv_layer
 
 from mmplug_involution.layers import Involution
 from ..ops.reference import involution_reference
@@ -98,13 +99,55 @@ def test_act_cfg_and_every_parameter_gets_a_gradient():
 
 
 @pytest.mark.parametrize('kwargs,match', [
-    (dict(channels=30), 'divisible by group_channels=16'),
-    (dict(channels=32, kernel_size=4), 'odd'),
-    (dict(channels=48, reduction_ratio=5), 'reduction_ratio=5'),
+    (dict(in_channels=30), 'divisible by group_channels=16'),
+    (dict(in_channels=32, kernel_size=4), 'odd'),
+    (dict(in_channels=48, reduction_ratio=5), 'reduction_ratio=5'),
+    (dict(in_channels=32, out_channels=64), 'keeps its channels'),
+    (dict(in_channels=32, groups=2), 'set by group_channels'),
+    (dict(in_channels=32, kernel_size=3, padding=2),
+     r'padding=2 does not centre the 3x3 window .* needs padding=1'),
+    (dict(in_channels=32, kernel_size=3, dilation=2, padding=1),
+     'needs padding=2'),
+    (dict(in_channels=32, kernel_size=(3, 5)), 'square kernel_size'),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Involution(**kwargs)
+
+
+def test_built_by_build_conv_layer_with_the_conv_signature():
+    # the caller's window (a ResNet bottleneck's 3x3, dilated)
+    layer = build_conv_layer(dict(type='Involution'), 32, 32, kernel_size=3,
+                             stride=2, padding=2, dilation=2, bias=False)
+    assert (layer.kernel_size, layer.stride, layer.padding,
+            layer.dilation) == (3, 2, 2, 2)
+    # the layer config names another window: the padding centres it
+    layer = build_conv_layer(dict(type='Involution', window_size=7), 32, 32,
+                             (3, 3), stride=1, padding=(2, 2), dilation=2)
+    assert (layer.kernel_size, layer.padding) == (7, 6)
+    x = torch.rand(2, 32, 11, 9)
+    assert layer(x).shape == x.shape
+    assert layer.conv2.conv.out_channels == 2 * 49
+    # inside mmcv's ConvModule, with its norm and activation
+    module = ConvModule(32, 32, 3, padding=1,
+                        conv_cfg=dict(type='Involution'),
+                        norm_cfg=dict(type='BN'))
+    assert isinstance(module.conv, Involution)
+    assert module(x).shape == x.shape
+
+
+def test_bias_is_added_to_the_output():
+    torch.manual_seed(0)
+    plain = Involution(16, kernel_size=3).eval()
+    biased = Involution(16, 16, 3, bias=True).eval()
+    assert 'bias' in dict(biased.named_parameters())
+    assert 'bias' not in dict(plain.named_parameters())
+    biased.load_state_dict(plain.state_dict(), strict=False)
+    with torch.no_grad():
+        biased.bias.copy_(torch.arange(16.))
+        x = torch.rand(2, 16, 7, 6)
+        torch.testing.assert_close(
+            biased(x), plain(x) + torch.arange(16.)[:, None, None])
 
 
 def test_registered_in_root_registry_for_both_toolkits():
@@ -112,5 +155,5 @@ def test_registered_in_root_registry_for_both_toolkits():
     from mmseg.registry import MODELS as MMSEG_MODELS
     for registry in (MMDET_MODELS, MMSEG_MODELS):
         layer = registry.build(
-            dict(type='Involution', channels=16, kernel_size=3))
+            dict(type='Involution', in_channels=16, kernel_size=3))
         assert isinstance(layer, Involution)

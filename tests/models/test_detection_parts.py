@@ -141,15 +141,41 @@ def test_fpn_involution_arguments():
     neck = InvolutionFPN([16, 32],
                          64,
                          2,
-                         involution_kernel_size=5,
-                         involution_group_channels=8,
-                         involution_reduction_ratio=2,
-                         involution_norm_cfg=dict(type='GN', num_groups=4))
+                         involution_cfg=dict(
+                             window_size=5,
+                             group_channels=8,
+                             reduction_ratio=2,
+                             norm_cfg=dict(type='GN', num_groups=4)))
     inv = neck.fpn_convs[1]
-    assert (inv.kernel_size, inv.groups) == (5, 8)
+    assert (inv.kernel_size, inv.groups, inv.padding) == (5, 8, 2)
     assert inv.conv1.conv.out_channels == 32
     assert isinstance(inv.conv1.gn, nn.GroupNorm)
     assert inv.conv2.conv.out_channels == 8 * 5 * 5
+    # window_size=None: the 3x3 window of the conv it replaces
+    assert InvolutionFPN([16, 32], 32, 2, involution_cfg=dict(
+        window_size=None)).fpn_convs[0].kernel_size == 3
+
+
+@pytest.mark.parametrize('cls,args,kwargs', [
+    (InvolutionFPN, ([16, 32], 64, 2), {}),
+    (InvolutionRPNHead, (64, ), dict(feat_channels=64)),
+    (InvolutionFCNMaskHead, (),
+     dict(in_channels=64, conv_out_channels=64, num_classes=3)),
+])
+def test_legacy_involution_arguments_still_work(cls, args, kwargs):
+    with pytest.warns(DeprecationWarning, match='involution_cfg'):
+        old = cls(*args, involution_kernel_size=5,
+                  involution_group_channels=32, involution_reduction_ratio=2,
+                  involution_norm_cfg=None, **kwargs)
+    new = cls(*args, involution_cfg=dict(window_size=5, group_channels=32,
+                                         reduction_ratio=2, norm_cfg=None),
+              **kwargs)
+    assert {k: v.shape for k, v in old.state_dict().items()} == \
+        {k: v.shape for k, v in new.state_dict().items()}
+    inv = next(m for m in old.modules() if isinstance(m, Involution))
+    assert (inv.kernel_size, inv.groups) == (5, 2)
+    with pytest.raises(ValueError, match='layer type is fixed'):
+        cls(*args, involution_cfg=dict(type='Involution'), **kwargs)
 
 
 def test_fpn_retinanet_style():
@@ -192,9 +218,9 @@ def test_fpn_retinanet_style():
 
 
 @pytest.mark.parametrize('kwargs,match', [
-    (dict(involution_kernel_size=6), 'kernel_size must be odd'),
-    (dict(involution_group_channels=24), 'group_channels=24'),
-    (dict(involution_reduction_ratio=5), 'reduction_ratio=5'),
+    (dict(involution_cfg=dict(window_size=6)), 'kernel_size must be odd'),
+    (dict(involution_cfg=dict(group_channels=24)), 'group_channels=24'),
+    (dict(involution_cfg=dict(reduction_ratio=5)), 'reduction_ratio=5'),
 ])
 def test_fpn_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -238,10 +264,11 @@ def test_rpn_head_involution_arguments():
     head = InvolutionRPNHead(
         64,
         feat_channels=64,
-        involution_kernel_size=3,
-        involution_group_channels=32,
-        involution_reduction_ratio=8,
-        involution_norm_cfg=None)
+        involution_cfg=dict(
+            window_size=3,
+            group_channels=32,
+            reduction_ratio=8,
+            norm_cfg=None))
     inv = head.rpn_conv
     assert (inv.kernel_size, inv.groups) == (3, 2)
     assert inv.conv1.conv.out_channels == 8
@@ -251,7 +278,8 @@ def test_rpn_head_involution_arguments():
 @pytest.mark.parametrize('kwargs,match', [
     (dict(in_channels=32), 'feat_channels == in_channels'),
     (dict(in_channels=32, feat_channels=64, num_convs=2), 'feat_channels=64'),
-    (dict(in_channels=256, involution_kernel_size=4), 'must be odd'),
+    (dict(in_channels=256, involution_cfg=dict(window_size=4)),
+     'must be odd'),
     (dict(in_channels=40, feat_channels=40), 'group_channels=16'),
 ])
 def test_rpn_head_bad_arguments(kwargs, match):
@@ -303,7 +331,7 @@ def test_mask_head_without_convs_keeps_fcn_mask_head():
 
 @pytest.mark.parametrize('kwargs,match', [
     (dict(in_channels=256, conv_out_channels=128), 'conv_out_channels=128'),
-    (dict(involution_kernel_size=2), 'must be odd'),
+    (dict(involution_cfg=dict(window_size=2)), 'must be odd'),
     (dict(in_channels=24, conv_out_channels=24), 'group_channels=16'),
 ])
 def test_mask_head_bad_arguments(kwargs, match):
@@ -311,10 +339,18 @@ def test_mask_head_bad_arguments(kwargs, match):
         _build(dict(type='InvolutionFCNMaskHead', **kwargs))
 
 
-@pytest.mark.parametrize('kwargs', [
-    dict(conv_kernel_size=5),
-    dict(conv_cfg=dict(type='Conv2d')),
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(conv_kernel_size=5), 'conv_kernel_size=5 would be unused'),
+    (dict(conv_cfg=dict(type='Conv2d')), 'configure them with involution_cfg'),
 ])
-def test_mask_head_rejects_conv_settings_it_would_ignore(kwargs):
-    with pytest.raises(ValueError, match='involution_kernel_size'):
+def test_mask_head_rejects_conv_settings_it_would_ignore(kwargs, match):
+    with pytest.raises(ValueError, match=match):
         InvolutionFCNMaskHead(num_classes=3, **kwargs)
+
+
+def test_mask_head_window_from_conv_kernel_size():
+    head = InvolutionFCNMaskHead(
+        num_classes=3, conv_kernel_size=5,
+        involution_cfg=dict(window_size=None))
+    assert {(m.kernel_size, m.padding) for m in head.convs} == {(5, 2)}
+    assert head(torch.rand(2, 256, 14, 14)).shape == (2, 3, 28, 28)

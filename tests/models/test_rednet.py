@@ -145,11 +145,17 @@ def test_with_cp_same_outputs_and_gradients():
             n: p.grad
             for n, p in model.named_parameters()
         }))
+    def assert_close(a, b, msg=None):
+        # the recomputed forward sums in another order: float32 noise
+        # relative to the largest value (train-mode BN makes these large)
+        torch.testing.assert_close(
+            a, b, rtol=1e-4, atol=1e-5 * a.abs().max().item(), msg=msg)
+
     for a, b in zip(outs[0][0], outs[1][0]):
-        torch.testing.assert_close(a, b)
-    torch.testing.assert_close(outs[0][1], outs[1][1])
+        assert_close(a, b)
+    assert_close(outs[0][1], outs[1][1])
     for name, grad in outs[0][2].items():
-        torch.testing.assert_close(grad, outs[1][2][name], msg=name)
+        assert_close(grad, outs[1][2][name], msg=name)
 
 
 def test_norm_cfg_reaches_every_norm():
@@ -168,6 +174,84 @@ def test_bad_arguments():
         RedNet(50, frozen_stages=5)
     with pytest.raises(ValueError, match='out_indices'):
         RedNet(50, num_stages=3, strides=(1, 2, 2), dilations=(1, 1, 1))
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(deep_stem=True), "RedNet has its own stem .* remove deep_stem"),
+    (dict(dcn=dict(type='DCN', deform_groups=1)),
+     r"takes no dcn .* keep type='ResNet' and set\s+dcn=dict\("
+     r"type='Involution'"),
+    (dict(multi_grid=(1, 2)), 'RedNet-50 has 3 there'),
+    (dict(style='tf'), "style must be 'pytorch' or 'caffe'"),
+])
+def test_arguments_without_a_rednet_meaning_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RedNet(50, **kwargs)
+
+
+def test_toolkit_defaults_of_those_arguments_are_accepted():
+    model = RedNet(26, deep_stem=False, dcn=None,
+                   stage_with_dcn=(False, True, True, True))
+    assert type(model.layer2[0].conv2).__name__ == 'Involution'
+
+
+def test_style_caffe_strides_the_first_1x1_conv():
+    model = RedNet(26, style='caffe').eval()
+    block = model.layer2[0]
+    assert block.conv1.stride == (2, 2) and block.conv2.stride == 1
+    assert RedNet(26).layer2[0].conv2.stride == 2
+    with torch.no_grad():
+        assert [tuple(o.shape[2:]) for o in model(torch.rand(1, 3, 65, 47))
+                ] == [(17, 12), (9, 6), (5, 3), (3, 2)]
+
+
+def test_avg_down_pools_before_the_shortcut_conv():
+    model = RedNet(26, avg_down=True).eval()
+    downsample = model.layer2[0].downsample
+    assert isinstance(downsample[0], torch.nn.AvgPool2d)
+    assert downsample[1].stride == (1, 1)
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 64, 64))[3].shape == (1, 2048, 2, 2)
+
+
+def test_stem_channels_none_follows_base_channels():
+    model = RedNet(26, stem_channels=None, base_channels=32)
+    assert model.stem[4].conv.out_channels == 32
+    assert model.stem[1].channels == 16
+
+
+def test_conv_cfg_reaches_the_1x1_and_stem_convs():
+    model = RedNet(26, conv_cfg=dict(type='ConvWS')).eval()
+    block = model.layer1[0]
+    for conv in (block.conv1, block.conv3, block.downsample[0],
+                 model.stem[0].conv, model.stem[4].conv):
+        assert type(conv).__name__ == 'ConvWS2d'
+    assert type(block.conv2).__name__ == 'Involution'
+    assert set(model.state_dict()) == set(RedNet(26).state_dict())
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 64, 64))[0].shape == (1, 256, 16, 16)
+
+
+def test_plugins_sit_where_they_sit_in_resnet():
+    from mmdet.models.backbones import ResNet
+    plugins = [
+        dict(cfg=dict(type='ContextBlock', ratio=1. / 16),
+             stages=(False, True, True, True), position='after_conv3'),
+        dict(cfg=dict(type='GeneralizedAttention', spatial_range=-1,
+                      num_heads=8, attention_type='0010', kv_stride=2),
+             stages=(False, False, True, True), position='after_conv2'),
+    ]
+    ours = RedNet(50, plugins=plugins)
+    theirs = ResNet(50, plugins=plugins)
+    for stage in range(1, 5):
+        block, reference = (getattr(model, f'layer{stage}')[0]
+                            for model in (ours, theirs))
+        for position in ('after_conv1', 'after_conv2', 'after_conv3'):
+            names = f'{position}_plugin_names'
+            assert getattr(block, names) == getattr(reference, names)
+    with torch.no_grad():
+        assert ours.eval()(torch.rand(1, 3, 64, 64))[3].shape == (1, 2048, 2,
+                                                                  2)
 
 
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
@@ -292,6 +376,60 @@ def test_stem_kernel_mismatch_gives_one_explained_warning(
         else:
             assert torch.equal(value, state['backbone.' + key]), key
     assert model.stem[1].conv2.conv.weight.shape == initial_head.shape
+
+
+@pytest.mark.parametrize('checkpoint', [
+    'torchvision://resnet50',
+    'open-mmlab://resnet50_v1c',
+    'open-mmlab://detectron2/resnet50_caffe',
+    'mmcls://resnet50',
+    'https://download.pytorch.org/models/resnet50-0676ba61.pth',
+    's3://bucket/resnext101_32x4d.pth',
+])
+def test_resnet_checkpoints_are_refused_by_name(checkpoint):
+    for kwargs in (dict(init_cfg=dict(type='Pretrained',
+                                      checkpoint=checkpoint)),
+                   dict(pretrained=checkpoint)):
+        with pytest.raises(ValueError, match='not a RedNet checkpoint'):
+            RedNet(26, **kwargs)
+
+
+def test_rednet_names_pass_the_name_check():
+    for checkpoint in ('https://example.org/rednet50-resnet-style.pth',
+                       'work_dirs/epoch_12.pth', 'checkpoints/resnet50.pth'):
+        RedNet(26, init_cfg=dict(type='Pretrained', checkpoint=checkpoint))
+
+
+def test_foreign_checkpoint_is_refused_by_its_keys(tmp_path):
+    from mmseg.models.backbones import ResNetV1c
+    path = tmp_path / 'imagenet_weights.pth'  # a name that says nothing
+    resnet = {
+        key: torch.randn_like(value) if value.is_floating_point() else value
+        for key, value in ResNetV1c(depth=50).state_dict().items()
+    }
+    torch.save({'state_dict': resnet}, path)
+    model = RedNet(
+        50, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with pytest.raises(ValueError, match=r"not a RedNet's .*'stem\.0\.weight'"
+                       r" but no involution"):
+        model.init_weights()
+    fitting = [
+        key for key, value in model.state_dict().items()
+        if key in resnet and resnet[key].shape == value.shape
+        and value.dtype.is_floating_point
+    ]
+    assert 'layer1.0.conv1.weight' in fitting  # what would have half-loaded
+    for key in fitting:
+        assert not torch.equal(model.state_dict()[key], resnet[key]), key
+    # the same inside a detector's checkpoint (load_from, tools/test.py)
+    from mmengine.runner import load_state_dict
+    detector_state = {
+        'backbone.' + k: v
+        for k, v in ResNetV1c(depth=50).state_dict().items()
+    }
+    with pytest.raises(ValueError, match='loaded into backbone are not'):
+        load_state_dict(torch.nn.ModuleDict(dict(backbone=model)),
+                        detector_state)
 
 
 def test_pretrained_goes_through_the_safe_loader(tmp_path):

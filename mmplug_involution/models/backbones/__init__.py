@@ -1,4 +1,4 @@
-from .rednet import RedNet, RedNetBottleneck
+from .rednet import RedNet
 from .xvolution_resnet import XVolutionResNet
 
-__all__ = ['RedNet', 'RedNetBottleneck', 'XVolutionResNet']
+__all__ = ['RedNet', 'XVolutionResNet']

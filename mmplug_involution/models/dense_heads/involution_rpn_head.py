@@ -1,9 +1,9 @@
 """RPN head whose 3x3 conv is an involution (Li et al., CVPR 2021)."""
 import torch.nn as nn
 from mmdet.models.dense_heads import RPNHead
-from mmdet.utils import OptConfigType
 
-from ...layers import Involution, InvolutionModule
+from ...layers.involution import (HEAD_INVOLUTION_CFG, Involution,
+                                 InvolutionModule, merge_involution_cfg)
 from ...registry import MODELS
 
 
@@ -20,13 +20,10 @@ class InvolutionRPNHead(RPNHead):
 
     Args:
         in_channels (int): channels of the input features.
-        involution_kernel_size (int): K, odd. Default 7.
-        involution_group_channels (int): channels sharing one kernel.
-            Default 16.
-        involution_reduction_ratio (int): channel reduction in the kernel
-            generator. Default 4.
-        involution_norm_cfg (dict, optional): norm inside the kernel
-            generator. Default ``dict(type='BN')``.
+        involution_cfg (dict): :class:`Involution` arguments, as in
+            :class:`InvolutionFPN` (default ``HEAD_INVOLUTION_CFG``: 7x7, 16
+            channels a group, reduction 4, BN; the older ``involution_*``
+            arguments still work, with a deprecation warning).
         **kwargs: the other :class:`mmdet.models.dense_heads.RPNHead`
             arguments. ``feat_channels`` (default 256) must equal
             ``in_channels``: an involution keeps its channels.
@@ -47,17 +44,11 @@ class InvolutionRPNHead(RPNHead):
     def __init__(self,
                  in_channels: int,
                  *,
-                 involution_kernel_size: int = 7,
-                 involution_group_channels: int = 16,
-                 involution_reduction_ratio: int = 4,
-                 involution_norm_cfg: OptConfigType = dict(type='BN'),
+                 involution_cfg: dict = HEAD_INVOLUTION_CFG,
                  **kwargs) -> None:
         # read by _init_layers, which RPNHead.__init__ calls
-        self.involution_cfg = dict(
-            kernel_size=involution_kernel_size,
-            group_channels=involution_group_channels,
-            reduction_ratio=involution_reduction_ratio,
-            norm_cfg=involution_norm_cfg)
+        self.involution_cfg = merge_involution_cfg(involution_cfg, kwargs,
+                                                   'InvolutionRPNHead')
         super().__init__(in_channels, **kwargs)
 
     def _init_layers(self) -> None:
@@ -72,8 +63,16 @@ class InvolutionRPNHead(RPNHead):
             self.rpn_conv = nn.Sequential(*[
                 InvolutionModule(
                     self.in_channels,
+                    self.in_channels,
+                    3,
+                    padding=1,
                     out_act_cfg=dict(type='ReLU'),
                     **self.involution_cfg) for _ in range(self.num_convs)
             ])
         else:
-            self.rpn_conv = Involution(self.in_channels, **self.involution_cfg)
+            self.rpn_conv = Involution(
+                self.in_channels,
+                self.in_channels,
+                3,
+                padding=1,
+                **self.involution_cfg)

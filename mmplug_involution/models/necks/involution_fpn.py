@@ -4,7 +4,8 @@ from typing import List
 from mmdet.models.necks import FPN
 from mmdet.utils import OptConfigType
 
-from ...layers import InvolutionModule
+from ...layers.involution import (HEAD_INVOLUTION_CFG, InvolutionModule,
+                                 merge_involution_cfg)
 from ...registry import MODELS
 
 
@@ -25,15 +26,16 @@ class InvolutionFPN(FPN):
     Args:
         in_channels (list[int]): channels of each backbone input.
         out_channels (int): channels of every output; must be divisible by
-            ``involution_group_channels`` and ``involution_reduction_ratio``.
+            the involution's ``group_channels`` and ``reduction_ratio``.
         num_outs (int): number of output levels.
-        involution_kernel_size (int): K, odd. Default 7.
-        involution_group_channels (int): channels sharing one kernel.
-            Default 16.
-        involution_reduction_ratio (int): channel reduction in the kernel
-            generator. Default 4.
-        involution_norm_cfg (dict, optional): norm inside the kernel
-            generator. Default ``dict(type='BN')``.
+        involution_cfg (dict): :class:`Involution` arguments of the output
+            involutions (``window_size``, ``group_channels``,
+            ``reduction_ratio``, ``norm_cfg`` of the kernel generator,
+            ``act_cfg``). Default ``HEAD_INVOLUTION_CFG``: 7x7, 16 channels
+            a group, reduction 4, BN. The older ``involution_kernel_size``,
+            ``involution_group_channels``, ``involution_reduction_ratio``
+            and ``involution_norm_cfg`` still work, with a deprecation
+            warning.
         norm_cfg (dict, optional): norm on every output (after the
             involution or the extra conv) and on the laterals, as in FPN.
             Default None.
@@ -62,13 +64,12 @@ class InvolutionFPN(FPN):
                  out_channels: int,
                  num_outs: int,
                  *,
-                 involution_kernel_size: int = 7,
-                 involution_group_channels: int = 16,
-                 involution_reduction_ratio: int = 4,
-                 involution_norm_cfg: OptConfigType = dict(type='BN'),
+                 involution_cfg: dict = HEAD_INVOLUTION_CFG,
                  norm_cfg: OptConfigType = None,
                  act_cfg: OptConfigType = None,
                  **kwargs) -> None:
+        involution_cfg = merge_involution_cfg(involution_cfg, kwargs,
+                                              'InvolutionFPN')
         super().__init__(
             in_channels,
             out_channels,
@@ -79,9 +80,9 @@ class InvolutionFPN(FPN):
         for i in range(len(self.lateral_convs)):
             self.fpn_convs[i] = InvolutionModule(
                 out_channels,
+                out_channels,
+                3,
+                padding=1,
                 out_norm_cfg=norm_cfg,
                 out_act_cfg=act_cfg,
-                kernel_size=involution_kernel_size,
-                group_channels=involution_group_channels,
-                reduction_ratio=involution_reduction_ratio,
-                norm_cfg=involution_norm_cfg)
+                **involution_cfg)

@@ -1,9 +1,9 @@
 """FCN mask head whose convs are involutions (Li et al., CVPR 2021)."""
 from mmdet.models.roi_heads.mask_heads import FCNMaskHead
-from mmdet.utils import OptConfigType
 from mmengine.model import ModuleList
 
-from ...layers import InvolutionModule
+from ...layers.involution import (HEAD_INVOLUTION_CFG, InvolutionModule,
+                                 merge_involution_cfg)
 from ...registry import MODELS
 
 
@@ -48,17 +48,22 @@ class InvolutionFCNMaskHead(FCNMaskHead):
 
     def __init__(self,
                  *,
-                 involution_kernel_size: int = 7,
-                 involution_group_channels: int = 16,
-                 involution_reduction_ratio: int = 4,
-                 involution_norm_cfg: OptConfigType = dict(type='BN'),
+                 involution_cfg: dict = HEAD_INVOLUTION_CFG,
                  **kwargs) -> None:
-        for name, default in (('conv_kernel_size', 3), ('conv_cfg', None)):
-            if kwargs.get(name, default) != default:
-                raise ValueError(
-                    f'InvolutionFCNMaskHead does not use {name}='
-                    f'{kwargs[name]!r} (its convs are involutions); set '
-                    'involution_kernel_size for the window instead.')
+        involution_cfg = merge_involution_cfg(involution_cfg, kwargs,
+                                              'InvolutionFCNMaskHead')
+        if kwargs.get('conv_cfg') is not None:
+            raise ValueError(
+                'InvolutionFCNMaskHead does not use conv_cfg='
+                f'{kwargs["conv_cfg"]!r} (its convs are involutions); '
+                'configure them with involution_cfg instead.')
+        if kwargs.get('conv_kernel_size', 3) != 3 and involution_cfg.get(
+                'window_size') is not None:
+            raise ValueError(
+                'InvolutionFCNMaskHead: conv_kernel_size='
+                f'{kwargs["conv_kernel_size"]} would be unused beside '
+                f'involution_cfg window_size={involution_cfg["window_size"]};'
+                ' set one of them (window_size=None takes conv_kernel_size).')
         super().__init__(**kwargs)
         if self.num_convs > 0 and self.conv_out_channels != self.in_channels:
             raise ValueError(
@@ -69,9 +74,9 @@ class InvolutionFCNMaskHead(FCNMaskHead):
         self.convs = ModuleList(
             InvolutionModule(
                 self.in_channels,
+                self.in_channels,
+                self.conv_kernel_size,
+                padding=(self.conv_kernel_size - 1) // 2,
                 out_norm_cfg=self.norm_cfg,
                 out_act_cfg=dict(type='ReLU'),
-                kernel_size=involution_kernel_size,
-                group_channels=involution_group_channels,
-                reduction_ratio=involution_reduction_ratio,
-                norm_cfg=involution_norm_cfg) for _ in range(self.num_convs))
+                **involution_cfg) for _ in range(self.num_convs))

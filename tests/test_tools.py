@@ -43,8 +43,30 @@ def test_operator_demo_benchmark(tmp_path):
     ], capture_output=True, text=True, check=True, cwd=ROOT)
     assert 'involution2d[pytorch]' in result.stdout
     table = (tmp_path / 'involution_cpu_quick.md').read_text()
-    assert table.count('| imagenet |') == 9 + 3
-    assert (tmp_path / 'involution_cpu_quick.json').exists()
+    # 3 shapes x 6 implementations (cpp and the depthwise conv in both
+    # memory formats, pytorch, unfold), then a total per implementation
+    assert table.count('| imagenet |') == 3 * 6 + 6
+    assert '| involution2d[cpp] channels_last |' in table
+    result = json.loads((tmp_path / 'involution_cpu_quick.json').read_text())
+    assert all(row['fwd_vs_depthwise'] > 0 for row in result['rows'])
+
+
+def test_backbone_benchmark_runs_and_compares_formats(tmp_path):
+    subprocess.run([
+        sys.executable,
+        str(ROOT / 'tools' / 'benchmark_backbone.py'), '--device', 'cpu',
+        '--modes', 'infer', '--settings', '224 px, batch 1', '--backbones',
+        'RedNet-26', 'ResNet-50 (mmdet)', '--warmup', '0', '--repeats', '1',
+        '--out',
+        str(tmp_path)
+    ], capture_output=True, text=True, check=True, cwd=ROOT)
+    rows = json.loads((tmp_path / 'backbone_cpu.json').read_text())['rows']
+    assert {(r['backbone'], r['format']) for r in rows} == {
+        (b, f) for b in ('RedNet-26', 'ResNet-50 (mmdet)')
+        for f in ('nchw', 'channels_last')
+    }
+    # one ratio per backbone, on its faster format
+    assert sum('time_ratio' in r for r in rows) == 2
 
 
 @pytest.mark.parametrize('tool,stem,rows', [

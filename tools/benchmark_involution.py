@@ -3,9 +3,11 @@
 For every involution shape of RedNet-50 at ImageNet (224 px, batch 32) and
 detection (800x1216, batch 2) resolution, measure forward and forward+backward
 time (median of repeats) and peak memory of each backend of ``involution2d``
-and of two baselines run in the same process: an unfold implementation like
-the papers' blog notes (materialises N*C*K*K*H_out*W_out) and a depthwise KxK
-convolution of the same shape.
+(on CPU the C++ kernels in NCHW and channels_last, and the PyTorch path) and
+of two baselines run in the same process: an unfold implementation like the
+papers' blog notes (materialises N*C*K*K*H_out*W_out) and a depthwise KxK
+convolution of the same shape, in both memory formats; ratios are against
+the depthwise conv in its faster format.
 
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` above what was
 allocated before the call; on CPU, the rise of the process's peak resident set
@@ -93,20 +95,27 @@ def shapes(resolution, quick):
             count=count)
 
 
-def make_inputs(shape, device, dtype, requires_grad):
+def make_inputs(shape, device, dtype, requires_grad,
+                memory_format=torch.contiguous_format):
     n, c, h, w, k, s = (shape[key] for key in 'nchwks')
     ho, wo = -(-h // s), -(-w // s)
     groups = c // GROUP_CHANNELS
     x = torch.randn(n, c, h, w, device=device, dtype=dtype)
     kernel = torch.randn(n, groups * k * k, ho, wo, device=device, dtype=dtype)
     weight = torch.randn(c, 1, k, k, device=device, dtype=dtype)
+    x, kernel = (t.contiguous(memory_format=memory_format)
+                 for t in (x, kernel))
     for t in (x, kernel, weight):
         t.requires_grad_(requires_grad)
     return x, kernel, weight
 
 
+CHANNELS_LAST = ' channels_last'
+
+
 def implementations(device):
-    """name -> fn(x, kernel, dw_weight, K, s)."""
+    """name -> fn(x, kernel, dw_weight, K, s); a name ending in
+    ' channels_last' gets channels_last inputs."""
 
     def ours(backend):
 
@@ -116,15 +125,26 @@ def implementations(device):
 
         return run
 
+    def depthwise(x, kernel, weight, k, s):
+        return F.conv2d(x, weight, None, s, (k - 1) // 2, 1, x.shape[1])
+
     impls = {}
     if device.type == 'cuda':
         impls['involution2d[cupy]'] = ours('cupy')
+    else:
+        impls['involution2d[cpp]'] = ours('cpp')
+        impls['involution2d[cpp]' + CHANNELS_LAST] = ours('cpp')
     impls['involution2d[pytorch]'] = ours('pytorch')
     impls['unfold'] = lambda x, kernel, weight, k, s: involution_unfold(
         x, kernel, k, s, (k - 1) // 2)
-    impls['depthwise-conv'] = lambda x, kernel, weight, k, s: F.conv2d(
-        x, weight, None, s, (k - 1) // 2, 1, x.shape[1])
+    impls['depthwise-conv'] = depthwise
+    impls['depthwise-conv' + CHANNELS_LAST] = depthwise
     return impls
+
+
+def memory_format_of(name):
+    return (torch.channels_last
+            if name.endswith(CHANNELS_LAST) else torch.contiguous_format)
 
 
 def run_once(fn, inputs, shape, backward):
@@ -137,8 +157,8 @@ def run_once(fn, inputs, shape, backward):
     return out
 
 
-def measure(fn, shape, device, dtype, backward, repeats):
-    inputs = make_inputs(shape, device, dtype, backward)
+def measure(fn, shape, device, dtype, backward, repeats, memory_format):
+    inputs = make_inputs(shape, device, dtype, backward, memory_format)
     run_once(fn, inputs, shape, backward)  # warm-up (compiles, thread pools)
     # time first: measuring memory trims the allocator's cache (malloc_trim)
     ms = median_ms(lambda: run_once(fn, inputs, shape, backward), device,
@@ -173,9 +193,12 @@ def check_correctness(impls, device):
     ref = involution_loop_reference(x, kernel, 7, 2, 3)
     errors = {}
     for name, fn in impls.items():
-        if name == 'depthwise-conv':
+        if name.startswith('depthwise-conv'):
             continue
-        out = fn(x.to(device), kernel.to(device), None, 7, 2)
+        layout = memory_format_of(name)
+        out = fn(
+            x.to(device).contiguous(memory_format=layout),
+            kernel.to(device).contiguous(memory_format=layout), None, 7, 2)
         errors[name] = float(
             (out.double().cpu() - ref).abs().max() / ref.abs().max())
     return errors
@@ -208,8 +231,9 @@ def to_markdown(result):
         ]
     lines += [
         '| resolution | shape (N,C,H,W) K/s | implementation | fwd ms | '
-        'fwd+bwd ms | fwd peak MiB | fwd+bwd peak MiB | fwd+bwd time / '
-        'unfold | fwd+bwd peak / unfold |', '|' + '---|' * 9
+        'fwd+bwd ms | fwd / depthwise | fwd+bwd / depthwise | fwd peak MiB '
+        '| fwd+bwd peak MiB | fwd+bwd time / unfold | fwd+bwd peak / unfold '
+        '|', '|' + '---|' * 11
     ]
     for row in result['rows']:
         shape = (f"{row['name']} ({row['n']},{row['c']},{row['h']},"
@@ -221,6 +245,8 @@ def to_markdown(result):
         lines.append(
             f"| {row['resolution']} | {shape} | {row['impl']}{extra} | "
             f"{row['fwd_ms']:.2f} | {row['fwdbwd_ms']:.2f} | "
+            f"{row['fwd_vs_depthwise']:.2f} | "
+            f"{row['fwdbwd_vs_depthwise']:.2f} | "
             f"{row['fwd_peak_mib']:.0f} | {row['fwdbwd_peak_mib']:.0f} | "
             f"{row['time_vs_unfold']:.2f} | {row['mem_vs_unfold']:.3f} |")
     scope = ('the shapes above' if result['quick'] else 'all involutions')
@@ -300,10 +326,11 @@ def main():
         for shape in shapes(resolution, args.quick):
             rows = []
             for name, fn in impls.items():
+                layout = memory_format_of(name)
                 fwd_ms, fwd_peak = measure(fn, shape, device, dtype, False,
-                                           repeats)
+                                           repeats, layout)
                 fb_ms, fb_peak = measure(fn, shape, device, dtype, True,
-                                         repeats)
+                                         repeats, layout)
                 row = dict(
                     resolution=resolution,
                     impl=name,
@@ -328,7 +355,13 @@ def main():
                     f'{fwd_peak:8.1f} / {fb_peak:8.1f} MiB',
                     flush=True)
             unfold = next(r for r in rows if r['impl'] == 'unfold')
+            # the depthwise conv in its faster memory format
+            depthwise = [r for r in rows if r['impl'].startswith('depthwise')]
+            best_fwd = min(r['fwd_ms'] for r in depthwise)
+            best_fwdbwd = min(r['fwdbwd_ms'] for r in depthwise)
             for row in rows:
+                row['fwd_vs_depthwise'] = row['fwd_ms'] / best_fwd
+                row['fwdbwd_vs_depthwise'] = row['fwdbwd_ms'] / best_fwdbwd
                 row['time_vs_unfold'] = row['fwdbwd_ms'] / unfold['fwdbwd_ms']
                 row['mem_vs_unfold'] = (
                     row['fwdbwd_peak_mib'] /

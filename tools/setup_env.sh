@@ -4,11 +4,13 @@
 # Installs: torch (an existing install is kept), setuptools<82, mmengine 0.10.7,
 # mmcv 2.1.0 built from source with its ops (the wheel is cached outside the repo so a
 # re-run or a fresh clone does not rebuild it), mmdet 3.3.0, mmsegmentation 1.2.2 and their
-# runtime extras, CuPy matched to torch's CUDA version, pytest, and this package (editable).
+# runtime extras, CuPy matched to torch's CUDA version, pytest, this package (editable),
+# and builds its C++ CPU kernels (cached the same way, rebuilt when their source changes).
 #
 # Environment knobs:
 #   PYTHON                 base interpreter used to create .venv (default: python3)
-#   MMPLUG_CACHE_DIR       where built wheels are cached (default: ~/.cache/mmplug-involution)
+#   MMPLUG_CACHE_DIR       where built wheels and kernels are cached
+#                          (default: ~/.cache/mmplug-involution)
 #   MMCV_FORCE_CUDA=1      build mmcv's CUDA ops too (needs nvcc and a CUDA build of torch)
 set -euo pipefail
 
@@ -21,11 +23,21 @@ MMCV_VERSION="2.1.0"
 
 log() { printf '[setup_env] %s\n' "$*" >&2; }
 
-# Everything below is keyed by this script and the package metadata: when neither has
-# changed since the last successful run, there is nothing to do.
+# The compiled CPU kernels, built once per (kernel source, torch, Python, vector
+# instruction set) into the cache and only loaded afterwards: a second or so when
+# present.
+build_cpu_kernels() {
+  "$VENV/bin/python" -c 'from mmplug_involution.ops.involution_cpu import build_cpu_kernels
+print("[setup_env] involution CPU kernels:", build_cpu_kernels())' \
+    || { log "building the involution CPU kernels failed: see the messages above"; exit 1; }
+}
+
+# Everything else is keyed by this script and the package metadata: when neither has
+# changed since the last successful run, there is nothing more to do.
 STAMP_KEY="$(cat "$ROOT/tools/setup_env.sh" "$ROOT/setup.cfg" | sha256sum | cut -c1-16)"
 STAMP="$VENV/.mmplug-setup-$STAMP_KEY"
 if [[ -f "$STAMP" ]]; then
+  build_cpu_kernels
   exit 0
 fi
 
@@ -97,6 +109,8 @@ esac
 
 "$PY" -c 'import mmcv._ext, mmdet, mmseg, cupy, mmplug_involution' \
   || { log "import check failed: see the messages above"; exit 1; }
+# 8. The vectorised C++ CPU kernels of involution (torch's C++ extension machinery).
+build_cpu_kernels
 rm -f "$VENV"/.mmplug-setup-*
 touch "$STAMP"
 log "environment ready: $VENV"

@@ -3,11 +3,13 @@
 Backends:
   * ``cupy``    CUDA kernels compiled through CuPy (CUDA tensors, the default
     there).
-  * ``pytorch`` tap-by-tap PyTorch ops without the unfold tensor (CPU tensors,
-    and CUDA tensors when CuPy is missing, with one warning saying what to
-    install).
-The environment variable ``MMPLUG_INVOLUTION_BACKEND`` (``auto``, ``cupy`` or
-``pytorch``; read at every call) forces one.
+  * ``cpp``     vectorised C++ CPU kernels (NCHW and channels_last), built by
+    the set-up (CPU tensors, the default there).
+  * ``pytorch`` tap-by-tap PyTorch ops without the unfold tensor (any device:
+    CPU tensors when the C++ kernels are not built, CUDA tensors when CuPy is
+    missing, each with one warning saying what to do).
+The environment variable ``MMPLUG_INVOLUTION_BACKEND`` (``auto``, ``cupy``,
+``cpp`` or ``pytorch``; read at every call) forces one.
 
 The op is registered as ``torch.ops.mmplug_involution.involution2d`` with a
 fake (meta) implementation and an autograd formula, so ``torch.compile``
@@ -20,6 +22,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from .involution_cpu import (cpu_kernels_error, involution_backward_cpp,
+                             involution_forward_cpp)
 from .involution_cuda import (cupy_import_error, involution_backward_cuda,
                               involution_forward_cuda)
 from .involution_pytorch import (involution_backward_pytorch,
@@ -31,10 +35,10 @@ __all__ = [
 ]
 
 BACKEND_ENV = 'MMPLUG_INVOLUTION_BACKEND'
-BACKENDS = ('auto', 'cupy', 'pytorch')
+BACKENDS = ('auto', 'cupy', 'cpp', 'pytorch')
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32,
                     torch.float64)
-_warned_no_cupy = False
+_warned = set()
 
 
 def involution_output_size(size: int, kernel_size: int, stride: int,
@@ -44,48 +48,67 @@ def involution_output_size(size: int, kernel_size: int, stride: int,
             (kernel_size - 1) - 1) // stride + 1
 
 
+def memory_format_of(tensor: Tensor) -> torch.memory_format:
+    """channels_last for a channels_last (and not also contiguous) tensor,
+    else contiguous: the layout the op returns for such an input."""
+    if not tensor.is_contiguous() and tensor.is_contiguous(
+            memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def select_backend(device: torch.device) -> str:
     """The backend that runs on ``device``.
 
     Honours ``MMPLUG_INVOLUTION_BACKEND``.
     """
-    global _warned_no_cupy
     forced = os.environ.get(BACKEND_ENV, 'auto').strip().lower() or 'auto'
     if forced not in BACKENDS:
         raise ValueError(f'{BACKEND_ENV}={forced!r} is not a backend; use one '
                          f'of {", ".join(BACKENDS)}.')
-    if device.type != 'cuda':
-        if forced == 'cupy':
-            raise ValueError(f'{BACKEND_ENV}=cupy needs CUDA tensors, got '
-                             f'tensors on {device}.')
-        return 'pytorch'
     if forced == 'pytorch':
         return 'pytorch'
-    missing = cupy_import_error()
+    native, missing_of = (('cupy', cupy_import_error) if device.type == 'cuda'
+                          else ('cpp', cpu_kernels_error))
+    if forced not in ('auto', native):
+        needs = 'CUDA' if forced == 'cupy' else 'CPU'
+        raise ValueError(f'{BACKEND_ENV}={forced} needs {needs} tensors, got '
+                         f'tensors on {device}.')
+    missing = missing_of()
     if missing is None:
-        return 'cupy'
-    if forced == 'cupy':
+        return native
+    if forced == native:
         raise RuntimeError(missing)
-    if not _warned_no_cupy:
+    if native not in _warned:
         warnings.warn(f'{missing} Falling back to the slower PyTorch '
-                      'implementation of involution on CUDA.')
-        _warned_no_cupy = True
+                      f'implementation of involution on {device.type}.')
+        _warned.add(native)
     return 'pytorch'
+
+
+_FORWARD = dict(
+    cupy=involution_forward_cuda,
+    cpp=involution_forward_cpp,
+    pytorch=involution_forward_pytorch)
+_BACKWARD = dict(
+    cupy=involution_backward_cuda,
+    cpp=involution_backward_cpp,
+    pytorch=involution_backward_pytorch)
 
 
 @torch.library.custom_op('mmplug_involution::involution2d', mutates_args=())
 def _involution2d_op(input: Tensor, kernel: Tensor, kernel_size: int,
                      stride: int, padding: int, dilation: int) -> Tensor:
-    if select_backend(input.device) == 'cupy':
-        return involution_forward_cuda(input, kernel, kernel_size, stride,
-                                       padding, dilation)
-    return involution_forward_pytorch(input, kernel, kernel_size, stride,
-                                      padding, dilation)
+    forward = _FORWARD[select_backend(input.device)]
+    out = forward(input, kernel, kernel_size, stride, padding, dilation)
+    return out.contiguous(memory_format=memory_format_of(input))
 
 
 @_involution2d_op.register_fake
 def _involution2d_fake(input, kernel, kernel_size, stride, padding, dilation):
-    return input.new_empty(input.shape[0], input.shape[1], *kernel.shape[-2:])
+    return input.new_empty(
+        input.shape[0], input.shape[1],
+        *kernel.shape[-2:]).contiguous(memory_format=memory_format_of(input))
 
 
 @torch.library.custom_op(
@@ -94,17 +117,18 @@ def _involution2d_backward_op(grad_output: Tensor, input: Tensor,
                               kernel: Tensor, kernel_size: int, stride: int,
                               padding: int,
                               dilation: int) -> Tuple[Tensor, Tensor]:
-    if select_backend(input.device) == 'cupy':
-        return involution_backward_cuda(grad_output, input, kernel,
-                                        kernel_size, stride, padding, dilation)
-    return involution_backward_pytorch(grad_output, input, kernel, kernel_size,
-                                       stride, padding, dilation)
+    backward = _BACKWARD[select_backend(input.device)]
+    grad_input, grad_kernel = backward(grad_output, input, kernel,
+                                       kernel_size, stride, padding, dilation)
+    return (grad_input.contiguous(memory_format=memory_format_of(input)),
+            grad_kernel.contiguous(memory_format=memory_format_of(kernel)))
 
 
 @_involution2d_backward_op.register_fake
 def _involution2d_backward_fake(grad_output, input, kernel, kernel_size,
                                 stride, padding, dilation):
-    return torch.empty_like(input), torch.empty_like(kernel)
+    return (torch.empty_like(input, memory_format=memory_format_of(input)),
+            torch.empty_like(kernel, memory_format=memory_format_of(kernel)))
 
 
 def _setup_context(ctx, inputs, output):

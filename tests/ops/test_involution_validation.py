@@ -102,7 +102,7 @@ def test_cuda_without_cupy_warns_once_then_falls_back(monkeypatch):
     message = 'CuPy is not installed. pip install cupy-cuda12x'
     monkeypatch.setattr(involution_module, 'cupy_import_error',
                         lambda: message)
-    monkeypatch.setattr(involution_module, '_warned_no_cupy', False)
+    monkeypatch.setattr(involution_module, '_warned', set())
     cuda = torch.device('cuda', 0)
     with pytest.warns(UserWarning, match='pip install cupy-cuda12x.*Falling '
                       'back to the slower PyTorch'):

@@ -1,16 +1,25 @@
-"""The PyTorch (CPU) backend against the float64 reference.
+"""The CPU backends against the float64 reference, through involution2d.
 
-Its gradients are checked too.
+Every test runs once with the compiled C++ kernels (``cpp``) and once with
+the PyTorch path (``pytorch``); gradients are checked too. The C++ kernels'
+own cases (channels_last, poisoned outputs, threads) are in
+``test_involution_cpp.py``.
 """
 import itertools
 
 import pytest
 import torch
 
-from mmplug_involution.ops import involution2d
+from mmplug_involution.ops import BACKEND_ENV, involution2d
 from .reference import involution_reference, random_case
 
-CASES = list(itertools.product((1, 3, 5, 7), (1, 2), (1, 2)))
+CASES = list(itertools.product((1, 3, 5, 7), (1, 2, 3), (1, 2)))
+
+
+@pytest.fixture(autouse=True, params=['cpp', 'pytorch'])
+def backend(request, monkeypatch):
+    monkeypatch.setenv(BACKEND_ENV, request.param)
+    return request.param
 
 
 @pytest.mark.parametrize('kernel_size,stride,dilation', CASES)

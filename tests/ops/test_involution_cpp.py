@@ -1,0 +1,161 @@
+"""The compiled C++ CPU kernels: layouts, dtypes, poisoned outputs, threads.
+
+Each case runs the kernels directly (``torch.ops.mmplug_involution_cpu``)
+with ``poison=True``, which fills the results with NaN before the kernels
+write them, and compares output, input gradient and kernel gradient with the
+independent float64 reference, in NCHW and channels_last. The set-up builds
+the kernels, so a missing build fails here rather than skipping.
+"""
+import itertools
+import warnings
+
+import pytest
+import torch
+
+from mmplug_involution.ops import BACKEND_ENV, involution2d
+from mmplug_involution.ops import involution as involution_module
+from mmplug_involution.ops.involution_cpu import cpu_kernels_error
+from .reference import involution_reference, random_case
+
+CASES = [
+    # batch, channels, groups, h, w, kernel_size, stride, dilation
+    (1, 16, 1, 9, 10, 3, 1, 1),
+    (3, 48, 3, 15, 12, 5, 3, 2),
+    (2, 64, 4, 17, 19, 7, 2, 1),
+    (1, 20, 2, 8, 9, 3, 1, 2),
+    (3, 8, 8, 7, 5, 1, 1, 1),
+    (1, 33, 3, 13, 11, 7, 1, 1),  # 11 channels a group: vector tails
+    (2, 96, 2, 6, 23, 7, 2, 2),  # 48 channels a group: several vectors
+    (1, 16, 1, 3, 4, 7, 1, 1),  # smaller than the window
+]
+TOLERANCES = {
+    torch.float64: 1e-12,
+    torch.float32: 1e-5,
+    torch.bfloat16: 2e-2,
+    torch.float16: 4e-3
+}
+
+
+def test_the_setup_built_the_kernels():
+    assert cpu_kernels_error() is None
+
+
+def _reference_case(case, generator):
+    batch, channels, groups, h, w, kernel_size, stride, dilation = case
+    x, k = random_case(batch, channels, h, w, kernel_size, stride, dilation,
+                       groups, generator=generator)
+    padding = dilation * (kernel_size - 1) // 2
+    xr, kr = x.clone().requires_grad_(True), k.clone().requires_grad_(True)
+    ref = involution_reference(xr, kr, kernel_size, stride, padding, dilation)
+    grad = torch.randn(ref.shape, dtype=torch.float64, generator=generator)
+    ref.backward(grad)
+    return x, k, grad, (ref.detach(), xr.grad, kr.grad), (kernel_size, stride,
+                                                         padding, dilation)
+
+
+def _relative_error(value, reference):
+    return ((value.double() - reference).abs().max() /
+            reference.abs().max().clamp_min(1e-30)).item()
+
+
+@pytest.mark.parametrize('case,dtype,channels_last',
+                         list(itertools.product(CASES, TOLERANCES,
+                                                (False, True))))
+def test_kernels_match_the_reference(case, dtype, channels_last):
+    generator = torch.Generator().manual_seed(sum(case))
+    x, k, grad, references, params = _reference_case(case, generator)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    x, k, grad = (t.to(dtype).contiguous(memory_format=layout)
+                  for t in (x, k, grad))
+    ops = torch.ops.mmplug_involution_cpu
+    out = ops.forward(x, k, *params, poison=True)
+    grad_x, grad_k = ops.backward(grad, x, k, *params, poison=True)
+    for name, value, reference in zip(('out', 'grad_input', 'grad_kernel'),
+                                      (out, grad_x, grad_k), references):
+        assert value.dtype == dtype, name
+        assert torch.isfinite(value).all(), f'{name}: unwritten (NaN) values'
+        if channels_last:
+            assert value.is_contiguous(memory_format=torch.channels_last)
+        assert _relative_error(value, reference) < TOLERANCES[dtype], name
+
+
+def test_results_are_identical_with_1_and_2_threads():
+    generator = torch.Generator().manual_seed(0)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            for layout in (torch.contiguous_format, torch.channels_last):
+                x, k, grad, _, params = _reference_case(CASES[2], generator)
+                generator.manual_seed(0)
+                x, k, grad = (t.float().contiguous(memory_format=layout)
+                              for t in (x, k, grad))
+                ops = torch.ops.mmplug_involution_cpu
+                results.append((ops.forward(x, k, *params),
+                                *ops.backward(grad, x, k, *params)))
+    finally:
+        torch.set_num_threads(threads)
+    one, two = results[:2], results[2:]
+    for a, b in zip(one, two):  # same layout, other thread count: bitwise
+        for ta, tb in zip(a, b):
+            assert torch.equal(ta, tb)
+
+
+def test_involution2d_returns_the_input_memory_format(monkeypatch):
+    monkeypatch.setenv(BACKEND_ENV, 'cpp')
+    generator = torch.Generator().manual_seed(1)
+    x, k = random_case(2, 32, 11, 13, 7, 2, 1, 2, generator=generator)
+    x = x.float().contiguous(memory_format=torch.channels_last)
+    k = k.float().contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    k.requires_grad_(True)
+    out = involution2d(x, k, 7, 2)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    out.square().sum().backward()
+    assert x.grad.is_contiguous(memory_format=torch.channels_last)
+    reference = involution_reference(x.detach(), k.detach(), 7, 2)
+    assert _relative_error(out, reference) < 1e-5
+    # an NCHW input with a channels_last kernel still gives NCHW
+    plain = involution2d(x.detach().contiguous(), k.detach(), 7, 2)
+    assert plain.is_contiguous()
+    torch.testing.assert_close(plain, out.detach())
+
+
+def test_gradcheck_through_involution2d(monkeypatch):
+    monkeypatch.setenv(BACKEND_ENV, 'cpp')
+    generator = torch.Generator().manual_seed(2)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x, k = random_case(2, 6, 7, 6, 3, 2, 2, 3, generator=generator)
+        x = x.contiguous(memory_format=layout).requires_grad_(True)
+        k = k.contiguous(memory_format=layout).requires_grad_(True)
+        assert torch.autograd.gradcheck(
+            lambda a, b: involution2d(a, b, 3, 2, dilation=2), (x, k))
+
+
+def test_missing_kernels_warn_once_then_fall_back(monkeypatch):
+    message = ('The compiled involution CPU kernels are not built for this '
+               'machine; build them with `bash tools/setup_env.sh`')
+    monkeypatch.setattr(involution_module, 'cpu_kernels_error',
+                        lambda: message)
+    monkeypatch.setattr(involution_module, '_warned', set())
+    cpu = torch.device('cpu')
+    with pytest.warns(UserWarning, match='setup_env.sh.*Falling back to the '
+                      'slower PyTorch implementation of involution on cpu'):
+        assert involution_module.select_backend(cpu) == 'pytorch'
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # a second call stays silent
+        assert involution_module.select_backend(cpu) == 'pytorch'
+    x, k = random_case(1, 4, 5, 5, 3, 1, 1, 1)
+    torch.testing.assert_close(
+        involution2d(x, k, 3), involution_reference(x, k, 3))
+    monkeypatch.setenv(BACKEND_ENV, 'cpp')  # forcing it says why it cannot
+    with pytest.raises(RuntimeError, match='not built'):
+        involution_module.select_backend(cpu)
+
+
+def test_cpu_is_the_default_backend_and_cuda_cannot_be_forced(monkeypatch):
+    assert involution_module.select_backend(torch.device('cpu')) == 'cpp'
+    monkeypatch.setenv(BACKEND_ENV, 'cpp')
+    with pytest.raises(ValueError, match='cpp needs CPU tensors'):
+        involution_module.select_backend(torch.device('cuda', 0))

@@ -16,6 +16,7 @@ Settings: ImageNet size (224x224, batch 1 and 32) and detection size
 Usage:
     python tools/benchmark_backbone.py                  # everything
     python tools/benchmark_backbone.py --modes infer --settings "224 px, batch 1"
+    python tools/benchmark_backbone.py --modes infer --fuse-conv-bn
     python tools/benchmark_backbone.py --device cuda --repeats 10
 Writes ``<out>/backbone_<device>.json`` and ``.md``.
 """
@@ -24,6 +25,7 @@ import functools
 import statistics
 
 import torch
+from mmcv.cnn import fuse_conv_bn
 from mmengine.registry import MODELS, init_default_scope
 
 import mmplug_involution  # noqa: F401  (registers RedNet)
@@ -83,6 +85,9 @@ def parse_args():
                         default=list(MODES))
     parser.add_argument('--formats', nargs='+', choices=list(FORMATS),
                         default=list(FORMATS))
+    parser.add_argument('--fuse-conv-bn', action='store_true',
+                        help='inference: fold BN into the preceding convs '
+                        "first (mmcv's fuse_conv_bn)")
     add_benchmark_arguments(parser, SETTINGS, warmup=3)
     return parser.parse_args()
 
@@ -92,9 +97,10 @@ def run(mode, setting, amp, name, layout, device, args):
     memory_format = FORMATS[layout]
     images = torch.randn(batch, 3, height, width,
                          device=device).contiguous(memory_format=memory_format)
-    step = functools.partial(MODES[mode],
-                             build(BACKBONES[name], device, memory_format),
-                             images, amp)
+    model = build(BACKBONES[name], device, memory_format)
+    if mode == 'infer' and args.fuse_conv_bn:
+        model = fuse_conv_bn(model.eval())
+    step = functools.partial(MODES[mode], model, images, amp)
     for _ in range(args.warmup):
         step()
     # time first: measuring memory trims the allocator's cache
@@ -127,9 +133,11 @@ def add_ratios(rows):
 
 
 def to_markdown(rows, env, args):
+    fused = ('; inference with BN folded into the convs (fuse_conv_bn)'
+             if args.fuse_conv_bn else '')
     lines = [
         f'{device_line(env)}; median of {args.repeats} steps after '
-        f'{args.warmup} warm-up steps.', '',
+        f'{args.warmup} warm-up steps{fused}.', '',
         '| mode | setting | precision | backbone | format | ms (median) | '
         'min-max | peak MiB | time / ResNet | memory / ResNet |',
         '|' + '---|' * 10

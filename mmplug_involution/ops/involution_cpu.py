@@ -5,9 +5,8 @@ vector instruction set (AVX-512, AVX2 or plain), into a cache folder keyed by
 the source, torch's version, the Python version and that instruction set:
 ``$MMPLUG_CACHE_DIR/cpu_kernels/<key>/`` (default
 ``~/.cache/mmplug-involution``). ``tools/setup_env.sh`` builds them
-(``python -m mmplug_involution.ops.involution_cpu``), so a fresh clone on a
-machine that has built them reuses the library, and a changed source builds
-anew. At run time the library is only loaded, never compiled: when it is
+(:func:`build_cpu_kernels`), so a fresh clone on a machine that has built them
+reuses the library, and a changed source builds anew. At run time the library is only loaded, never compiled: when it is
 missing, :func:`cpu_kernels_error` says how to build it and the operator
 falls back to the PyTorch path.
 
@@ -33,8 +32,9 @@ __all__ = [
 
 CPU_SOURCE_PATH = Path(__file__).with_name('csrc') / 'involution_cpu.cpp'
 LIBRARY_NAME = 'mmplug_involution_cpu'
-BUILD_HINT = ('build them with `bash tools/setup_env.sh` (or `python -m '
-              'mmplug_involution.ops.involution_cpu`; needs a C++ compiler)')
+BUILD_HINT = ('build them with `bash tools/setup_env.sh` (or `python -c "from '
+              'mmplug_involution.ops.involution_cpu import build_cpu_kernels; '
+              'build_cpu_kernels()"`; needs a C++ compiler)')
 # ATen's own flags for its vectorised kernels of each instruction set
 _ISA_FLAGS = {
     'avx512': [
@@ -168,7 +168,3 @@ def involution_backward_cpp(grad_output: Tensor, input: Tensor,
     return torch.ops.mmplug_involution_cpu.backward(grad_output, input, kernel,
                                                     kernel_size, stride,
                                                     padding, dilation)
-
-
-if __name__ == '__main__':
-    print(build_cpu_kernels(verbose='-v' in sys.argv))

@@ -459,3 +459,59 @@ def test_paper_params_and_flops_within_2_percent(depth):
     assert abs(result['params'] / 1e6 / params - 1) < 0.02
     assert abs(result['flops'] / 1e9 / flops - 1) < 0.02
     assert 'mmplug_involution::involution2d' not in result['unsupported']
+
+
+def test_channels_last_end_to_end():
+    """A channels_last RedNet keeps every involution in channels_last and
+    computes what the NCHW model computes."""
+    torch.manual_seed(0)
+    model = RedNet(26, base_channels=16, stem_channels=32).eval()
+    x = torch.rand(2, 3, 61, 47)
+    with torch.no_grad():
+        expected = model(x)
+    model = model.to(memory_format=torch.channels_last)
+    layouts = []
+
+    def record(module, inputs, output):
+        layouts.append((inputs[0].is_contiguous(
+            memory_format=torch.channels_last),
+                        output.is_contiguous(
+                            memory_format=torch.channels_last)))
+
+    from mmplug_involution.layers import Involution
+    handles = [
+        m.register_forward_hook(record) for m in model.modules()
+        if isinstance(m, Involution)
+    ]
+    with torch.no_grad():
+        outs = model(x.contiguous(memory_format=torch.channels_last))
+    for handle in handles:
+        handle.remove()
+    assert len(layouts) == 1 + 8 and set(layouts) == {(True, True)}
+    for out, ref in zip(outs, expected):
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_eval_batchnorm_folds_with_mmcv_fuse_conv_bn():
+    """mmcv's own helper folds every conv+BN pair (the BN after an
+    involution stays: it does not fold into a per-pixel kernel)."""
+    from mmcv.cnn import fuse_conv_bn
+    torch.manual_seed(0)
+    model = RedNet(26, base_channels=16, stem_channels=32, norm_eval=False)
+    model.train()
+    with torch.no_grad():  # non-trivial running statistics
+        for _ in range(3):
+            model(torch.rand(2, 3, 64, 48))
+    model.eval()
+    x = torch.rand(1, 3, 61, 47)
+    with torch.no_grad():
+        expected = model(x)
+        norms_before = sum(isinstance(m, _BatchNorm) for m in model.modules())
+        fused = fuse_conv_bn(model)
+        norms_after = sum(isinstance(m, _BatchNorm) for m in fused.modules())
+        outs = fused(x)
+    # left: the BN after each involution (stem + 8 bottlenecks)
+    assert norms_after == 1 + 8 < norms_before
+    for out, ref in zip(outs, expected):
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)

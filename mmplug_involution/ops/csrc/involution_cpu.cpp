@@ -37,6 +37,7 @@
 #include <cstdint>
 #include <limits>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -81,26 +82,34 @@ T* scratch(std::vector<T>& buffer, int64_t size) {
 
 // ------------------------------------------------------------------ NCHW --
 
-// One group's input planes (cg x H x W) into the scratch layout, zero-padded:
-// padded column q = m*s + b goes to phase b, position m.
+// One group's input (cg x H x W, element (c, row, col) at
+// c * c_step + row * row_step + col * col_step: NCHW planes or an NHWC
+// group) into the scratch layout, zero-padded: padded column q = m*s + b
+// goes to phase b, position m.
 template <typename T>
-void pad_group(const T* x, T* xs, const Geometry& g) {
+void pad_group(const T* x, T* xs, const Geometry& g, int64_t c_step,
+               int64_t row_step, int64_t col_step) {
   std::fill_n(xs, g.s * g.phase_stride, T(0));
   for (int64_t c = 0; c < g.cg; ++c) {
     for (int64_t row = 0; row < g.h; ++row) {
-      const T* src = x + (c * g.h + row) * g.w;
+      const T* src = x + c * c_step + row * row_step;
       T* dst = xs + c * g.plane + (row + g.p) * g.wq;
-      if (g.s == 1) {
+      if (g.s == 1 && col_step == 1) {
         std::copy_n(src, g.w, dst + g.p);
         continue;
       }
       for (int64_t b = 0; b < g.s; ++b, dst += g.phase_stride) {
         for (int64_t m = 0, col = b - g.p; m < g.wq; ++m, col += g.s) {
-          if (col >= 0 && col < g.w) dst[m] = src[col];
+          if (col >= 0 && col < g.w) dst[m] = src[col * col_step];
         }
       }
     }
   }
+}
+
+template <typename T>
+void pad_group(const T* x, T* xs, const Geometry& g) {
+  pad_group(x, xs, g, g.h * g.w, g.w, 1);
 }
 
 // The inverse for gradients: x[c][row][col] = xs at its padded position.
@@ -202,6 +211,30 @@ inline void grad_kernel_taps(const T* gy, const T* x_at, T* gk, int64_t t0,
   for (int64_t b = 0; b < TB; ++b) store(acc[b], gk + (t0 + b) * hw_out, len);
 }
 
+// One group's kernel gradient gk[t][Ho][Wo] from its padded input xs and its
+// output gradient gy[c][Ho][Wo].
+template <typename T>
+void grad_kernel_group(const T* gy, const T* xs, T* gk, const Geometry& g) {
+  constexpr int64_t V = Vectorized<T>::size();
+  const int64_t hw_out = g.ho * g.wo;
+  for (int64_t i = 0; i < g.ho; ++i) {
+    for (int64_t j0 = 0; j0 < g.wo; j0 += V) {
+      const int64_t len = std::min(V, g.wo - j0);
+      const int64_t out_at = i * g.wo + j0;
+      const T* x_at = xs + i * g.s * g.wq + j0;
+      int64_t t0 = 0;
+      for (; t0 + kTapBlock <= g.kk; t0 += kTapBlock) {
+        grad_kernel_taps<T, kTapBlock>(gy + out_at, x_at, gk + out_at, t0,
+                                       len, hw_out, g);
+      }
+      for (; t0 < g.kk; ++t0) {
+        grad_kernel_taps<T, 1>(gy + out_at, x_at, gk + out_at, t0, len,
+                               hw_out, g);
+      }
+    }
+  }
+}
+
 template <typename T>
 void backward_nchw(const T* grad_out, const T* x, const T* kernel,
                    T* grad_in, T* grad_kernel, const Geometry& g) {
@@ -216,30 +249,22 @@ void backward_nchw(const T* grad_out, const T* x, const T* kernel,
     for (int64_t ng = begin; ng < end; ++ng) {
       const int64_t c_begin = ng * g.cg;  // = n * C + group * cg
       pad_group(x + c_begin * g.h * g.w, xs, g);
-      std::fill_n(gxs, g.s * g.phase_stride, T(0));
       const T* gy_group = grad_out + c_begin * hw_out;
+      grad_kernel_group(gy_group, xs, grad_kernel + ng * g.kk * hw_out, g);
+      // input gradient: scatter, channels innermost (consecutive
+      // read-modify-writes touch different planes); in order within the
+      // task, so deterministic
+      std::fill_n(gxs, g.s * g.phase_stride, T(0));
       for (int64_t i = 0; i < g.ho; ++i) {
         for (int64_t j0 = 0; j0 < g.wo; j0 += V) {
           const int64_t len = std::min(V, g.wo - j0);
           const int64_t out_at = i * g.wo + j0;
-          const int64_t x_at = i * g.s * g.wq + j0;
           const T* gy = gy_group + out_at;
-          T* gk = grad_kernel + ng * g.kk * hw_out + out_at;
-          int64_t t0 = 0;
-          for (; t0 + kTapBlock <= g.kk; t0 += kTapBlock) {
-            grad_kernel_taps<T, kTapBlock>(gy, xs + x_at, gk, t0, len, hw_out,
-                                           g);
-          }
-          for (; t0 < g.kk; ++t0) {
-            grad_kernel_taps<T, 1>(gy, xs + x_at, gk, t0, len, hw_out, g);
-          }
-          // input gradient: scatter, channels innermost (consecutive
-          // read-modify-writes touch different planes); in order within
-          // the task, so deterministic
           const T* k_at = kernel + ng * g.kk * hw_out + out_at;
+          T* gx_at = gxs + i * g.s * g.wq + j0;
           for (int64_t t = 0; t < g.kk; ++t) {
             const Vec kv = load(k_at + t * hw_out, len);
-            T* gx_t = gxs + x_at + tap[t];
+            T* gx_t = gx_at + tap[t];
             for (int64_t c = 0; c < g.cg; ++c) {
               T* at = gx_t + c * g.plane;
               store(at::vec::fmadd(kv, load(gy + c * hw_out, len),
@@ -256,29 +281,31 @@ void backward_nchw(const T* grad_out, const T* x, const T* kernel,
 
 // ------------------------------------------------------------------ NHWC --
 
-// PB pixels of one output row, NV vectors of a group's channels each: PB * NV
-// independent accumulators across the taps u in [u_lo, u_hi), all v. Every
-// tap read lies inside the input (the caller's interior pixels); `at` is the
-// offset of pixel 0's tap (0, 0), maybe negative, `x_step` between pixels.
-template <typename T, int64_t PB, int64_t NV>
-inline void forward_nhwc_pixels(const T* x, int64_t at, const T* k_pixel,
-                                T* out, int64_t width, int64_t u_lo,
-                                int64_t u_hi, const Geometry& g) {
+// PB pixels of a row, NV vectors of a group's channels each: PB * NV
+// independent accumulators across the taps (u, v), u in [u_lo, u_hi), every
+// v. `tap(b, u, v, scalar)` returns the channel vector that tap (u, v) of
+// pixel b reads (always inside its tensor: the callers' interior pixels) and
+// sets the kernel value that scales it. out[b * C + channel] gets the sums.
+template <typename T, int64_t PB, int64_t NV, typename Tap>
+inline void broadcast_block(const Tap& tap, T* out, int64_t width,
+                            int64_t u_lo, int64_t u_hi, const Geometry& g) {
   using Vec = Vectorized<T>;
   constexpr int64_t V = Vec::size();
-  const int64_t gkk = g.groups * g.kk, x_step = g.s * g.c;
-  const int64_t* tap = g.tap_nhwc.data();
   int64_t lens[NV];
   for (int64_t a = 0; a < NV; ++a) lens[a] = std::min(V, width - a * V);
   Vec acc[PB][NV];
   for (int64_t b = 0; b < PB; ++b)
     for (int64_t a = 0; a < NV; ++a) acc[b][a] = Vec(0);
-  for (int64_t t = u_lo * g.k; t < u_hi * g.k; ++t) {
-    for (int64_t b = 0; b < PB; ++b) {
-      const Vec kv(k_pixel[b * gkk + t]);
-      const T* src = x + (at + b * x_step + tap[t]);
-      for (int64_t a = 0; a < NV; ++a) {
-        acc[b][a] = at::vec::fmadd(kv, load(src + a * V, lens[a]), acc[b][a]);
+  for (int64_t u = u_lo; u < u_hi; ++u) {
+    for (int64_t v = 0; v < g.k; ++v) {
+      for (int64_t b = 0; b < PB; ++b) {
+        T scalar;
+        const T* src = tap(b, u, v, scalar);
+        const Vec kv(scalar);
+        for (int64_t a = 0; a < NV; ++a) {
+          acc[b][a] =
+              at::vec::fmadd(kv, load(src + a * V, lens[a]), acc[b][a]);
+        }
       }
     }
   }
@@ -287,91 +314,258 @@ inline void forward_nhwc_pixels(const T* x, int64_t at, const T* k_pixel,
       store(acc[b][a], out + b * g.c + a * V, lens[a]);
 }
 
-// A border pixel: every tap checked.
-template <typename T>
-void forward_nhwc_border(const T* x_image, const T* k_pixel, T* out,
-                         int64_t i, int64_t j, int64_t width,
-                         const Geometry& g) {
+// Forward of PB interior pixels: `at` is the offset of pixel 0's tap (0, 0)
+// in x (maybe negative: only inside taps are read), pixels s*C apart.
+template <typename T, int64_t PB, int64_t NV>
+inline void forward_nhwc_pixels(const T* x, int64_t at, const T* k_pixel,
+                                T* out, int64_t width, int64_t u_lo,
+                                int64_t u_hi, const Geometry& g) {
+  const int64_t gkk = g.groups * g.kk, x_step = g.s * g.c;
+  const int64_t* offset = g.tap_nhwc.data();
+  const auto tap = [&](int64_t b, int64_t u, int64_t v, T& scalar) {
+    const int64_t t = u * g.k + v;
+    scalar = k_pixel[b * gkk + t];
+    return x + (at + b * x_step + offset[t]);
+  };
+  broadcast_block<T, PB, NV>(tap, out, width, u_lo, u_hi, g);
+}
+
+// One pixel with every tap checked: `tap(u, v, scalar)` returns the channel
+// vector tap (u, v) reads and sets its kernel value, or returns nullptr
+// where the tap reads padding.
+template <typename T, typename Tap>
+void checked_pixel(const Tap& tap, T* out, int64_t width, const Geometry& g) {
   using Vec = Vectorized<T>;
   constexpr int64_t V = Vec::size();
   for (int64_t c0 = 0; c0 < width; c0 += V) {
     const int64_t len = std::min(V, width - c0);
     Vec acc(0);
     for (int64_t u = 0; u < g.k; ++u) {
-      const int64_t row = i * g.s - g.p + u * g.d;
-      if (row < 0 || row >= g.h) continue;
       for (int64_t v = 0; v < g.k; ++v) {
-        const int64_t col = j * g.s - g.p + v * g.d;
-        if (col < 0 || col >= g.w) continue;
-        acc = at::vec::fmadd(Vec(k_pixel[u * g.k + v]),
-                             load(x_image + (row * g.w + col) * g.c + c0, len),
-                             acc);
+        T scalar;
+        const T* src = tap(u, v, scalar);
+        if (src != nullptr) {
+          acc = at::vec::fmadd(Vec(scalar), load(src + c0, len), acc);
+        }
       }
     }
     store(acc, out + c0, len);
   }
 }
 
-template <typename T, int64_t PB, int64_t NV>
-void forward_nhwc_row(const T* x_image, const T* k_row, T* out_row,
-                      int64_t i, int64_t offset, int64_t width,
-                      const Geometry& g) {
-  const int64_t gkk = g.groups * g.kk;
-  // rows the taps read inside the input, and the pixels all of whose
-  // columns are inside: j in [j_lo, j_hi)
-  const int64_t row0 = i * g.s - g.p;
-  const int64_t u_lo = std::max<int64_t>(0, (-row0 + g.d - 1) / g.d);
-  const int64_t u_hi = std::min<int64_t>(
-      g.k, row0 >= g.h ? 0 : (g.h - 1 - row0) / g.d + 1);
-  const int64_t j_lo = std::min(g.wo, (g.p + g.s - 1) / g.s);
-  const int64_t last = g.w - 1 + g.p - (g.k - 1) * g.d;  // j*s <= last
-  const int64_t j_hi = std::max(j_lo, std::min(g.wo, last < 0 ? 0
-                                                     : last / g.s + 1));
-  for (int64_t grp = 0; grp < g.groups; ++grp) {
-    const int64_t ch = grp * g.cg + offset;
-    const T* k_group = k_row + grp * g.kk;
-    for (int64_t j = 0; j < g.wo;) {
-      if (j < j_lo || j >= j_hi) {
-        forward_nhwc_border(x_image + ch, k_group + j * gkk,
-                            out_row + j * g.c + ch, i, j, width, g);
-        ++j;
-        continue;
-      }
-      const int64_t at = (row0 * g.w + j * g.s - g.p) * g.c + ch;
-      if (j + PB <= j_hi) {
-        forward_nhwc_pixels<T, PB, NV>(x_image, at, k_group + j * gkk,
-                                       out_row + j * g.c + ch, width, u_lo,
-                                       u_hi, g);
-        j += PB;
-      } else {
-        forward_nhwc_pixels<T, 1, NV>(x_image, at, k_group + j * gkk,
-                                      out_row + j * g.c + ch, width, u_lo,
-                                      u_hi, g);
-        ++j;
-      }
+// Forward of a border pixel (i, j).
+template <typename T>
+void forward_nhwc_border(const T* x_image, const T* k_pixel, T* out,
+                         int64_t i, int64_t j, int64_t width,
+                         const Geometry& g) {
+  const auto tap = [&](int64_t u, int64_t v, T& scalar) -> const T* {
+    const int64_t row = i * g.s - g.p + u * g.d;
+    const int64_t col = j * g.s - g.p + v * g.d;
+    if (row < 0 || row >= g.h || col < 0 || col >= g.w) return nullptr;
+    scalar = k_pixel[u * g.k + v];
+    return x_image + (row * g.w + col) * g.c;
+  };
+  checked_pixel<T>(tap, out, width, g);
+}
+
+// Sweeps the `count` pixels of a row: those in [lo, hi) in blocks of PB
+// through `interior(p, block)` (block: std::integral_constant, PB or 1
+// pixels), the others one at a time through `border(p)`.
+template <int64_t PB, typename Interior, typename Border>
+void sweep_row(int64_t count, int64_t lo, int64_t hi,
+               const Interior& interior, const Border& border) {
+  for (int64_t p = 0; p < count;) {
+    if (p < lo || p >= hi) {
+      border(p);
+      ++p;
+    } else if (p + PB <= hi) {
+      interior(p, std::integral_constant<int64_t, PB>());
+      p += PB;
+    } else {
+      interior(p, std::integral_constant<int64_t, 1>());
+      ++p;
+    }
+  }
+}
+
+// Calls `row(c0, width, pixels, vectors)` for each piece of a group's
+// channels (at most two vectors wide), with the register blocking for it
+// as std::integral_constants: 4 pixels x 2 vectors, or 8 pixels x 1.
+template <typename T, typename Row>
+void for_channel_pieces(const Row& row, const Geometry& g) {
+  constexpr int64_t V = Vectorized<T>::size();
+  for (int64_t c0 = 0; c0 < g.cg; c0 += 2 * V) {
+    const int64_t width = std::min(2 * V, g.cg - c0);
+    if (width > V) {
+      row(c0, width, std::integral_constant<int64_t, 4>(),
+          std::integral_constant<int64_t, 2>());
+    } else {
+      row(c0, width, std::integral_constant<int64_t, 8>(),
+          std::integral_constant<int64_t, 1>());
     }
   }
 }
 
 template <typename T>
 void forward_nhwc(const T* x, const T* kernel, T* out, const Geometry& g) {
-  constexpr int64_t V = Vectorized<T>::size();
   const int64_t gkk = g.groups * g.kk;
+  // the pixels all of whose taps' columns are inside: j in [j_lo, j_hi)
+  const int64_t j_lo = std::min(g.wo, (g.p + g.s - 1) / g.s);
+  const int64_t last = g.w - 1 + g.p - (g.k - 1) * g.d;  // j*s <= last
+  const int64_t j_hi =
+      std::max(j_lo, std::min(g.wo, last < 0 ? 0 : last / g.s + 1));
   at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / g.ho, i = task % g.ho;
       const T* x_image = x + n * g.h * g.w * g.c;
       const T* k_row = kernel + task * g.wo * gkk;
       T* out_row = out + task * g.wo * g.c;
-      // a group's channels in pieces of at most two vectors
-      for (int64_t c0 = 0; c0 < g.cg; c0 += 2 * V) {
-        const int64_t width = std::min(2 * V, g.cg - c0);
-        if (width > V) {
-          forward_nhwc_row<T, 4, 2>(x_image, k_row, out_row, i, c0, width, g);
-        } else {
-          forward_nhwc_row<T, 8, 1>(x_image, k_row, out_row, i, c0, width, g);
+      // the taps' rows inside the input: u in [u_lo, u_hi)
+      const int64_t row0 = i * g.s - g.p;
+      const int64_t u_lo = std::max<int64_t>(0, (-row0 + g.d - 1) / g.d);
+      const int64_t u_hi = std::min<int64_t>(
+          g.k, row0 >= g.h ? 0 : (g.h - 1 - row0) / g.d + 1);
+      const auto row = [&](int64_t c0, int64_t width, auto pixels,
+                           auto vectors) {
+        constexpr int64_t NV = decltype(vectors)::value;
+        for (int64_t grp = 0; grp < g.groups; ++grp) {
+          const int64_t ch = grp * g.cg + c0;
+          const T* k_group = k_row + grp * g.kk;
+          const auto interior = [&](int64_t j, auto block) {
+            forward_nhwc_pixels<T, decltype(block)::value, NV>(
+                x_image, (row0 * g.w + j * g.s - g.p) * g.c + ch,
+                k_group + j * gkk, out_row + j * g.c + ch, width, u_lo, u_hi,
+                g);
+          };
+          const auto border = [&](int64_t j) {
+            forward_nhwc_border(x_image + ch, k_group + j * gkk,
+                                out_row + j * g.c + ch, i, j, width, g);
+          };
+          sweep_row<decltype(pixels)::value>(g.wo, j_lo, j_hi, interior,
+                                             border);
+        }
+      };
+      for_channel_pieces<T>(row, g);
+    }
+  });
+}
+
+// grad_kernel (NHWC): per (n, group), the group's input and output gradient
+// are gathered into NCHW scratch (in cache), the NCHW kernel computes the
+// group's gradient there, and it is written out transposed (49 contiguous
+// values per pixel): no NCHW copy of any whole tensor.
+template <typename T>
+void grad_kernel_nhwc(const T* grad_out, const T* x, T* grad_kernel,
+                      const Geometry& g) {
+  const int64_t hw_out = g.ho * g.wo, gkk = g.groups * g.kk;
+  at::parallel_for(0, g.n * g.groups, 1, [&](int64_t begin, int64_t end) {
+    static thread_local std::vector<T> buffer;
+    T* xs = scratch(buffer, g.s * g.phase_stride + (g.cg + g.kk) * hw_out);
+    T* gy = xs + g.s * g.phase_stride;
+    T* gk = gy + g.cg * hw_out;
+    for (int64_t ng = begin; ng < end; ++ng) {
+      const int64_t n = ng / g.groups, ch = (ng % g.groups) * g.cg;
+      pad_group(x + n * g.h * g.w * g.c + ch, xs, g, 1, g.w * g.c, g.c);
+      const T* gy_image = grad_out + n * hw_out * g.c + ch;
+      for (int64_t q = 0; q < hw_out; ++q) {
+        for (int64_t c = 0; c < g.cg; ++c) {
+          gy[c * hw_out + q] = gy_image[q * g.c + c];
         }
       }
+      grad_kernel_group(gy, xs, gk, g);
+      T* out = grad_kernel + n * hw_out * gkk + (ng % g.groups) * g.kk;
+      for (int64_t q = 0; q < hw_out; ++q) {
+        for (int64_t t = 0; t < g.kk; ++t) {
+          out[q * gkk + t] = gk[t * hw_out + q];
+        }
+      }
+    }
+  });
+}
+
+// grad_input (NHWC) as a gather: input pixel (h, w) collects, from every
+// tap (u, v) that reads it, kernel * grad_output at output pixel
+// ((h + p - u*d) / s, (w + p - v*d) / s). At stride 1 a pixel whose taps all
+// land inside the output takes the register-blocked path (as the forward);
+// border pixels and strided layers check each tap.
+// Input gradient of PB interior pixels (stride 1): tap (u, v) of pixel b
+// reads output pixel (h + p - u*d, w + b + p - v*d); `gy_at` and `k_at` are
+// the offsets of output pixel (h + p, w + p).
+template <typename T, int64_t PB, int64_t NV>
+inline void grad_input_nhwc_pixels(const T* gy, int64_t gy_at,
+                                   const T* kernel, int64_t k_at, T* out,
+                                   int64_t width, int64_t u_lo, int64_t u_hi,
+                                   const Geometry& g) {
+  const int64_t gkk = g.groups * g.kk;
+  const auto tap = [&](int64_t b, int64_t u, int64_t v, T& scalar) {
+    const int64_t pixel = b - (u * g.wo + v) * g.d;
+    scalar = kernel[k_at + pixel * gkk + u * g.k + v];
+    return gy + (gy_at + pixel * g.c);
+  };
+  broadcast_block<T, PB, NV>(tap, out, width, u_lo, u_hi, g);
+}
+
+// Input gradient of pixel (h, w), any stride: tap (u, v) contributes where
+// (h + p - u*d, w + p - v*d) is s times an output pixel.
+template <typename T>
+void grad_input_nhwc_checked(const T* gy_image, const T* k_image, T* out,
+                             int64_t h, int64_t w, int64_t width,
+                             const Geometry& g) {
+  const int64_t gkk = g.groups * g.kk;
+  const auto tap = [&](int64_t u, int64_t v, T& scalar) -> const T* {
+    const int64_t i_s = h + g.p - u * g.d, j_s = w + g.p - v * g.d;
+    if (i_s < 0 || j_s < 0 || i_s % g.s != 0 || j_s % g.s != 0 ||
+        i_s / g.s >= g.ho || j_s / g.s >= g.wo) {
+      return nullptr;
+    }
+    const int64_t pixel = (i_s / g.s) * g.wo + j_s / g.s;
+    scalar = k_image[pixel * gkk + u * g.k + v];
+    return gy_image + pixel * g.c;
+  };
+  checked_pixel<T>(tap, out, width, g);
+}
+
+template <typename T>
+void grad_input_nhwc(const T* grad_out, const T* kernel, T* grad_in,
+                     const Geometry& g) {
+  const int64_t gkk = g.groups * g.kk;
+  // stride 1: the pixels whose taps' output columns are all inside, w in
+  // [w_lo, w_hi); strided layers check every pixel
+  const int64_t w_lo = std::max<int64_t>(0, (g.k - 1) * g.d - g.p);
+  const int64_t w_hi =
+      g.s == 1 ? std::max(w_lo, std::min(g.w, g.wo - g.p)) : w_lo;
+  at::parallel_for(0, g.n * g.h, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t n = task / g.h, h = task % g.h;
+      const T* gy_image = grad_out + n * g.ho * g.wo * g.c;
+      const T* k_image = kernel + n * g.ho * g.wo * gkk;
+      T* gx_row = grad_in + task * g.w * g.c;
+      // the taps whose output row is inside: u in [u_lo, u_hi)
+      const int64_t i0 = h + g.p;  // output row of tap u = 0
+      const int64_t u_lo =
+          i0 >= g.ho ? std::min(g.k, (i0 - g.ho) / g.d + 1) : 0;
+      const int64_t u_hi = std::min(g.k, i0 / g.d + 1);
+      const auto row = [&](int64_t c0, int64_t width, auto pixels,
+                           auto vectors) {
+        constexpr int64_t NV = decltype(vectors)::value;
+        for (int64_t grp = 0; grp < g.groups; ++grp) {
+          const int64_t ch = grp * g.cg + c0;
+          const auto interior = [&](int64_t w, auto block) {
+            const int64_t pixel = i0 * g.wo + w + g.p;  // of tap (0, 0)
+            grad_input_nhwc_pixels<T, decltype(block)::value, NV>(
+                gy_image, pixel * g.c + ch, k_image,
+                pixel * gkk + grp * g.kk, gx_row + w * g.c + ch, width, u_lo,
+                u_hi, g);
+          };
+          const auto border = [&](int64_t w) {
+            grad_input_nhwc_checked(gy_image + ch, k_image + grp * g.kk,
+                                    gx_row + w * g.c + ch, h, w, width, g);
+          };
+          sweep_row<decltype(pixels)::value>(g.w, w_lo, w_hi, interior,
+                                             border);
+        }
+      };
+      for_channel_pieces<T>(row, g);
     }
   });
 }
@@ -461,29 +655,32 @@ std::tuple<Tensor, Tensor> involution_backward(
       geometry(input, kernel, kernel_size, stride, padding, dilation);
   TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({g.n, g.c, g.ho, g.wo}),
               "involution: grad_output shape does not match the output");
-  const auto format = use_channels_last(input)
-                          ? at::MemoryFormat::ChannelsLast
-                          : at::MemoryFormat::Contiguous;
+  const bool nhwc = use_channels_last(input);
+  const auto format =
+      nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const auto type = compute_type(input.scalar_type());
-  // NCHW kernels for both layouts (see the top of the file)
-  const auto nchw = at::MemoryFormat::Contiguous;
-  const Tensor x = input.to(type).contiguous(nchw);
-  const Tensor k = kernel.to(type).contiguous(nchw);
-  const Tensor gy = grad_output.to(type).contiguous(nchw);
-  Tensor grad_in = at::empty_like(x, nchw);
-  Tensor grad_k = at::empty_like(k, nchw);
+  const Tensor x = input.to(type).contiguous(format);
+  const Tensor k = kernel.to(type).contiguous(format);
+  const Tensor gy = grad_output.to(type).contiguous(format);
+  Tensor grad_in = at::empty_like(x, format);
+  Tensor grad_k = at::empty_like(k, format);
   if (poison) {
     grad_in.fill_(std::numeric_limits<double>::quiet_NaN());
     grad_k.fill_(std::numeric_limits<double>::quiet_NaN());
   }
   AT_DISPATCH_FLOATING_TYPES(type, "involution_backward_cpu", [&] {
-    backward_nchw<scalar_t>(gy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
-                            k.data_ptr<scalar_t>(),
-                            grad_in.data_ptr<scalar_t>(),
-                            grad_k.data_ptr<scalar_t>(), g);
+    const scalar_t *gy_p = gy.data_ptr<scalar_t>(),
+                   *x_p = x.data_ptr<scalar_t>(), *k_p = k.data_ptr<scalar_t>();
+    scalar_t *gx_p = grad_in.data_ptr<scalar_t>(),
+             *gk_p = grad_k.data_ptr<scalar_t>();
+    if (nhwc) {
+      grad_kernel_nhwc<scalar_t>(gy_p, x_p, gk_p, g);
+      grad_input_nhwc<scalar_t>(gy_p, k_p, gx_p, g);
+    } else {
+      backward_nchw<scalar_t>(gy_p, x_p, k_p, gx_p, gk_p, g);
+    }
   });
-  return {grad_in.to(input.scalar_type()).contiguous(format),
-          grad_k.to(kernel.scalar_type()).contiguous(format)};
+  return {grad_in.to(input.scalar_type()), grad_k.to(kernel.scalar_type())};
 }
 
 }  // namespace

@@ -105,11 +105,9 @@ class Involution(BaseModule):
                 f'Involution takes groups=1, got groups={groups}: its '
                 'channel groups are set by group_channels (C / '
                 'group_channels kernels per pixel).')
-        kernel_size, stride, dilation = (_single_int(name, value)
-                                         for name, value in (
-                                             ('kernel_size', kernel_size),
-                                             ('stride', stride),
-                                             ('dilation', dilation)))
+        kernel_size = _single_int('kernel_size', kernel_size)
+        stride = _single_int('stride', stride)
+        dilation = _single_int('dilation', dilation)
         if padding is not None:
             padding = _single_int('padding', padding)
         if window_size is None:

@@ -4,10 +4,10 @@ Each case runs the kernels directly (``torch.ops.mmplug_involution_cpu``)
 with ``poison=True``, which fills the results with NaN before the kernels
 write them, and compares output, input gradient and kernel gradient with the
 independent float64 reference, in NCHW and channels_last. The set-up builds
-the kernels, so a missing build fails here rather than skipping.
+the kernels, so a missing build fails here rather than skipping (the
+fallback without them is tested in ``test_involution_validation.py``).
 """
 import itertools
-import warnings
 
 import pytest
 import torch
@@ -131,27 +131,6 @@ def test_gradcheck_through_involution2d(monkeypatch):
         k = k.contiguous(memory_format=layout).requires_grad_(True)
         assert torch.autograd.gradcheck(
             lambda a, b: involution2d(a, b, 3, 2, dilation=2), (x, k))
-
-
-def test_missing_kernels_warn_once_then_fall_back(monkeypatch):
-    message = ('The compiled involution CPU kernels are not built for this '
-               'machine; build them with `bash tools/setup_env.sh`')
-    monkeypatch.setattr(involution_module, 'cpu_kernels_error',
-                        lambda: message)
-    monkeypatch.setattr(involution_module, '_warned', set())
-    cpu = torch.device('cpu')
-    with pytest.warns(UserWarning, match='setup_env.sh.*Falling back to the '
-                      'slower PyTorch implementation of involution on cpu'):
-        assert involution_module.select_backend(cpu) == 'pytorch'
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')  # a second call stays silent
-        assert involution_module.select_backend(cpu) == 'pytorch'
-    x, k = random_case(1, 4, 5, 5, 3, 1, 1, 1)
-    torch.testing.assert_close(
-        involution2d(x, k, 3), involution_reference(x, k, 3))
-    monkeypatch.setenv(BACKEND_ENV, 'cpp')  # forcing it says why it cannot
-    with pytest.raises(RuntimeError, match='not built'):
-        involution_module.select_backend(cpu)
 
 
 def test_cpu_is_the_default_backend_and_cuda_cannot_be_forced(monkeypatch):

@@ -2,12 +2,14 @@
 
 The error names what was expected.
 """
+import re
 import warnings
 
 import pytest
 import torch
 
 from mmplug_involution.ops import involution2d
+from .reference import involution_reference, random_case
 
 
 def _ok():
@@ -97,21 +99,33 @@ def test_forcing_an_unknown_or_impossible_backend(monkeypatch):
         involution2d(x, k, 3)
 
 
-def test_cuda_without_cupy_warns_once_then_falls_back(monkeypatch):
+@pytest.mark.parametrize('device,native,probe,message', [
+    (torch.device('cuda', 0), 'cupy', 'cupy_import_error',
+     'CuPy is not installed. pip install cupy-cuda12x'),
+    (torch.device('cpu'), 'cpp', 'cpu_kernels_error',
+     'The compiled involution CPU kernels are not built for this machine; '
+     'build them with `bash tools/setup_env.sh`'),
+])
+def test_missing_native_backend_warns_once_then_falls_back(
+        monkeypatch, device, native, probe, message):
+    """CUDA without CuPy, CPU without the C++ kernels: one warning saying
+    what to do, then the PyTorch path; forcing the native backend fails."""
     from mmplug_involution.ops import involution as involution_module
-    message = 'CuPy is not installed. pip install cupy-cuda12x'
-    monkeypatch.setattr(involution_module, 'cupy_import_error',
-                        lambda: message)
+    monkeypatch.setattr(involution_module, probe, lambda: message)
     monkeypatch.setattr(involution_module, '_warned', set())
-    cuda = torch.device('cuda', 0)
-    with pytest.warns(UserWarning, match='pip install cupy-cuda12x.*Falling '
-                      'back to the slower PyTorch'):
-        assert involution_module.select_backend(cuda) == 'pytorch'
+    with pytest.warns(UserWarning, match=re.escape(message) +
+                      '.*Falling back to the slower PyTorch implementation '
+                      f'of involution on {device.type}'):
+        assert involution_module.select_backend(device) == 'pytorch'
     with warnings.catch_warnings():
         warnings.simplefilter('error')  # a second call stays silent
-        assert involution_module.select_backend(cuda) == 'pytorch'
-    monkeypatch.setenv('MMPLUG_INVOLUTION_BACKEND', 'cupy')
-    with pytest.raises(RuntimeError, match='pip install cupy-cuda12x'):
-        involution_module.select_backend(cuda)
-    monkeypatch.setattr(involution_module, 'cupy_import_error', lambda: None)
-    assert involution_module.select_backend(cuda) == 'cupy'
+        assert involution_module.select_backend(device) == 'pytorch'
+    if device.type == 'cpu':  # and the fallback computes the right thing
+        x, k = random_case(1, 4, 5, 5, 3, 1, 1, 1)
+        torch.testing.assert_close(
+            involution2d(x, k, 3), involution_reference(x, k, 3))
+    monkeypatch.setenv('MMPLUG_INVOLUTION_BACKEND', native)
+    with pytest.raises(RuntimeError, match=re.escape(message)):
+        involution_module.select_backend(device)
+    monkeypatch.setattr(involution_module, probe, lambda: None)
+    assert involution_module.select_backend(device) == native

@@ -613,14 +613,28 @@ Geometry geometry(const Tensor& input, const Tensor& kernel, int64_t k,
   return g;
 }
 
-// NHWC when the input is channels_last and not (also) plain contiguous.
-bool use_channels_last(const Tensor& input) {
-  return !input.is_contiguous() &&
-         input.is_contiguous(at::MemoryFormat::ChannelsLast);
+// How a call computes: NHWC when the input is channels_last and not (also)
+// plain contiguous, NCHW otherwise; in double for double, else in float.
+struct Layout {
+  bool nhwc;
+  at::MemoryFormat format;
+  at::ScalarType type;
+  // `t` in the compute type and layout (a no-op when it already is)
+  Tensor operator()(const Tensor& t) const {
+    return t.to(type).contiguous(format);
+  }
+};
+
+Layout layout_of(const Tensor& input) {
+  const bool nhwc = !input.is_contiguous() &&
+                    input.is_contiguous(at::MemoryFormat::ChannelsLast);
+  return {nhwc,
+          nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous,
+          input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat};
 }
 
-at::ScalarType compute_type(at::ScalarType type) {
-  return type == at::kDouble ? at::kDouble : at::kFloat;
+void poison_with_nan(Tensor& t) {
+  t.fill_(std::numeric_limits<double>::quiet_NaN());
 }
 
 // `poison` (for tests) fills the results with NaN before the kernels write
@@ -630,17 +644,13 @@ Tensor involution_forward(const Tensor& input, const Tensor& kernel,
                           int64_t padding, int64_t dilation, bool poison) {
   const Geometry g =
       geometry(input, kernel, kernel_size, stride, padding, dilation);
-  const bool nhwc = use_channels_last(input);
-  const auto format =
-      nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  const auto type = compute_type(input.scalar_type());
-  const Tensor x = input.to(type).contiguous(format);
-  const Tensor k = kernel.to(type).contiguous(format);
-  Tensor out = at::empty({g.n, g.c, g.ho, g.wo}, x.options(), format);
-  if (poison) out.fill_(std::numeric_limits<double>::quiet_NaN());
-  AT_DISPATCH_FLOATING_TYPES(type, "involution_forward_cpu", [&] {
-    const auto forward = nhwc ? forward_nhwc<scalar_t>
-                              : forward_nchw<scalar_t>;
+  const Layout layout = layout_of(input);
+  const Tensor x = layout(input), k = layout(kernel);
+  Tensor out = at::empty({g.n, g.c, g.ho, g.wo}, x.options(), layout.format);
+  if (poison) poison_with_nan(out);
+  AT_DISPATCH_FLOATING_TYPES(layout.type, "involution_forward_cpu", [&] {
+    const auto forward = layout.nhwc ? forward_nhwc<scalar_t>
+                                     : forward_nchw<scalar_t>;
     forward(x.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
             out.data_ptr<scalar_t>(), g);
   });
@@ -655,25 +665,20 @@ std::tuple<Tensor, Tensor> involution_backward(
       geometry(input, kernel, kernel_size, stride, padding, dilation);
   TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({g.n, g.c, g.ho, g.wo}),
               "involution: grad_output shape does not match the output");
-  const bool nhwc = use_channels_last(input);
-  const auto format =
-      nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
-  const auto type = compute_type(input.scalar_type());
-  const Tensor x = input.to(type).contiguous(format);
-  const Tensor k = kernel.to(type).contiguous(format);
-  const Tensor gy = grad_output.to(type).contiguous(format);
-  Tensor grad_in = at::empty_like(x, format);
-  Tensor grad_k = at::empty_like(k, format);
+  const Layout layout = layout_of(input);
+  const Tensor x = layout(input), k = layout(kernel), gy = layout(grad_output);
+  Tensor grad_in = at::empty_like(x, layout.format);
+  Tensor grad_k = at::empty_like(k, layout.format);
   if (poison) {
-    grad_in.fill_(std::numeric_limits<double>::quiet_NaN());
-    grad_k.fill_(std::numeric_limits<double>::quiet_NaN());
+    poison_with_nan(grad_in);
+    poison_with_nan(grad_k);
   }
-  AT_DISPATCH_FLOATING_TYPES(type, "involution_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES(layout.type, "involution_backward_cpu", [&] {
     const scalar_t *gy_p = gy.data_ptr<scalar_t>(),
                    *x_p = x.data_ptr<scalar_t>(), *k_p = k.data_ptr<scalar_t>();
     scalar_t *gx_p = grad_in.data_ptr<scalar_t>(),
              *gk_p = grad_k.data_ptr<scalar_t>();
-    if (nhwc) {
+    if (layout.nhwc) {
       grad_kernel_nhwc<scalar_t>(gy_p, x_p, gk_p, g);
       grad_input_nhwc<scalar_t>(gy_p, k_p, gx_p, g);
     } else {

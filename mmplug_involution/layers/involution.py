@@ -9,7 +9,7 @@ from mmcv.cnn import ConvModule, build_activation_layer, build_norm_layer
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from ..ops import involution2d
+from ..ops import generated_involution2d
 from ..registry import MODELS
 
 
@@ -162,10 +162,19 @@ class Involution(BaseModule):
         return self.conv2(self.conv1(self.avgpool(x)))
 
     def forward(self, x: Tensor) -> Tensor:
-        """(N, C, H, W) -> (N, C, ceil(H / s), ceil(W / s))."""
-        out = involution2d(
+        """(N, C, H, W) -> (N, C, ceil(H / s), ceil(W / s)).
+
+        Equal to ``involution2d(x, self.generate_kernel(x), ...)``; ``conv2``
+        (the span conv) is applied inside the op, so that the kernel tensor
+        is neither kept for the backward pass nor, on CPU in channels_last,
+        ever written.
+        """
+        span = self.conv2.conv
+        out = generated_involution2d(
             x,
-            self.generate_kernel(x),
+            self.conv1(self.avgpool(x)),
+            span.weight,
+            span.bias,
             self.kernel_size,
             self.stride,
             dilation=self.dilation)

@@ -13,24 +13,31 @@ The environment variable ``MMPLUG_INVOLUTION_BACKEND`` (``auto``, ``cupy``,
 
 The op is registered as ``torch.ops.mmplug_involution.involution2d`` with a
 fake (meta) implementation and an autograd formula, so ``torch.compile``
-traces models that use it without graph breaks.
+traces models that use it without graph breaks. So is
+``generated_involution2d``, the involution whose kernel is a 1x1 conv of
+reduced features (the involution layer's kernel generator ends in one): on
+CPU tensors in channels_last the C++ kernels compute that conv inside the
+aggregation, never writing the kernel tensor, and its backward recomputes the
+kernel instead of keeping it from the forward pass.
 """
 import os
 import warnings
 from typing import Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from .involution_cpu import (cpu_kernels_error, involution_backward_cpp,
-                             involution_forward_cpp)
+from .involution_cpu import (cpu_kernels_error,
+                             generated_involution_forward_cpp,
+                             involution_backward_cpp, involution_forward_cpp)
 from .involution_cuda import (cupy_import_error, involution_backward_cuda,
                               involution_forward_cuda)
 from .involution_pytorch import (involution_backward_pytorch,
                                  involution_forward_pytorch)
 
 __all__ = [
-    'involution2d', 'involution_output_size', 'select_backend', 'BACKEND_ENV',
+    'involution2d', 'generated_involution2d', 'involution_output_size', 'select_backend', 'BACKEND_ENV',
     'BACKENDS'
 ]
 
@@ -147,6 +154,60 @@ def _backward(ctx, grad_output):
 _involution2d_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+@torch.library.custom_op(
+    'mmplug_involution::generated_involution2d', mutates_args=())
+def _generated_involution2d_op(input: Tensor, reduced: Tensor,
+                               weight: Tensor, bias: Optional[Tensor],
+                               kernel_size: int, stride: int, padding: int,
+                               dilation: int) -> Tensor:
+    backend = select_backend(input.device)
+    fmt = memory_format_of(input)
+    if backend == 'cpp' and fmt == torch.channels_last:
+        out = generated_involution_forward_cpp(input, reduced, weight, bias,
+                                               kernel_size, stride, padding,
+                                               dilation)
+    else:
+        out = _FORWARD[backend](input, F.conv2d(reduced, weight, bias),
+                                kernel_size, stride, padding, dilation)
+    return out.contiguous(memory_format=fmt)
+
+
+@_generated_involution2d_op.register_fake
+def _generated_involution2d_fake(input, reduced, weight, bias, kernel_size,
+                                 stride, padding, dilation):
+    return input.new_empty(
+        input.shape[0], input.shape[1],
+        *reduced.shape[-2:]).contiguous(memory_format=memory_format_of(input))
+
+
+def _generated_setup_context(ctx, inputs, output):
+    input, reduced, weight, bias = inputs[:4]
+    ctx.save_for_backward(input, reduced, weight, bias)
+    ctx.params = inputs[4:]
+
+
+def _generated_backward(ctx, grad_output):
+    # the kernel is recomputed (one 1x1 conv) rather than kept from the
+    # forward pass: it holds G*K*K values per output pixel
+    input, reduced, weight, bias = ctx.saved_tensors
+    kernel = F.conv2d(reduced, weight, bias)
+    grad_input, grad_kernel = _involution2d_backward_op(
+        grad_output, input, kernel, *ctx.params)
+    needs = ctx.needs_input_grad
+    grad_reduced, grad_weight, grad_bias = (
+        torch.ops.aten.convolution_backward(
+            grad_kernel, reduced, weight,
+            None if bias is None else [bias.shape[0]], [1, 1], [0, 0],
+            [1, 1], False, [0, 0], 1,
+            [needs[1], needs[2], bias is not None and needs[3]]))
+    return (grad_input, grad_reduced, grad_weight, grad_bias, None, None,
+            None, None)
+
+
+_generated_involution2d_op.register_autograd(
+    _generated_backward, setup_context=_generated_setup_context)
+
+
 def _check_int(name: str, value, minimum: int) -> int:
     if isinstance(value,
                   bool) or not isinstance(value, int) or value < minimum:
@@ -154,23 +215,23 @@ def _check_int(name: str, value, minimum: int) -> int:
     return value
 
 
+def _check_tensor(name: str, t, dims_hint: str) -> None:
+    if not isinstance(t, Tensor):
+        raise ValueError(f'{name} must be a torch.Tensor, got '
+                         f'{type(t).__name__}.')
+    if t.dim() != 4:
+        raise ValueError(f'{name} must be 4-D, got shape {tuple(t.shape)}; '
+                         f'expected {dims_hint}.')
+    if t.dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f'{name} has dtype {t.dtype}; supported: float16, '
+                         'bfloat16, float32, float64.')
+
+
 def _check_args(input: Tensor, kernel: Tensor, kernel_size: int, stride: int,
                 padding: int, dilation: int) -> None:
-    for name, t in (('input', input), ('kernel', kernel)):
-        if not isinstance(t, Tensor):
-            raise ValueError(f'{name} must be a torch.Tensor, got '
-                             f'{type(t).__name__}.')
-        if t.dim() != 4:
-            raise ValueError(
-                f'{name} must be 4-D, got shape {tuple(t.shape)}; '
-                'expected input (N, C, H, W) and kernel '
-                '(N, G*K*K, H_out, W_out).')
-        if t.dtype not in SUPPORTED_DTYPES:
-            raise ValueError(
-                f'{name} has dtype {t.dtype}; supported: float16, '
-                'bfloat16, float32, float64.')
-    if kernel_size % 2 == 0:
-        raise ValueError(f'kernel_size must be odd, got {kernel_size}.')
+    hint = 'input (N, C, H, W) and kernel (N, G*K*K, H_out, W_out)'
+    _check_tensor('input', input, hint)
+    _check_tensor('kernel', kernel, hint)
     if input.device != kernel.device:
         raise ValueError(f'input is on {input.device} but kernel is on '
                          f'{kernel.device}; move both to the same device.')
@@ -179,31 +240,40 @@ def _check_args(input: Tensor, kernel: Tensor, kernel_size: int, stride: int,
             f'input has dtype {input.dtype} but kernel has '
             f'{kernel.dtype}; cast both to the same dtype (or run '
             'under torch.autocast).')
-    n, c, h, w = input.shape
+    _check_shapes(input.shape, tuple(kernel.shape), kernel_size, stride,
+                  padding, dilation)
+
+
+def _check_shapes(input_shape, kernel_shape, kernel_size: int, stride: int,
+                  padding: int, dilation: int) -> None:
+    """Input and kernel shapes (the kernel's given or generated) agree."""
+    if kernel_size % 2 == 0:
+        raise ValueError(f'kernel_size must be odd, got {kernel_size}.')
+    n, c, h, w = input_shape
     taps = kernel_size * kernel_size
-    if kernel.shape[1] % taps != 0:
+    if kernel_shape[1] % taps != 0:
         raise ValueError(
-            f'kernel has {kernel.shape[1]} channels, expected G*K*K = G*'
+            f'kernel has {kernel_shape[1]} channels, expected G*K*K = G*'
             f'{taps} for kernel_size={kernel_size} (kernel shape '
-            f'{tuple(kernel.shape)}, input shape {tuple(input.shape)}).')
-    groups = kernel.shape[1] // taps
+            f'{kernel_shape}, input shape {tuple(input_shape)}).')
+    groups = kernel_shape[1] // taps
     if groups == 0 or c % groups != 0:
         raise ValueError(
             f'input has C={c} channels, which is not divisible by the '
-            f'G={groups} groups of kernel shape {tuple(kernel.shape)} '
-            f'(G = {kernel.shape[1]} / {kernel_size}^2).')
+            f'G={groups} groups of kernel shape {kernel_shape} '
+            f'(G = {kernel_shape[1]} / {kernel_size}^2).')
     ho = involution_output_size(h, kernel_size, stride, padding, dilation)
     wo = involution_output_size(w, kernel_size, stride, padding, dilation)
     if ho < 1 or wo < 1:
         raise ValueError(
-            f'input shape {tuple(input.shape)} is too small for kernel_size='
+            f'input shape {tuple(input_shape)} is too small for kernel_size='
             f'{kernel_size}, stride={stride}, padding={padding}, dilation='
             f'{dilation}: output would be {ho}x{wo}.')
     expected = (n, groups * taps, ho, wo)
-    if tuple(kernel.shape) != expected:
+    if kernel_shape != expected:
         raise ValueError(
-            f'kernel shape {tuple(kernel.shape)} does not match input shape '
-            f'{tuple(input.shape)}: expected {expected} for kernel_size='
+            f'kernel shape {kernel_shape} does not match input shape '
+            f'{tuple(input_shape)}: expected {expected} for kernel_size='
             f'{kernel_size}, stride={stride}, padding={padding}, dilation='
             f'{dilation}.')
 
@@ -247,3 +317,75 @@ def involution2d(input: Tensor,
     _check_args(input, kernel, kernel_size, stride, padding, dilation)
     return _involution2d_op(input, kernel, kernel_size, stride, padding,
                             dilation)
+
+
+def _check_generator(input: Tensor, reduced: Tensor, weight: Tensor,
+                     bias: Optional[Tensor]) -> None:
+    """The kernel generator's tensors of :func:`generated_involution2d`."""
+    for name, t in (('reduced', reduced), ('weight', weight), ('bias', bias)):
+        if t is None and name == 'bias':
+            continue
+        if not isinstance(t, Tensor):
+            raise ValueError(f'{name} must be a torch.Tensor, got '
+                             f'{type(t).__name__}.')
+        if t.device != input.device or t.dtype != input.dtype:
+            raise ValueError(
+                f'{name} is {t.dtype} on {t.device} but input is '
+                f'{input.dtype} on {input.device}; use one dtype and device.')
+    if weight.dim() != 4 or weight.shape[2:] != (1, 1):
+        raise ValueError(
+            f'weight must be a 1x1 conv weight (G*K*K, R, 1, 1), got shape '
+            f'{tuple(weight.shape)}.')
+    if reduced.dim() != 4 or reduced.shape[1] != weight.shape[1]:
+        raise ValueError(
+            f'reduced must be (N, R, H_out, W_out) with R = weight.shape[1] '
+            f'= {weight.shape[1]}, got shape {tuple(reduced.shape)}.')
+    if bias is not None and tuple(bias.shape) != (weight.shape[0], ):
+        raise ValueError(f'bias must have shape ({weight.shape[0]},), got '
+                         f'{tuple(bias.shape)}.')
+
+
+def generated_involution2d(input: Tensor,
+                           reduced: Tensor,
+                           weight: Tensor,
+                           bias: Optional[Tensor],
+                           kernel_size: int,
+                           stride: int = 1,
+                           padding: Optional[int] = None,
+                           dilation: int = 1) -> Tensor:
+    """:func:`involution2d` with the kernel ``conv2d(reduced, weight, bias)``.
+
+    Equal to ``involution2d(input, F.conv2d(reduced, weight, bias), ...)``,
+    without keeping the kernel tensor: on CPU tensors in channels_last the
+    C++ kernels generate it chunk by chunk inside the aggregation, and the
+    backward pass recomputes it.
+
+    Args:
+        input: (N, C, H, W).
+        reduced: (N, R, H_out, W_out), the kernel generator's features.
+        weight: (G*K*K, R, 1, 1), the generator's last 1x1 conv.
+        bias: (G*K*K,) or None.
+        kernel_size, stride, padding, dilation: as for :func:`involution2d`.
+
+    Returns:
+        (N, C, H_out, W_out), in the input's memory format.
+    """
+    kernel_size = _check_int('kernel_size', kernel_size, 1)
+    stride = _check_int('stride', stride, 1)
+    dilation = _check_int('dilation', dilation, 1)
+    if padding is None:
+        padding = dilation * (kernel_size - 1) // 2
+    padding = _check_int('padding', padding, 0)
+    if (isinstance(input, Tensor)
+            and torch.is_autocast_enabled(input.device.type)):
+        dtype = torch.get_autocast_dtype(input.device.type)
+        input, reduced, weight = (t.to(dtype) if isinstance(t, Tensor) else t
+                                  for t in (input, reduced, weight))
+        bias = bias.to(dtype) if isinstance(bias, Tensor) else bias
+    _check_tensor('input', input, 'input (N, C, H, W)')
+    _check_generator(input, reduced, weight, bias)
+    _check_shapes(input.shape, (reduced.shape[0], weight.shape[0],
+                                *reduced.shape[2:]), kernel_size, stride,
+                  padding, dilation)
+    return _generated_involution2d_op(input, reduced, weight, bias,
+                                      kernel_size, stride, padding, dilation)

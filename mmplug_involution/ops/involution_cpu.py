@@ -10,8 +10,9 @@ reuses the library, and a changed source builds anew. At run time the library is
 missing, :func:`cpu_kernels_error` says how to build it and the operator
 falls back to the PyTorch path.
 
-The library registers ``torch.ops.mmplug_involution_cpu.forward`` and
-``.backward`` (see :func:`involution_forward_cpp`).
+The library registers ``torch.ops.mmplug_involution_cpu.forward``,
+``.backward`` and ``.generated_forward`` (see :func:`involution_forward_cpp`
+and :func:`generated_involution_forward_cpp`).
 """
 import functools
 import hashlib
@@ -27,7 +28,7 @@ from torch import Tensor
 __all__ = [
     'CPU_SOURCE_PATH', 'build_cpu_kernels', 'cpu_kernels_error',
     'cpu_kernels_path', 'involution_forward_cpp', 'involution_backward_cpp',
-    'vector_isa'
+    'generated_involution_forward_cpp', 'vector_isa'
 ]
 
 CPU_SOURCE_PATH = Path(__file__).with_name('csrc') / 'involution_cpu.cpp'
@@ -74,7 +75,9 @@ def vector_isa() -> str:
 
 
 def _cflags() -> List[str]:
-    return ['-O3'] + _ISA_FLAGS[vector_isa()]
+    # -fopenmp: at::parallel_for runs its body on torch's OpenMP threads only
+    # when the including code is compiled with OpenMP (serially otherwise)
+    return ['-O3', '-fopenmp'] + _ISA_FLAGS[vector_isa()]
 
 
 def _cache_root() -> Path:
@@ -106,6 +109,7 @@ def build_cpu_kernels(verbose: bool = False) -> Path:
             name=LIBRARY_NAME,
             sources=[str(CPU_SOURCE_PATH)],
             extra_cflags=_cflags(),
+            extra_ldflags=['-fopenmp'],
             build_directory=str(build_dir),
             is_python_module=False,
             verbose=verbose)
@@ -168,3 +172,14 @@ def involution_backward_cpp(grad_output: Tensor, input: Tensor,
     return torch.ops.mmplug_involution_cpu.backward(grad_output, input, kernel,
                                                     kernel_size, stride,
                                                     padding, dilation)
+
+
+def generated_involution_forward_cpp(input: Tensor, reduced: Tensor,
+                                     weight: Tensor, bias: Optional[Tensor],
+                                     kernel_size: int, stride: int,
+                                     padding: int, dilation: int) -> Tensor:
+    """channels_last (N, C, H, W) and (N, R, Ho, Wo) -> (N, C, Ho, Wo): the
+    involution with the kernel ``conv2d(reduced, weight, bias)`` computed on
+    the fly, row chunk by row chunk (the kernel tensor is never written)."""
+    return torch.ops.mmplug_involution_cpu.generated_forward(
+        input, reduced, weight, bias, kernel_size, stride, padding, dilation)

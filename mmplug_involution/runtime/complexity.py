@@ -5,7 +5,9 @@ traces models with JIT and skips ops it has no handle for. The involution op
 appears as ``mmplug_involution::involution2d``; registering a handle in
 mmengine's defaults, when the package is imported, makes every such tool count
 it: one multiply-add per kernel tap and output element (N * C * H_out * W_out *
-K * K), as the paper counts FLOPs.
+K * K), as the paper counts FLOPs. ``mmplug_involution::generated_involution2d``
+(the involution layer's op, which applies the kernel generator's last 1x1 conv
+itself) counts that conv's multiply-adds as well.
 """
 from math import prod
 from typing import Any, List
@@ -14,16 +16,28 @@ from mmengine.analysis import complexity_analysis
 from mmengine.analysis.jit_handles import get_shape
 
 __all__ = [
-    'involution_flop_jit', 'model_complexity', 'register_complexity_handles'
+    'involution_flop_jit', 'generated_involution_flop_jit',
+    'model_complexity', 'register_complexity_handles'
 ]
 
 INVOLUTION_OP = 'mmplug_involution::involution2d'
+GENERATED_INVOLUTION_OP = 'mmplug_involution::generated_involution2d'
 
 
 def involution_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
     """Multiply-adds of one involution2d call from its traced arguments."""
     kernel_size = inputs[2].toIValue()
     return prod(get_shape(outputs[0])) * kernel_size * kernel_size
+
+
+def generated_involution_flop_jit(inputs: List[Any],
+                                  outputs: List[Any]) -> int:
+    """Multiply-adds of one generated_involution2d call: the span conv
+    (N * H_out * W_out * G*K*K * R) plus the involution."""
+    kernel_size = inputs[4].toIValue()
+    n, reduced, h, w = get_shape(inputs[1])
+    span = n * h * w * get_shape(inputs[2])[0] * reduced
+    return span + prod(get_shape(outputs[0])) * kernel_size * kernel_size
 
 
 def _activation_count(inputs: List[Any], outputs: List[Any]) -> int:
@@ -36,6 +50,10 @@ def register_complexity_handles() -> None:
         involution_flop_jit)
     complexity_analysis._DEFAULT_SUPPORTED_ACT_OPS[INVOLUTION_OP] = (
         _activation_count)
+    complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS[
+        GENERATED_INVOLUTION_OP] = generated_involution_flop_jit
+    complexity_analysis._DEFAULT_SUPPORTED_ACT_OPS[
+        GENERATED_INVOLUTION_OP] = _activation_count
 
 
 def model_complexity(model, input_shape=(3, 224, 224)) -> dict:

@@ -19,10 +19,13 @@
 // deterministic), which is then un-split into grad_input.
 //
 // NHWC (channels_last): the channels of a group are contiguous, so vectors
-// run along them and each kernel value is a broadcast; a task per (n, i)
+// run along them and each kernel value is a broadcast; a task per output row
 // keeps the outputs of a block of pixels in registers across the taps. The
-// backward pass runs the NCHW kernels on NCHW copies (its kernel gradient is
-// a sum over channels, which NCHW vectorises without horizontal sums).
+// input gradient is a gather of the same shape; the kernel gradient (a sum
+// over channels) goes through one group's NCHW scratch at a time. The
+// generated forward computes each row chunk's kernel (the 1x1 span conv)
+// into a per-thread buffer and aggregates from there, so the kernel tensor
+// never goes through memory.
 //
 // No unfold tensor, no atomics: every result is computed in one fixed order,
 // whatever the thread count. float and double natively; half and bfloat16 are
@@ -39,6 +42,10 @@
 #include <tuple>
 #include <type_traits>
 #include <vector>
+
+// Fully unrolls a loop over a register block, so that its accumulators
+// stay in vector registers (left rolled, GCC keeps them on the stack).
+#define KEEP_IN_REGISTERS _Pragma("GCC unroll 16")
 
 namespace {
 
@@ -142,15 +149,18 @@ inline void forward_nchw_block(const T* x_block, const T* k_row, T* out,
                                const Geometry& g) {
   using Vec = Vectorized<T>;
   Vec acc[CB];
+  KEEP_IN_REGISTERS
   for (int64_t q = 0; q < CB; ++q) acc[q] = Vec(0);
   const int64_t* tap = g.tap_nchw.data();
   for (int64_t t = 0; t < g.kk; ++t) {
     const Vec kv = load(k_row + t * hw_out, len);
     const T* x_tap = x_block + tap[t];
+    KEEP_IN_REGISTERS
     for (int64_t q = 0; q < CB; ++q) {
       acc[q] = at::vec::fmadd(kv, load(x_tap + q * g.plane, len), acc[q]);
     }
   }
+  KEEP_IN_REGISTERS
   for (int64_t q = 0; q < CB; ++q) store(acc[q], out + q * hw_out, len);
 }
 
@@ -200,14 +210,17 @@ inline void grad_kernel_taps(const T* gy, const T* x_at, T* gk, int64_t t0,
   using Vec = Vectorized<T>;
   Vec acc[TB];
   const int64_t* tap = g.tap_nchw.data() + t0;
+  KEEP_IN_REGISTERS
   for (int64_t b = 0; b < TB; ++b) acc[b] = Vec(0);
   for (int64_t c = 0; c < g.cg; ++c) {
     const Vec gy_c = load(gy + c * hw_out, len);
     const T* x_c = x_at + c * g.plane;
+    KEEP_IN_REGISTERS
     for (int64_t b = 0; b < TB; ++b) {
       acc[b] = at::vec::fmadd(gy_c, load(x_c + tap[b], len), acc[b]);
     }
   }
+  KEEP_IN_REGISTERS
   for (int64_t b = 0; b < TB; ++b) store(acc[b], gk + (t0 + b) * hw_out, len);
 }
 
@@ -282,52 +295,74 @@ void backward_nchw(const T* grad_out, const T* x, const T* kernel,
 // ------------------------------------------------------------------ NHWC --
 
 // PB pixels of a row, NV vectors of a group's channels each: PB * NV
-// independent accumulators across the taps (u, v), u in [u_lo, u_hi), every
-// v. `tap(b, u, v, scalar)` returns the channel vector that tap (u, v) of
-// pixel b reads (always inside its tensor: the callers' interior pixels) and
-// sets the kernel value that scales it. out[b * C + channel] gets the sums.
-template <typename T, int64_t PB, int64_t NV, typename Tap>
-inline void broadcast_block(const Tap& tap, T* out, int64_t width,
-                            int64_t u_lo, int64_t u_hi, const Geometry& g) {
+// independent accumulators across the taps (u, v), u in [u_lo, u_hi),
+// v in [0, k). `tap(b, u, v, scalar)` returns the channel vector that tap
+// (u, v) of pixel b reads (always inside its tensor: the callers' interior
+// pixels) and sets the kernel value that scales it. out[b * c + channel]
+// gets the sums; FULL: the NV vectors are all `width` covers (no masks).
+// Every argument is a value and the taps capture values, so that nothing in
+// the loop can alias the accumulators and they stay in registers.
+template <typename T, int64_t PB, int64_t NV, bool FULL, typename Tap>
+inline void broadcast_block(const Tap tap, T* out, int64_t width, int64_t c,
+                            int64_t k, int64_t u_lo, int64_t u_hi) {
   using Vec = Vectorized<T>;
   constexpr int64_t V = Vec::size();
   int64_t lens[NV];
-  for (int64_t a = 0; a < NV; ++a) lens[a] = std::min(V, width - a * V);
+  KEEP_IN_REGISTERS
+  for (int64_t a = 0; a < NV; ++a) {
+    lens[a] = FULL ? V : std::min(V, width - a * V);
+  }
+  const auto get = [&](const T* ptr, int64_t a) {
+    return FULL ? Vec::loadu(ptr) : load(ptr, lens[a]);
+  };
   Vec acc[PB][NV];
+  KEEP_IN_REGISTERS
   for (int64_t b = 0; b < PB; ++b)
+    KEEP_IN_REGISTERS
     for (int64_t a = 0; a < NV; ++a) acc[b][a] = Vec(0);
   for (int64_t u = u_lo; u < u_hi; ++u) {
-    for (int64_t v = 0; v < g.k; ++v) {
+    for (int64_t v = 0; v < k; ++v) {
+      KEEP_IN_REGISTERS
       for (int64_t b = 0; b < PB; ++b) {
         T scalar;
         const T* src = tap(b, u, v, scalar);
         const Vec kv(scalar);
+        KEEP_IN_REGISTERS
         for (int64_t a = 0; a < NV; ++a) {
-          acc[b][a] =
-              at::vec::fmadd(kv, load(src + a * V, lens[a]), acc[b][a]);
+          acc[b][a] = at::vec::fmadd(kv, get(src + a * V, a), acc[b][a]);
         }
       }
     }
   }
-  for (int64_t b = 0; b < PB; ++b)
-    for (int64_t a = 0; a < NV; ++a)
-      store(acc[b][a], out + b * g.c + a * V, lens[a]);
+  KEEP_IN_REGISTERS
+  for (int64_t b = 0; b < PB; ++b) {
+    KEEP_IN_REGISTERS
+    for (int64_t a = 0; a < NV; ++a) {
+      T* dst = out + b * c + a * V;
+      if (FULL) {
+        acc[b][a].store(dst);
+      } else {
+        store(acc[b][a], dst, lens[a]);
+      }
+    }
+  }
 }
 
 // Forward of PB interior pixels: `at` is the offset of pixel 0's tap (0, 0)
 // in x (maybe negative: only inside taps are read), pixels s*C apart.
-template <typename T, int64_t PB, int64_t NV>
+template <typename T, int64_t PB, int64_t NV, bool FULL>
 inline void forward_nhwc_pixels(const T* x, int64_t at, const T* k_pixel,
                                 T* out, int64_t width, int64_t u_lo,
                                 int64_t u_hi, const Geometry& g) {
-  const int64_t gkk = g.groups * g.kk, x_step = g.s * g.c;
+  const int64_t gkk = g.groups * g.kk, x_step = g.s * g.c, k = g.k;
   const int64_t* offset = g.tap_nhwc.data();
-  const auto tap = [&](int64_t b, int64_t u, int64_t v, T& scalar) {
-    const int64_t t = u * g.k + v;
+  const T* x_at = x + at;
+  const auto tap = [=](int64_t b, int64_t u, int64_t v, T& scalar) {
+    const int64_t t = u * k + v;
     scalar = k_pixel[b * gkk + t];
-    return x + (at + b * x_step + offset[t]);
+    return x_at + (b * x_step + offset[t]);
   };
-  broadcast_block<T, PB, NV>(tap, out, width, u_lo, u_hi, g);
+  broadcast_block<T, PB, NV, FULL>(tap, out, width, g.c, k, u_lo, u_hi);
 }
 
 // One pixel with every tap checked: `tap(u, v, scalar)` returns the channel
@@ -388,64 +423,190 @@ void sweep_row(int64_t count, int64_t lo, int64_t hi,
   }
 }
 
-// Calls `row(c0, width, pixels, vectors)` for each piece of a group's
+// Calls `row(c0, width, pixels, vectors, full)` for each piece of a group's
 // channels (at most two vectors wide), with the register blocking for it
-// as std::integral_constants: 4 pixels x 2 vectors, or 8 pixels x 1.
+// as std::integral_constants: 4 pixels x 2 vectors, or 8 pixels x 1, and
+// whether the piece fills its vectors.
 template <typename T, typename Row>
 void for_channel_pieces(const Row& row, const Geometry& g) {
   constexpr int64_t V = Vectorized<T>::size();
+  using Four = std::integral_constant<int64_t, 4>;
+  using Eight = std::integral_constant<int64_t, 8>;
+  using One = std::integral_constant<int64_t, 1>;
+  using Two = std::integral_constant<int64_t, 2>;
   for (int64_t c0 = 0; c0 < g.cg; c0 += 2 * V) {
     const int64_t width = std::min(2 * V, g.cg - c0);
-    if (width > V) {
-      row(c0, width, std::integral_constant<int64_t, 4>(),
-          std::integral_constant<int64_t, 2>());
+    if (width == 2 * V) {
+      row(c0, width, Four(), Two(), std::true_type());
+    } else if (width > V) {
+      row(c0, width, Four(), Two(), std::false_type());
+    } else if (width == V) {
+      row(c0, width, Eight(), One(), std::true_type());
     } else {
-      row(c0, width, std::integral_constant<int64_t, 8>(),
-          std::integral_constant<int64_t, 1>());
+      row(c0, width, Eight(), One(), std::false_type());
+    }
+  }
+}
+
+// The output pixels of a row whose taps' columns are all inside the input:
+// j in [lo, hi).
+struct InteriorColumns {
+  int64_t lo, hi;
+};
+
+InteriorColumns interior_columns(const Geometry& g) {
+  const int64_t lo = std::min(g.wo, (g.p + g.s - 1) / g.s);
+  const int64_t last = g.w - 1 + g.p - (g.k - 1) * g.d;  // j*s <= last
+  return {lo, std::max(lo, std::min(g.wo, last < 0 ? 0 : last / g.s + 1))};
+}
+
+// Forward of output row `row` (= n * Ho + i) from its kernel row
+// k_row[Wo][G*K*K].
+template <typename T>
+void forward_nhwc_row(const T* x, const T* k_row, T* out, int64_t row,
+                      InteriorColumns cols, const Geometry& g) {
+  const int64_t gkk = g.groups * g.kk;
+  const int64_t n = row / g.ho, i = row % g.ho;
+  const T* x_image = x + n * g.h * g.w * g.c;
+  T* out_row = out + row * g.wo * g.c;
+  // the taps' rows inside the input: u in [u_lo, u_hi)
+  const int64_t row0 = i * g.s - g.p;
+  const int64_t u_lo = std::max<int64_t>(0, (-row0 + g.d - 1) / g.d);
+  const int64_t u_hi =
+      std::min<int64_t>(g.k, row0 >= g.h ? 0 : (g.h - 1 - row0) / g.d + 1);
+  const auto pieces = [&](int64_t c0, int64_t width, auto pixels,
+                          auto vectors, auto full) {
+    constexpr int64_t NV = decltype(vectors)::value;
+    constexpr bool FULL = decltype(full)::value;
+    for (int64_t grp = 0; grp < g.groups; ++grp) {
+      const int64_t ch = grp * g.cg + c0;
+      const T* k_group = k_row + grp * g.kk;
+      const auto interior = [&](int64_t j, auto block) {
+        forward_nhwc_pixels<T, decltype(block)::value, NV, FULL>(
+            x_image, (row0 * g.w + j * g.s - g.p) * g.c + ch,
+            k_group + j * gkk, out_row + j * g.c + ch, width, u_lo, u_hi, g);
+      };
+      const auto border = [&](int64_t j) {
+        forward_nhwc_border(x_image + ch, k_group + j * gkk,
+                            out_row + j * g.c + ch, i, j, width, g);
+      };
+      sweep_row<decltype(pixels)::value>(g.wo, cols.lo, cols.hi, interior,
+                                         border);
+    }
+  };
+  for_channel_pieces<T>(pieces, g);
+}
+
+template <typename T>
+void forward_nhwc(const T* x, const T* kernel, T* out, const Geometry& g) {
+  const InteriorColumns cols = interior_columns(g);
+  const int64_t row_size = g.wo * g.groups * g.kk;
+  at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {
+      forward_nhwc_row(x, kernel + row * row_size, out, row, cols, g);
+    }
+  });
+}
+
+// Kernel generation: ks[q][o] = bias[o] + sum_r reduced[q][r] * wt[r][o]
+// for `count` pixels q (the 1x1 span conv, pixel-major), wt the (R, G*K*K)
+// transposed weight. A register block of PB pixels x NV vectors of outputs
+// from o0 on; `width` outputs when they fill fewer than NV vectors.
+template <typename T, int64_t PB, int64_t NV, bool FULL>
+inline void span_block(const T* reduced, const T* wt, const T* bias, T* ks,
+                       int64_t o0, int64_t width, int64_t r_count,
+                       int64_t gkk) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t V = Vec::size();
+  int64_t lens[NV];
+  KEEP_IN_REGISTERS
+  for (int64_t a = 0; a < NV; ++a) {
+    lens[a] = FULL ? V : std::max<int64_t>(0, std::min(V, width - a * V));
+  }
+  const auto get = [&](const T* ptr, int64_t a) {
+    return FULL ? Vec::loadu(ptr) : load(ptr, lens[a]);
+  };
+  Vec acc[PB][NV];
+  KEEP_IN_REGISTERS
+  for (int64_t a = 0; a < NV; ++a) {
+    const Vec b = get(bias + o0 + a * V, a);
+    KEEP_IN_REGISTERS
+    for (int64_t p = 0; p < PB; ++p) acc[p][a] = b;
+  }
+  for (int64_t r = 0; r < r_count; ++r) {
+    Vec w[NV];
+    KEEP_IN_REGISTERS
+    for (int64_t a = 0; a < NV; ++a) w[a] = get(wt + r * gkk + o0 + a * V, a);
+    KEEP_IN_REGISTERS
+    for (int64_t p = 0; p < PB; ++p) {
+      const Vec red(reduced[p * r_count + r]);
+      KEEP_IN_REGISTERS
+      for (int64_t a = 0; a < NV; ++a) {
+        acc[p][a] = at::vec::fmadd(red, w[a], acc[p][a]);
+      }
+    }
+  }
+  KEEP_IN_REGISTERS
+  for (int64_t p = 0; p < PB; ++p) {
+    KEEP_IN_REGISTERS
+    for (int64_t a = 0; a < NV; ++a) {
+      T* dst = ks + p * gkk + o0 + a * V;
+      if (FULL) {
+        acc[p][a].store(dst);
+      } else if (lens[a] > 0) {
+        store(acc[p][a], dst, lens[a]);
+      }
     }
   }
 }
 
 template <typename T>
-void forward_nhwc(const T* x, const T* kernel, T* out, const Geometry& g) {
-  const int64_t gkk = g.groups * g.kk;
-  // the pixels all of whose taps' columns are inside: j in [j_lo, j_hi)
-  const int64_t j_lo = std::min(g.wo, (g.p + g.s - 1) / g.s);
-  const int64_t last = g.w - 1 + g.p - (g.k - 1) * g.d;  // j*s <= last
-  const int64_t j_hi =
-      std::max(j_lo, std::min(g.wo, last < 0 ? 0 : last / g.s + 1));
+void span_pixels(const T* reduced, const T* wt, const T* bias, T* ks,
+                 int64_t count, int64_t r_count, int64_t gkk) {
+  // 4 x 4 accumulators where there are 32 vector registers, 2 x 4 with 16
+  constexpr int64_t NV = 4, PB = Vectorized<T>::size() * sizeof(T) >= 64 ? 4 : 2;
+  constexpr int64_t OB = NV * Vectorized<T>::size();
+  const auto pixels = [&](int64_t o0, int64_t width, auto full) {
+    constexpr bool FULL = decltype(full)::value;
+    int64_t q = 0;
+    for (; q + PB <= count; q += PB) {
+      span_block<T, PB, NV, FULL>(reduced + q * r_count, wt, bias,
+                                  ks + q * gkk, o0, width, r_count, gkk);
+    }
+    for (; q < count; ++q) {
+      span_block<T, 1, NV, FULL>(reduced + q * r_count, wt, bias,
+                                 ks + q * gkk, o0, width, r_count, gkk);
+    }
+  };
+  int64_t o0 = 0;
+  for (; o0 + OB <= gkk; o0 += OB) pixels(o0, OB, std::true_type());
+  if (o0 < gkk) pixels(o0, gkk - o0, std::false_type());
+}
+
+// Forward with the kernel generated on the fly (NHWC): for a chunk of output
+// rows the span conv writes their kernel into a per-thread buffer (in cache),
+// which the aggregation then reads; the kernel tensor is never written.
+template <typename T>
+void generated_forward_nhwc(const T* x, const T* reduced, const T* wt,
+                            const T* bias, T* out, int64_t r_count,
+                            const Geometry& g) {
+  const InteriorColumns cols = interior_columns(g);
+  const int64_t gkk = g.groups * g.kk, row_size = g.wo * gkk;
+  // rows per chunk: about 128 pixels (the span conv's weight is read once
+  // per chunk), at most 1 MiB of kernel (in L2), at least one row
+  const int64_t budget = (1024 * 1024) / static_cast<int64_t>(sizeof(T));
+  const int64_t chunk = std::max<int64_t>(
+      1, std::min((128 + g.wo - 1) / g.wo, budget / row_size));
   at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t n = task / g.ho, i = task % g.ho;
-      const T* x_image = x + n * g.h * g.w * g.c;
-      const T* k_row = kernel + task * g.wo * gkk;
-      T* out_row = out + task * g.wo * g.c;
-      // the taps' rows inside the input: u in [u_lo, u_hi)
-      const int64_t row0 = i * g.s - g.p;
-      const int64_t u_lo = std::max<int64_t>(0, (-row0 + g.d - 1) / g.d);
-      const int64_t u_hi = std::min<int64_t>(
-          g.k, row0 >= g.h ? 0 : (g.h - 1 - row0) / g.d + 1);
-      const auto row = [&](int64_t c0, int64_t width, auto pixels,
-                           auto vectors) {
-        constexpr int64_t NV = decltype(vectors)::value;
-        for (int64_t grp = 0; grp < g.groups; ++grp) {
-          const int64_t ch = grp * g.cg + c0;
-          const T* k_group = k_row + grp * g.kk;
-          const auto interior = [&](int64_t j, auto block) {
-            forward_nhwc_pixels<T, decltype(block)::value, NV>(
-                x_image, (row0 * g.w + j * g.s - g.p) * g.c + ch,
-                k_group + j * gkk, out_row + j * g.c + ch, width, u_lo, u_hi,
-                g);
-          };
-          const auto border = [&](int64_t j) {
-            forward_nhwc_border(x_image + ch, k_group + j * gkk,
-                                out_row + j * g.c + ch, i, j, width, g);
-          };
-          sweep_row<decltype(pixels)::value>(g.wo, j_lo, j_hi, interior,
-                                             border);
-        }
-      };
-      for_channel_pieces<T>(row, g);
+    static thread_local std::vector<T> buffer;
+    T* ks = scratch(buffer, chunk * row_size);
+    for (int64_t row0 = begin; row0 < end; row0 += chunk) {
+      const int64_t rows = std::min(chunk, end - row0);
+      span_pixels(reduced + row0 * g.wo * r_count, wt, bias, ks,
+                  rows * g.wo, r_count, gkk);
+      for (int64_t r = 0; r < rows; ++r) {
+        forward_nhwc_row(x, ks + r * row_size, out, row0 + r, cols, g);
+      }
     }
   });
 }
@@ -491,18 +652,20 @@ void grad_kernel_nhwc(const T* grad_out, const T* x, T* grad_kernel,
 // Input gradient of PB interior pixels (stride 1): tap (u, v) of pixel b
 // reads output pixel (h + p - u*d, w + b + p - v*d); `gy_at` and `k_at` are
 // the offsets of output pixel (h + p, w + p).
-template <typename T, int64_t PB, int64_t NV>
+template <typename T, int64_t PB, int64_t NV, bool FULL>
 inline void grad_input_nhwc_pixels(const T* gy, int64_t gy_at,
                                    const T* kernel, int64_t k_at, T* out,
                                    int64_t width, int64_t u_lo, int64_t u_hi,
                                    const Geometry& g) {
-  const int64_t gkk = g.groups * g.kk;
-  const auto tap = [&](int64_t b, int64_t u, int64_t v, T& scalar) {
-    const int64_t pixel = b - (u * g.wo + v) * g.d;
-    scalar = kernel[k_at + pixel * gkk + u * g.k + v];
-    return gy + (gy_at + pixel * g.c);
+  const int64_t gkk = g.groups * g.kk, c = g.c, k = g.k, wo = g.wo, d = g.d;
+  const T* gy_pixel = gy + gy_at;
+  const T* k_pixel = kernel + k_at;
+  const auto tap = [=](int64_t b, int64_t u, int64_t v, T& scalar) {
+    const int64_t pixel = b - (u * wo + v) * d;
+    scalar = k_pixel[pixel * gkk + u * k + v];
+    return gy_pixel + pixel * c;
   };
-  broadcast_block<T, PB, NV>(tap, out, width, u_lo, u_hi, g);
+  broadcast_block<T, PB, NV, FULL>(tap, out, width, c, k, u_lo, u_hi);
 }
 
 // Input gradient of pixel (h, w), any stride: tap (u, v) contributes where
@@ -546,13 +709,14 @@ void grad_input_nhwc(const T* grad_out, const T* kernel, T* grad_in,
           i0 >= g.ho ? std::min(g.k, (i0 - g.ho) / g.d + 1) : 0;
       const int64_t u_hi = std::min(g.k, i0 / g.d + 1);
       const auto row = [&](int64_t c0, int64_t width, auto pixels,
-                           auto vectors) {
+                           auto vectors, auto full) {
         constexpr int64_t NV = decltype(vectors)::value;
+        constexpr bool FULL = decltype(full)::value;
         for (int64_t grp = 0; grp < g.groups; ++grp) {
           const int64_t ch = grp * g.cg + c0;
           const auto interior = [&](int64_t w, auto block) {
             const int64_t pixel = i0 * g.wo + w + g.p;  // of tap (0, 0)
-            grad_input_nhwc_pixels<T, decltype(block)::value, NV>(
+            grad_input_nhwc_pixels<T, decltype(block)::value, NV, FULL>(
                 gy_image, pixel * g.c + ch, k_image,
                 pixel * gkk + grp * g.kk, gx_row + w * g.c + ch, width, u_lo,
                 u_hi, g);
@@ -572,10 +736,11 @@ void grad_input_nhwc(const T* grad_out, const T* kernel, T* grad_in,
 
 // -------------------------------------------------------------- dispatch --
 
-Geometry geometry(const Tensor& input, const Tensor& kernel, int64_t k,
-                  int64_t s, int64_t p, int64_t d) {
-  TORCH_CHECK(input.dim() == 4 && kernel.dim() == 4,
-              "involution: input and kernel must be 4-D");
+// The geometry of a call whose kernel (given or generated) has shape
+// (N, kernel_channels, ho, wo).
+Geometry geometry(const Tensor& input, int64_t kernel_channels, int64_t ho,
+                  int64_t wo, int64_t k, int64_t s, int64_t p, int64_t d) {
+  TORCH_CHECK(input.dim() == 4, "involution: input must be 4-D");
   TORCH_CHECK(k >= 1 && s >= 1 && p >= 0 && d >= 1,
               "involution: invalid kernel_size/stride/padding/dilation");
   Geometry g;
@@ -588,12 +753,12 @@ Geometry geometry(const Tensor& input, const Tensor& kernel, int64_t k,
   g.p = p;
   g.d = d;
   g.kk = k * k;
-  g.groups = kernel.size(1) / g.kk;
-  g.ho = kernel.size(2);
-  g.wo = kernel.size(3);
-  TORCH_CHECK(g.groups >= 1 && kernel.size(1) == g.groups * g.kk &&
-                  g.c % g.groups == 0 && kernel.size(0) == g.n,
-              "involution: kernel shape does not match the input");
+  g.groups = kernel_channels / g.kk;
+  g.ho = ho;
+  g.wo = wo;
+  TORCH_CHECK(g.groups >= 1 && kernel_channels == g.groups * g.kk &&
+                  g.c % g.groups == 0,
+              "involution: kernel channels do not match the input");
   TORCH_CHECK(g.ho == (g.h + 2 * p - d * (k - 1) - 1) / s + 1 &&
                   g.wo == (g.w + 2 * p - d * (k - 1) - 1) / s + 1 &&
                   g.ho >= 1 && g.wo >= 1,
@@ -611,6 +776,14 @@ Geometry geometry(const Tensor& input, const Tensor& kernel, int64_t k,
     }
   }
   return g;
+}
+
+Geometry geometry(const Tensor& input, const Tensor& kernel, int64_t k,
+                  int64_t s, int64_t p, int64_t d) {
+  TORCH_CHECK(kernel.dim() == 4 && kernel.size(0) == input.size(0),
+              "involution: kernel shape does not match the input");
+  return geometry(input, kernel.size(1), kernel.size(2), kernel.size(3), k, s,
+                  p, d);
 }
 
 // How a call computes: NHWC when the input is channels_last and not (also)
@@ -657,6 +830,43 @@ Tensor involution_forward(const Tensor& input, const Tensor& kernel,
   return out.to(input.scalar_type());
 }
 
+// Forward of channels_last tensors with the kernel generated on the fly
+// from `reduced` (N, R, Ho, Wo) by the 1x1 conv `weight` (G*K*K, R, 1, 1)
+// and `bias` (G*K*K): the kernel tensor is never written.
+Tensor generated_forward(const Tensor& input, const Tensor& reduced,
+                         const Tensor& weight,
+                         const c10::optional<Tensor>& bias,
+                         int64_t kernel_size, int64_t stride,
+                         int64_t padding, int64_t dilation, bool poison) {
+  const Layout layout = layout_of(input);
+  TORCH_CHECK(layout.nhwc,
+              "involution: generated_forward takes a channels_last input");
+  TORCH_CHECK(reduced.dim() == 4 && reduced.size(0) == input.size(0),
+              "involution: reduced must be (N, R, Ho, Wo)");
+  const int64_t gkk = weight.size(0), r_count = reduced.size(1);
+  TORCH_CHECK(weight.dim() == 4 && weight.size(1) == r_count &&
+                  weight.size(2) == 1 && weight.size(3) == 1,
+              "involution: weight must be (G*K*K, R, 1, 1)");
+  TORCH_CHECK(!bias.has_value() || (bias->dim() == 1 && bias->size(0) == gkk),
+              "involution: bias must be (G*K*K,)");
+  const Geometry g = geometry(input, gkk, reduced.size(2), reduced.size(3),
+                              kernel_size, stride, padding, dilation);
+  const Tensor x = layout(input), red = layout(reduced);
+  const Tensor wt = weight.reshape({gkk, r_count}).to(layout.type).t()
+                        .contiguous();
+  const Tensor b = bias.has_value() ? bias->to(layout.type).contiguous()
+                                    : at::zeros({gkk}, wt.options());
+  Tensor out = at::empty({g.n, g.c, g.ho, g.wo}, x.options(), layout.format);
+  if (poison) poison_with_nan(out);
+  AT_DISPATCH_FLOATING_TYPES(layout.type, "involution_generated_cpu", [&] {
+    generated_forward_nhwc<scalar_t>(
+        x.data_ptr<scalar_t>(), red.data_ptr<scalar_t>(),
+        wt.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
+        out.data_ptr<scalar_t>(), r_count, g);
+  });
+  return out.to(input.scalar_type());
+}
+
 std::tuple<Tensor, Tensor> involution_backward(
     const Tensor& grad_output, const Tensor& input, const Tensor& kernel,
     int64_t kernel_size, int64_t stride, int64_t padding, int64_t dilation,
@@ -698,9 +908,14 @@ TORCH_LIBRARY(mmplug_involution_cpu, m) {
       "backward(Tensor grad_output, Tensor input, Tensor kernel, "
       "int kernel_size, int stride, int padding, int dilation, "
       "bool poison=False) -> (Tensor, Tensor)");
+  m.def(
+      "generated_forward(Tensor input, Tensor reduced, Tensor weight, "
+      "Tensor? bias, int kernel_size, int stride, int padding, int dilation, "
+      "bool poison=False) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(mmplug_involution_cpu, CPU, m) {
   m.impl("forward", &involution_forward);
   m.impl("backward", &involution_backward);
+  m.impl("generated_forward", &generated_forward);
 }

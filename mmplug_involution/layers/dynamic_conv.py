@@ -387,9 +387,9 @@ class DCDConv2d(_ConvAttributes):
         residual = torch.matmul(
             self.p.weight.view(blocks, -1, latent),
             fused.view_as(z_blocks) + z_blocks)  # (N, B, C_out / B, HW)
-        out = torch.addcmul(
-            residual.view(batch, self.out_channels, *z.shape[2:]),
-            scale[:, :, None, None], self.static(x))
+        # added into the static branch, which is in x's memory format
+        out = (self.static(x) * scale[:, :, None, None]).add_(
+            residual.view(batch, self.out_channels, *z.shape[2:]))
         return out if self.bias is None else out + self.bias[:, None, None]
 
     def _forward_depthwise(self, x: Tensor, phi: Tensor,

@@ -4,6 +4,8 @@ from typing import Optional, Tuple, Union
 import torch.nn.functional as F
 from torch import Tensor
 
+from .involution import memory_format_of
+
 IntPair = Union[int, Tuple[int, int]]
 
 
@@ -27,7 +29,9 @@ def per_sample_conv2d(x: Tensor,
         stride, padding, dilation, groups: as ``F.conv2d``.
 
     Returns:
-        Tensor: (N, C_out, H_out, W_out); sample n equals
+        Tensor: (N, C_out, H_out, W_out) in x's memory format (the grouped
+        conv runs on an NCHW view: a channels_last x is copied once in and
+        the output once out); sample n equals
         ``F.conv2d(x[n:n+1], weight[n], bias[n], ...)``.
     """
     batch, in_channels = x.shape[:2]
@@ -46,4 +50,5 @@ def per_sample_conv2d(x: Tensor,
         weight.reshape(batch * out_channels, *weight.shape[2:]),
         None if bias is None else bias.reshape(-1), stride, padding,
         dilation, batch * groups)
-    return out.view(batch, out_channels, *out.shape[2:])
+    return out.view(batch, out_channels, *out.shape[2:]).contiguous(
+        memory_format=memory_format_of(x))

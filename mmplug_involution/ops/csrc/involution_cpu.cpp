@@ -65,6 +65,32 @@ struct Geometry {
   std::vector<int64_t> tap_nhwc;  // tap t: offset from pixel (i*s-p, j*s-p)
 };
 
+// Each tap's offset in the NCHW scratch and in an NHWC image.
+void set_taps(Geometry& g) {
+  g.tap_nchw.clear();
+  g.tap_nhwc.clear();
+  for (int64_t u = 0; u < g.k; ++u) {
+    for (int64_t v = 0; v < g.k; ++v) {
+      const int64_t vd = v * g.d;
+      g.tap_nchw.push_back((vd % g.s) * g.phase_stride + u * g.d * g.wq +
+                           vd / g.s);
+      g.tap_nhwc.push_back((u * g.d * g.w + vd) * g.c);
+    }
+  }
+}
+
+// The geometry of `rows` output rows alone, for a scratch that holds only
+// the padded input rows they read.
+Geometry band_geometry(const Geometry& g, int64_t rows) {
+  Geometry band = g;
+  band.ho = rows;
+  band.hp = (rows - 1) * g.s + (g.k - 1) * g.d + 1;
+  band.plane = band.hp * band.wq;
+  band.phase_stride = band.cg * band.plane;
+  set_taps(band);
+  return band;
+}
+
 template <typename T>
 inline Vectorized<T> load(const T* ptr, int64_t len) {
   return len == Vectorized<T>::size() ? Vectorized<T>::loadu(ptr)
@@ -92,15 +118,19 @@ T* scratch(std::vector<T>& buffer, int64_t size) {
 // One group's input (cg x H x W, element (c, row, col) at
 // c * c_step + row * row_step + col * col_step: NCHW planes or an NHWC
 // group) into the scratch layout, zero-padded: padded column q = m*s + b
-// goes to phase b, position m.
+// goes to phase b, position m. The scratch holds the g.hp padded rows from
+// `first_row` on (all of them by default; a band of them for the banded
+// kernel gradient).
 template <typename T>
 void pad_group(const T* x, T* xs, const Geometry& g, int64_t c_step,
-               int64_t row_step, int64_t col_step) {
+               int64_t row_step, int64_t col_step, int64_t first_row = 0) {
   std::fill_n(xs, g.s * g.phase_stride, T(0));
+  const int64_t row_begin = std::max<int64_t>(0, first_row - g.p);
+  const int64_t row_end = std::min(g.h, first_row + g.hp - g.p);
   for (int64_t c = 0; c < g.cg; ++c) {
-    for (int64_t row = 0; row < g.h; ++row) {
+    for (int64_t row = row_begin; row < row_end; ++row) {
       const T* src = x + c * c_step + row * row_step;
-      T* dst = xs + c * g.plane + (row + g.p) * g.wq;
+      T* dst = xs + c * g.plane + (row + g.p - first_row) * g.wq;
       if (g.s == 1 && col_step == 1) {
         std::copy_n(src, g.w, dst + g.p);
         continue;
@@ -611,33 +641,49 @@ void generated_forward_nhwc(const T* x, const T* reduced, const T* wt,
   });
 }
 
-// grad_kernel (NHWC): per (n, group), the group's input and output gradient
-// are gathered into NCHW scratch (in cache), the NCHW kernel computes the
-// group's gradient there, and it is written out transposed (49 contiguous
-// values per pixel): no NCHW copy of any whole tensor.
+// grad_kernel (NHWC): per (n, group, band of output rows), the band's input
+// rows and output gradient are gathered into NCHW scratch (at most about
+// 1 MiB, in cache), the NCHW kernel computes the band's gradient there, and
+// it is written out transposed (49 contiguous values per pixel): no NCHW copy
+// of any whole tensor.
 template <typename T>
 void grad_kernel_nhwc(const T* grad_out, const T* x, T* grad_kernel,
                       const Geometry& g) {
-  const int64_t hw_out = g.ho * g.wo, gkk = g.groups * g.kk;
-  at::parallel_for(0, g.n * g.groups, 1, [&](int64_t begin, int64_t end) {
+  const int64_t gkk = g.groups * g.kk;
+  const int64_t per_row = g.s * g.s * g.cg * g.wq + (g.cg + g.kk) * g.wo;
+  const int64_t budget = (1024 * 1024) / static_cast<int64_t>(sizeof(T));
+  const int64_t rows = std::max<int64_t>(1, std::min(g.ho, budget / per_row));
+  const int64_t bands = (g.ho + rows - 1) / rows;
+  const Geometry full_band = band_geometry(g, rows);
+  at::parallel_for(0, g.n * g.groups * bands, 1, [&](int64_t begin,
+                                                     int64_t end) {
     static thread_local std::vector<T> buffer;
-    T* xs = scratch(buffer, g.s * g.phase_stride + (g.cg + g.kk) * hw_out);
-    T* gy = xs + g.s * g.phase_stride;
-    T* gk = gy + g.cg * hw_out;
-    for (int64_t ng = begin; ng < end; ++ng) {
-      const int64_t n = ng / g.groups, ch = (ng % g.groups) * g.cg;
-      pad_group(x + n * g.h * g.w * g.c + ch, xs, g, 1, g.w * g.c, g.c);
-      const T* gy_image = grad_out + n * hw_out * g.c + ch;
-      for (int64_t q = 0; q < hw_out; ++q) {
+    const int64_t band_out = rows * g.wo;
+    T* xs = scratch(buffer,
+                    g.s * full_band.phase_stride + (g.cg + g.kk) * band_out);
+    T* gy = xs + g.s * full_band.phase_stride;
+    T* gk = gy + g.cg * band_out;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t band = task % bands, ng = task / bands;
+      const int64_t n = ng / g.groups, grp = ng % g.groups, ch = grp * g.cg;
+      const int64_t i0 = band * rows, count = std::min(rows, g.ho - i0);
+      const Geometry last_band =
+          count == rows ? Geometry() : band_geometry(g, count);
+      const Geometry& gb = count == rows ? full_band : last_band;
+      const int64_t hw_band = count * g.wo;
+      pad_group(x + n * g.h * g.w * g.c + ch, xs, gb, 1, g.w * g.c, g.c,
+                i0 * g.s);
+      const T* gy_band = grad_out + (n * g.ho + i0) * g.wo * g.c + ch;
+      for (int64_t q = 0; q < hw_band; ++q) {
         for (int64_t c = 0; c < g.cg; ++c) {
-          gy[c * hw_out + q] = gy_image[q * g.c + c];
+          gy[c * hw_band + q] = gy_band[q * g.c + c];
         }
       }
-      grad_kernel_group(gy, xs, gk, g);
-      T* out = grad_kernel + n * hw_out * gkk + (ng % g.groups) * g.kk;
-      for (int64_t q = 0; q < hw_out; ++q) {
+      grad_kernel_group(gy, xs, gk, gb);
+      T* out = grad_kernel + (n * g.ho + i0) * g.wo * gkk + grp * g.kk;
+      for (int64_t q = 0; q < hw_band; ++q) {
         for (int64_t t = 0; t < g.kk; ++t) {
-          out[q * gkk + t] = gk[t * hw_out + q];
+          out[q * gkk + t] = gk[t * hw_band + q];
         }
       }
     }
@@ -768,13 +814,7 @@ Geometry geometry(const Tensor& input, int64_t kernel_channels, int64_t ho,
   g.wq = (g.w + 2 * p + s - 1) / s;
   g.plane = g.hp * g.wq;
   g.phase_stride = g.cg * g.plane;
-  for (int64_t u = 0; u < k; ++u) {
-    for (int64_t v = 0; v < k; ++v) {
-      const int64_t vd = v * d;
-      g.tap_nchw.push_back((vd % s) * g.phase_stride + u * d * g.wq + vd / s);
-      g.tap_nhwc.push_back((u * d * g.w + vd) * g.c);
-    }
-  }
+  set_taps(g);
   return g;
 }
 

@@ -215,6 +215,17 @@ def _check_int(name: str, value, minimum: int) -> int:
     return value
 
 
+def _window_args(kernel_size, stride, padding, dilation) -> Tuple[int, ...]:
+    """Checked ``(kernel_size, stride, padding, dilation)``; padding None is
+    the centred ``dilation * (kernel_size - 1) // 2``."""
+    kernel_size = _check_int('kernel_size', kernel_size, 1)
+    stride = _check_int('stride', stride, 1)
+    dilation = _check_int('dilation', dilation, 1)
+    if padding is None:
+        padding = dilation * (kernel_size - 1) // 2
+    return kernel_size, stride, _check_int('padding', padding, 0), dilation
+
+
 def _check_tensor(name: str, t, dims_hint: str) -> None:
     if not isinstance(t, Tensor):
         raise ValueError(f'{name} must be a torch.Tensor, got '
@@ -304,12 +315,8 @@ def involution2d(input: Tensor,
     Under ``torch.autocast`` both operands are cast to the autocast dtype;
     fp16/bf16 accumulate in fp32. Differentiable in ``input`` and ``kernel``.
     """
-    kernel_size = _check_int('kernel_size', kernel_size, 1)
-    stride = _check_int('stride', stride, 1)
-    dilation = _check_int('dilation', dilation, 1)
-    if padding is None:
-        padding = dilation * (kernel_size - 1) // 2
-    padding = _check_int('padding', padding, 0)
+    kernel_size, stride, padding, dilation = _window_args(
+        kernel_size, stride, padding, dilation)
     if (isinstance(input, Tensor) and isinstance(kernel, Tensor)
             and torch.is_autocast_enabled(input.device.type)):
         dtype = torch.get_autocast_dtype(input.device.type)
@@ -370,12 +377,8 @@ def generated_involution2d(input: Tensor,
     Returns:
         (N, C, H_out, W_out), in the input's memory format.
     """
-    kernel_size = _check_int('kernel_size', kernel_size, 1)
-    stride = _check_int('stride', stride, 1)
-    dilation = _check_int('dilation', dilation, 1)
-    if padding is None:
-        padding = dilation * (kernel_size - 1) // 2
-    padding = _check_int('padding', padding, 0)
+    kernel_size, stride, padding, dilation = _window_args(
+        kernel_size, stride, padding, dilation)
     if (isinstance(input, Tensor)
             and torch.is_autocast_enabled(input.device.type)):
         dtype = torch.get_autocast_dtype(input.device.type)

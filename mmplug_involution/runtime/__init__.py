@@ -1,7 +1,8 @@
 """What makes the stock OpenMMLab tools work on current torch and on CPU."""
 from .atomic_save import (AtomicLocalBackend, atomic_write,
                           register_atomic_local_backend)
-from .checkpoint import (UnsafeCheckpointError, load_checkpoint_file,
+from .checkpoint import (CorruptCheckpointError, UnsafeCheckpointError,
+                         load_checkpoint_file,
                          register_safe_checkpoint_globals,
                          safe_checkpoint_globals)
 from .complexity import (involution_flop_jit, model_complexity,
@@ -16,6 +17,6 @@ __all__ = [
     'iter_config_dicts', 'launch',
     'load_tool_config', 'prepare_launch', 'replace_sync_bn',
     'involution_flop_jit', 'model_complexity', 'register_complexity_handles',
-    'UnsafeCheckpointError', 'load_checkpoint_file',
+    'UnsafeCheckpointError', 'CorruptCheckpointError', 'load_checkpoint_file',
     'register_safe_checkpoint_globals', 'safe_checkpoint_globals'
 ]

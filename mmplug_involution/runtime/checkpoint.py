@@ -7,11 +7,19 @@ pickled state names its statistic methods through ``getattr``) and numpy
 arrays, scalars and dtypes. This module allow-lists exactly those globals, in
 one place, when the package is imported, and makes mmengine's local-file
 checkpoint loader use ``weights_only=True`` explicitly with clear errors: a
-pickle that would run code is refused, a corrupt file is reported as such.
+pickle that would run code is refused (naming what it would import), a corrupt
+file is reported as corrupt. Zip checkpoints (every ``torch.save`` since 1.6)
+carry a CRC-32 of every member, which the loader verifies first, so a flipped
+bit is reported instead of loaded.
 """
+import io
 import os.path as osp
 import pickle
-from typing import Any, List
+import pickletools
+import re
+import zipfile
+import zlib
+from typing import Any, List, Optional
 
 import numpy as np
 import torch
@@ -19,7 +27,8 @@ from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
 __all__ = [
-    'UnsafeCheckpointError', 'safe_checkpoint_globals',
+    'UnsafeCheckpointError', 'CorruptCheckpointError',
+    'safe_checkpoint_globals',
     'register_safe_checkpoint_globals', 'load_checkpoint_file'
 ]
 
@@ -33,6 +42,11 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
 
     It could run code.
     """
+
+
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint file is damaged: truncated, not a checkpoint, or its data
+    does not match its checksums."""
 
 
 def _history_buffer_method(owner: Any, name: str):
@@ -82,45 +96,104 @@ def register_safe_checkpoint_globals() -> None:
         prefixes='', loader=load_from_local_safe, force=True)
 
 
+def _corrupt(filename: str, why: str) -> CorruptCheckpointError:
+    return CorruptCheckpointError(
+        f'Checkpoint {filename} is corrupt or truncated ({why}). Re-download '
+        'it, or use an earlier checkpoint (for --resume, pass --resume PATH '
+        'of an earlier one).')
+
+
+def _verify_archive(filename: str) -> bool:
+    """Checks the CRC-32 of every member of a zip checkpoint.
+
+    Returns False for a file that is not a zip archive (a legacy checkpoint,
+    or not a checkpoint at all: torch.load decides).
+    """
+    if not zipfile.is_zipfile(filename):
+        return False
+    try:
+        with zipfile.ZipFile(filename) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise _corrupt(filename, f'unreadable archive: {exc}') from exc
+    if damaged is not None:
+        raise _corrupt(filename,
+                       f'the CRC-32 of {damaged} does not match its data')
+    return True
+
+
+def _pickle_parses(filename: str, is_zip: bool) -> bool:
+    """Whether the checkpoint's pickles are well formed (read, never run)."""
+    try:
+        if is_zip:
+            with zipfile.ZipFile(filename) as archive:
+                name = next(n for n in archive.namelist()
+                            if n.endswith('data.pkl'))
+                data, count = io.BytesIO(archive.read(name)), 1
+        else:  # legacy: magic number, protocol, sys info, then the object
+            with open(filename, 'rb') as f:
+                data, count = io.BytesIO(f.read()), 4
+        for _ in range(count):
+            for _op in pickletools.genops(data):
+                pass
+    except (ValueError, StopIteration, EOFError, zipfile.BadZipFile):
+        return False
+    return True
+
+
+def _refusal_reason(message: str) -> Optional[str]:
+    """What a refused pickle would have done, from torch's message."""
+    found = re.search(r'GLOBAL ([\w.]+)', message, re.IGNORECASE)
+    if found:
+        return f'it would import {found.group(1)}'
+    for line in message.splitlines():
+        if 'checkpoint asks for attribute' in line:
+            return line.strip()
+    return None
+
+
 def load_checkpoint_file(filename: str, map_location=None) -> Any:
     """``torch.load(filename, weights_only=True)``.
 
     Its errors say what to do. Registered as mmengine's loader for local
     paths, so ``load_from``, ``--resume`` and
     ``init_cfg=dict(type='Pretrained', checkpoint=PATH)`` all go through it.
+    Zip checkpoints have every member's CRC-32 verified first.
 
     Raises:
         FileNotFoundError: no such file.
         UnsafeCheckpointError: the pickle references code outside the
-            allow-list.
-        RuntimeError: the file is not a readable torch checkpoint
-            (corrupt/truncated).
+            allow-list (the message names it).
+        CorruptCheckpointError: the file is truncated, damaged (a checksum
+            does not match) or not a torch checkpoint.
     """
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint {filename} can not be found.')
+    is_zip = _verify_archive(filename)
     try:
         return torch.load(
             filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = str(exc).strip().splitlines()
-        reason = next(
-            (line.strip() for line in detail if 'Unsupported global' in line
-             or 'unrecognized function' in line or 'Can only' in line),
-            detail[-1] if detail else '')
+        reason = _refusal_reason(str(exc))
+        if reason is None and not _pickle_parses(filename, is_zip):
+            raise _corrupt(filename, 'its pickle does not parse') from exc
+        if reason is None:
+            detail = [line.strip() for line in str(exc).splitlines()
+                      if line.strip()]
+            reason = ('it uses pickle operations checkpoints do not need: ' +
+                      (detail[-2] if len(detail) > 1 else str(exc)))
         raise UnsafeCheckpointError(
-            f'Refusing to load checkpoint {filename}: it contains pickled '
-            f'objects that could run code ({reason}). mmplug_involution loads '
-            'checkpoints with weights_only=True and allows only tensors, '
-            'plain containers and the types mmengine saves. If you made this '
-            'file and trust it, load it yourself with torch.load(..., '
-            'weights_only=False) and re-save just its state_dict.') from exc
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        raise RuntimeError(
-            f'Could not read checkpoint {filename}: it is not a valid torch '
-            f'checkpoint or it is truncated/corrupt ({exc}). Re-download or '
-            're-save it; for --resume, point to an earlier checkpoint.'
+            f'Refused to load checkpoint {filename}: {reason}, which could '
+            'run code. mmplug_involution loads checkpoints with '
+            'weights_only=True, allowing tensors, plain containers and the '
+            'types mmengine saves. If the file is your own, re-save just '
+            'its tensors (the state_dict) in the process that made it.'
         ) from exc
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        lines = str(exc).strip().splitlines()
+        raise _corrupt(filename,
+                       lines[0] if lines else type(exc).__name__) from exc
 
 
 def load_from_local_safe(filename: str, map_location=None) -> Any:

@@ -15,7 +15,8 @@ from mmengine.runner.checkpoint import _load_checkpoint
 from torch.utils.data import Dataset
 
 import mmplug_involution  # noqa: F401  (applies the allow-list)
-from mmplug_involution.runtime import (UnsafeCheckpointError,
+from mmplug_involution.runtime import (CorruptCheckpointError,
+                                       UnsafeCheckpointError,
                                        load_checkpoint_file)
 
 
@@ -93,27 +94,66 @@ class _GetattrEscape:
         return (getattr, (HistoryBuffer, '__init__'))
 
 
-@pytest.mark.parametrize('payload', ['code', 'getattr'])
-def test_code_running_pickle_is_refused(tmp_path, payload):
+@pytest.mark.parametrize('payload,zip_format', [('code', True),
+                                                ('code', False),
+                                                ('getattr', True)])
+def test_code_running_pickle_is_refused(tmp_path, payload, zip_format):
     marker = tmp_path / 'pwned'
     evil = _RunsCode(marker) if payload == 'code' else _GetattrEscape()
     path = tmp_path / 'evil.pth'
-    torch.save({'state_dict': {'w': torch.ones(1)}, 'meta': evil}, path)
+    torch.save({'state_dict': {'w': torch.ones(1)}, 'meta': evil}, path,
+               _use_new_zipfile_serialization=zip_format)
+    wanted = ('it would import pathlib'
+              if payload == 'code' else "asks for attribute '__init__'")
     for load in (load_checkpoint_file, _load_checkpoint):
-        with pytest.raises(
-                UnsafeCheckpointError,
-                match='Refusing to load checkpoint.*could run code'):
+        with pytest.raises(UnsafeCheckpointError) as error:
             load(str(path))
+        message = str(error.value)
+        assert message.startswith(f'Refused to load checkpoint {path}')
+        assert wanted in message
+        assert 'weights_only=False' not in message
     assert not marker.exists()
 
 
-def test_corrupt_and_missing_checkpoints(tmp_path):
+def _damaged_copies(tmp_path):
+    """A good checkpoint and damaged copies of it, by what was done."""
     good = tmp_path / 'good.pth'
-    torch.save({'state_dict': {'w': torch.randn(100, 100)}}, good)
-    truncated = tmp_path / 'truncated.pth'
-    truncated.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])
-    with pytest.raises(RuntimeError, match='truncated/corrupt'):
-        load_checkpoint_file(str(truncated))
+    torch.save({'state_dict': {'w': torch.randn(300, 300)}}, good)
+    data = good.read_bytes()
+    flipped = bytearray(data)
+    middle = len(data) // 2
+    flipped[middle:middle + 4096] = bytes(b ^ 0xFF
+                                          for b in flipped[middle:middle +
+                                                           4096])
+    damaged = {
+        'truncated': data[:len(data) // 2],
+        'bit flips in a tensor': bytes(flipped),
+        'random bytes': torch.randint(
+            0, 256, (4096, ), generator=torch.Generator().manual_seed(0),
+            dtype=torch.uint8).numpy().tobytes(),
+        'empty': b'',
+    }
+    paths = {}
+    for name, content in damaged.items():
+        paths[name] = tmp_path / (name.replace(' ', '_') + '.pth')
+        paths[name].write_bytes(content)
+    return good, paths
+
+
+def test_corrupt_checkpoints_are_reported_as_corrupt(tmp_path):
+    good, damaged = _damaged_copies(tmp_path)
+    assert set(load_checkpoint_file(str(good))) == {'state_dict'}
+    for name, path in damaged.items():
+        with pytest.raises(CorruptCheckpointError) as error:
+            load_checkpoint_file(str(path))
+        message = str(error.value)
+        assert 'is corrupt or truncated' in message, name
+        assert 'earlier checkpoint' in message, name
+        assert 'weights_only' not in message, name
+        assert not isinstance(error.value, UnsafeCheckpointError), name
+
+
+def test_missing_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError, match='can not be found'):
         load_checkpoint_file(str(tmp_path / 'missing.pth'))
 

@@ -6,14 +6,20 @@ NCCL on GPUs, gloo on CPU-only machines.
 
 Example:
     python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [PATH]]
+        [--start-over]
+
+A work dir that holds an earlier run's checkpoints is refused unless the run
+resumes it (``--resume``) or ``--start-over`` moves them aside.
 """
 import argparse
+import os
 import os.path as osp
 
 from mmengine.logging import print_log
 
 from mmplug_involution.runtime import (add_tool_arguments, build_runner,
-                                       launch, load_tool_config)
+                                       launch, load_tool_config,
+                                       prepare_work_dir)
 
 
 def parse_args():
@@ -31,6 +37,12 @@ def parse_args():
         const='auto',
         help='resume from PATH, or from the latest checkpoint of the work '
         'dir when no PATH is given')
+    parser.add_argument(
+        '--start-over',
+        action='store_true',
+        help='start a new run in a work dir that holds an earlier run\'s '
+        'checkpoints, moving them into WORK_DIR/previous_run_<time>_*/ '
+        '(without it, such a work dir is refused)')
     add_tool_arguments(parser)
     return parser.parse_args()
 
@@ -59,6 +71,8 @@ def main():
             raise FileNotFoundError(f'--resume {args.resume}: no such file.')
         cfg.resume = True
         cfg.load_from = args.resume
+    prepare_work_dir(cfg.work_dir, args.resume is not None, args.start_over,
+                     int(os.environ.get('RANK', 0)))
     launch(cfg, args.launcher, lambda: build_runner(cfg).train())
 
 

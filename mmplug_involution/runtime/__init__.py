@@ -10,6 +10,7 @@ from .complexity import (involution_flop_jit, model_complexity,
 from .launch import (add_tool_arguments, build_runner, finish_launch,
                      iter_config_dicts, launch, load_tool_config,
                      prepare_launch, replace_sync_bn)
+from .work_dir import earlier_run_checkpoints, prepare_work_dir
 
 __all__ = [
     'AtomicLocalBackend', 'atomic_write', 'register_atomic_local_backend',
@@ -18,5 +19,6 @@ __all__ = [
     'load_tool_config', 'prepare_launch', 'replace_sync_bn',
     'involution_flop_jit', 'model_complexity', 'register_complexity_handles',
     'UnsafeCheckpointError', 'CorruptCheckpointError', 'load_checkpoint_file',
-    'register_safe_checkpoint_globals', 'safe_checkpoint_globals'
+    'register_safe_checkpoint_globals', 'safe_checkpoint_globals',
+    'earlier_run_checkpoints', 'prepare_work_dir'
 ]

@@ -194,6 +194,20 @@ def test_resume_from_missing_path_is_a_clear_error(tiny_config, tmp_path):
     assert 'nope.pth: no such file' in result.stderr
 
 
+def test_a_work_dir_of_an_earlier_run_is_refused(tiny_config, tmp_path):
+    _, tiny_config = tiny_config
+    (tmp_path / 'iter_2.pth').write_bytes(b'an earlier run')
+    result = subprocess.run([
+        sys.executable,
+        str(ROOT / 'tools' / 'train.py'),
+        str(tiny_config), '--work-dir',
+        str(tmp_path)
+    ], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert 'already holds the checkpoints of an earlier run' in result.stderr
+    assert (tmp_path / 'iter_2.pth').read_bytes() == b'an earlier run'
+
+
 def test_two_process_gloo_training(tiny_config, tmp_path):
     _, tiny_config = tiny_config
     work = tmp_path / 'dist'

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mmplug_involution.runtime import (add_tool_arguments, build_runner,
+                                       kill_forked_children_with_parent,
                                        launch, load_tool_config)
 
 
@@ -62,6 +63,7 @@ def enable_visualization(cfg, args):
 
 def main():
     args = parse_args()
+    kill_forked_children_with_parent()  # data-loader workers
     if not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint {args.checkpoint} not found.')
     cfg = load_tool_config(args)

@@ -18,6 +18,7 @@ import os.path as osp
 from mmengine.logging import print_log
 
 from mmplug_involution.runtime import (add_tool_arguments, build_runner,
+                                       kill_forked_children_with_parent,
                                        launch, load_tool_config,
                                        prepare_work_dir)
 
@@ -49,6 +50,7 @@ def parse_args():
 
 def main():
     args = parse_args()
+    kill_forked_children_with_parent()  # data-loader workers
     cfg = load_tool_config(args)
     if args.amp:
         if cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':

@@ -5,6 +5,7 @@ from .checkpoint import (CorruptCheckpointError, UnsafeCheckpointError,
                          load_checkpoint_file,
                          register_safe_checkpoint_globals,
                          safe_checkpoint_globals)
+from .child_processes import kill_forked_children_with_parent
 from .complexity import (involution_flop_jit, model_complexity,
                          register_complexity_handles)
 from .launch import (add_tool_arguments, build_runner, finish_launch,
@@ -20,5 +21,6 @@ __all__ = [
     'involution_flop_jit', 'model_complexity', 'register_complexity_handles',
     'UnsafeCheckpointError', 'CorruptCheckpointError', 'load_checkpoint_file',
     'register_safe_checkpoint_globals', 'safe_checkpoint_globals',
-    'earlier_run_checkpoints', 'prepare_work_dir'
+    'earlier_run_checkpoints', 'prepare_work_dir',
+    'kill_forked_children_with_parent'
 ]

@@ -3,17 +3,20 @@
 Importing the package (configs do it through ``custom_imports``) registers
 every layer and model in mmengine's root ``MODELS`` registry (and its hooks in
 ``HOOKS``), applies the safe
-checkpoint allow-list, makes checkpoint writes atomic and teaches mmengine's
-complexity analysis to count the involution op.
+checkpoint allow-list, makes checkpoint writes atomic, lets mmengine's auto
+resume find the newest complete checkpoint and teaches mmengine's complexity
+analysis to count the involution op.
 """
 from . import datasets, engine, layers, models, ops
 from .runtime import (register_atomic_local_backend,
                       register_complexity_handles,
+                      register_resumable_checkpoint_finder,
                       register_safe_checkpoint_globals)
 from .version import __version__
 
 register_safe_checkpoint_globals()
 register_complexity_handles()
 register_atomic_local_backend()
+register_resumable_checkpoint_finder()
 
 __all__ = ['datasets', 'engine', 'layers', 'models', 'ops', '__version__']

@@ -5,6 +5,9 @@ from .checkpoint import (CorruptCheckpointError, UnsafeCheckpointError,
                          load_checkpoint_file,
                          register_safe_checkpoint_globals,
                          safe_checkpoint_globals)
+from .checkpoint_hook import (SafeCheckpointHook, find_resumable_checkpoint,
+                              register_resumable_checkpoint_finder,
+                              remove_stale_temp_files)
 from .child_processes import kill_forked_children_with_parent
 from .complexity import (involution_flop_jit, model_complexity,
                          register_complexity_handles)
@@ -22,5 +25,7 @@ __all__ = [
     'UnsafeCheckpointError', 'CorruptCheckpointError', 'load_checkpoint_file',
     'register_safe_checkpoint_globals', 'safe_checkpoint_globals',
     'earlier_run_checkpoints', 'prepare_work_dir',
-    'kill_forked_children_with_parent'
+    'kill_forked_children_with_parent', 'SafeCheckpointHook',
+    'find_resumable_checkpoint', 'register_resumable_checkpoint_finder',
+    'remove_stale_temp_files'
 ]

@@ -22,7 +22,10 @@ import torch.distributed as dist
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
+from mmengine.hooks import CheckpointHook
 from mmengine.runner import Runner
+
+from .checkpoint_hook import SafeCheckpointHook  # noqa: F401 (registers it)
 
 __all__ = [
     'add_tool_arguments', 'build_runner', 'finish_launch',
@@ -171,6 +174,14 @@ def load_tool_config(args: argparse.Namespace) -> Config:
 
 
 def build_runner(cfg: Config) -> Runner:
-    """The runner the config asks for (``runner_type``), else mmengine's."""
+    """The runner the config asks for (``runner_type``), else mmengine's.
+
+    mmengine's ``CheckpointHook`` in ``default_hooks`` becomes
+    :class:`SafeCheckpointHook` (same arguments; never loses a checkpoint).
+    """
+    checkpoint = cfg.get('default_hooks', {}).get('checkpoint')
+    if checkpoint is not None and checkpoint.get('type') in (
+            'CheckpointHook', CheckpointHook):
+        checkpoint['type'] = 'SafeCheckpointHook'
     return (Runner.from_cfg(cfg)
             if 'runner_type' not in cfg else RUNNERS.build(cfg))

@@ -1,0 +1,107 @@
+"""SafeCheckpointHook and the auto-resume finder: a checkpoint is never lost,
+whatever point of a save a run is killed at."""
+import pytest
+import torch
+from mmengine.runner import Runner
+
+import mmplug_involution  # noqa: F401  (registers the hook and the finder)
+from mmplug_involution.runtime import find_resumable_checkpoint
+from mmplug_involution.runtime import atomic_save
+from .test_checkpoint import _TinyData, _TinyModel
+
+
+class _Killed(BaseException):
+    """Stands for a kill: nothing after it runs."""
+
+
+def _runner(work_dir, max_iters, resume=False, keep=1):
+    return Runner(
+        model=_TinyModel(),
+        work_dir=str(work_dir),
+        train_dataloader=dict(
+            dataset=_TinyData(),
+            batch_size=2,
+            sampler=dict(type='InfiniteSampler', shuffle=True),
+            collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        default_hooks=dict(
+            checkpoint=dict(
+                type='SafeCheckpointHook',
+                interval=1,
+                by_epoch=False,
+                max_keep_ckpts=keep)),
+        resume=resume,
+        randomness=dict(seed=0))
+
+
+def _kill_when(monkeypatch, target):
+    """Kill the run when it writes a file whose name ends with ``target``."""
+    original = atomic_save.atomic_write
+
+    def write(filepath, data):
+        if str(filepath).endswith(target):
+            raise _Killed(filepath)
+        original(filepath, data)
+
+    monkeypatch.setattr(atomic_save, 'atomic_write', write)
+    monkeypatch.setattr('mmplug_involution.runtime.checkpoint_hook.'
+                        'atomic_write', write)
+
+
+def _iter_of(path):
+    return torch.load(path, map_location='cpu', weights_only=False)['meta'][
+        'iter']
+
+
+def test_a_kill_while_writing_a_checkpoint_keeps_the_previous_one(
+        tmp_path, monkeypatch):
+    work = tmp_path / 'work'
+    _runner(work, 2).train()
+    assert sorted(p.name for p in work.glob('*.pth')) == ['iter_2.pth']
+    _kill_when(monkeypatch, 'iter_3.pth')
+    with pytest.raises(_Killed):
+        _runner(work, 3, resume=True).train()
+    # max_keep_ckpts=1, and the previous checkpoint is still there
+    assert sorted(p.name for p in work.glob('*.pth')) == ['iter_2.pth']
+    assert (work / 'last_checkpoint').read_text().endswith('iter_2.pth')
+    monkeypatch.undo()
+    leftover = work / '.iter_3.pth.x1y2.tmp'  # what a SIGKILL leaves
+    leftover.write_bytes(b'partial')
+    _runner(work, 3, resume=True).train()
+    assert not leftover.exists()
+    assert sorted(p.name for p in work.glob('*.pth')) == ['iter_3.pth']
+    assert _iter_of(work / 'iter_3.pth') == 3
+
+
+def test_a_kill_before_last_checkpoint_is_written_resumes_the_new_one(
+        tmp_path, monkeypatch):
+    work = tmp_path / 'work'
+    _runner(work, 2).train()
+    _kill_when(monkeypatch, 'last_checkpoint')
+    with pytest.raises(_Killed):
+        _runner(work, 3, resume=True).train()
+    # the new checkpoint is complete, the old one not yet removed, and
+    # last_checkpoint is stale: the finder takes the newest complete one
+    assert sorted(p.name for p in work.glob('*.pth')) == [
+        'iter_2.pth', 'iter_3.pth'
+    ]
+    assert (work / 'last_checkpoint').read_text().endswith('iter_2.pth')
+    assert find_resumable_checkpoint(str(work)).endswith('iter_3.pth')
+
+
+def test_the_finder_takes_the_newest_complete_checkpoint(tmp_path):
+    work = tmp_path / 'work'
+    _runner(work, 3, keep=-1).train()
+    record = work / 'last_checkpoint'
+    assert find_resumable_checkpoint(str(work)) == record.read_text()
+    record.unlink()  # missing
+    assert find_resumable_checkpoint(str(work)).endswith('iter_3.pth')
+    record.write_text(str(work / 'iter_9.pth'))  # names a missing file
+    assert find_resumable_checkpoint(str(work)).endswith('iter_3.pth')
+    data = (work / 'iter_3.pth').read_bytes()  # the newest one truncated
+    (work / 'iter_3.pth').write_bytes(data[:len(data) // 2])
+    assert find_resumable_checkpoint(str(work)).endswith('iter_2.pth')
+    for path in work.glob('*.pth'):
+        path.unlink()
+    assert find_resumable_checkpoint(str(work)) is None

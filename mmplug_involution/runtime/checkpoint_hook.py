@@ -16,13 +16,10 @@ and says which it took.
 import glob
 import os
 import os.path as osp
-import random
 import re
 from typing import List, Optional
 
-import numpy as np
-import torch
-from mmengine.dist import all_gather_object, get_rank, is_main_process
+from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
@@ -103,41 +100,6 @@ def register_resumable_checkpoint_finder() -> None:
     mmengine_runner.find_latest_checkpoint = find_resumable_checkpoint
 
 
-def _random_states() -> dict:
-    return dict(python=random.getstate(), numpy=np.random.get_state(),
-                torch=torch.get_rng_state())
-
-
-def _set_random_states(states: dict) -> None:
-    random.setstate(states['python'])
-    np.random.set_state(states['numpy'])
-    torch.set_rng_state(states['torch'])
-
-
-class _RandomNeutralSkip:
-    """A data-loader iterator whose first ``count`` batches (the ones a
-    resumed loop loads to skip them) leave the random states unchanged."""
-
-    def __init__(self, iterator, count: int) -> None:
-        self._iterator, self._count = iterator, count
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self._count <= 0:
-            return next(self._iterator)
-        self._count -= 1
-        states = _random_states()
-        try:
-            return next(self._iterator)
-        finally:
-            _set_random_states(states)
-
-    def __getattr__(self, name):
-        return getattr(self._iterator, name)
-
-
 @HOOKS.register_module()
 class SafeCheckpointHook(CheckpointHook):
     """mmengine's ``CheckpointHook`` that never loses a checkpoint.
@@ -146,33 +108,7 @@ class SafeCheckpointHook(CheckpointHook):
     disk, or not there at all), ``last_checkpoint`` (atomically), then the
     removal of checkpoints beyond ``max_keep_ckpts``. Before training, the
     temporary files of killed writes are removed.
-
-    Every checkpoint also carries each rank's random states (Python, numpy,
-    torch: ``random_states``); a resumed run sets them again, and the data
-    batches an iteration-based loop loads again to skip the done iterations
-    are loaded without drawing from them. So the resumed run draws the same
-    random numbers (augmentation, anchor and RoI sampling, dropout) as the
-    uninterrupted run would.
     """
-
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        checkpoint['random_states'] = all_gather_object(_random_states())
-
-    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        states = checkpoint.get('random_states')
-        if states is None:
-            return
-        if len(states) != runner.world_size:
-            runner.logger.warning(
-                f'The checkpoint holds the random states of {len(states)} '
-                f'processes, this run has {runner.world_size}: the resumed '
-                'run draws other random numbers than the interrupted one.')
-            return
-        _set_random_states(states[get_rank()])
-        loop = runner.train_loop
-        if hasattr(loop, 'dataloader_iterator'):  # IterBasedTrainLoop
-            loop.dataloader_iterator = _RandomNeutralSkip(
-                loop.dataloader_iterator, checkpoint['meta'].get('iter', 0))
 
     def before_train(self, runner) -> None:
         super().before_train(runner)

@@ -16,10 +16,13 @@ and says which it took.
 import glob
 import os
 import os.path as osp
+import random
 import re
 from typing import List, Optional
 
-from mmengine.dist import is_main_process
+import numpy as np
+import torch
+from mmengine.dist import all_gather_object, get_rank, is_main_process
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
@@ -100,6 +103,46 @@ def register_resumable_checkpoint_finder() -> None:
     mmengine_runner.find_latest_checkpoint = find_resumable_checkpoint
 
 
+def _random_states() -> dict:
+    states = dict(python=random.getstate(), numpy=np.random.get_state(),
+                  torch=torch.get_rng_state())
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states['cuda'] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_random_states(states: dict) -> None:
+    random.setstate(states['python'])
+    np.random.set_state(states['numpy'])
+    torch.set_rng_state(states['torch'])
+    if 'cuda' in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states['cuda'])
+
+
+class _RandomNeutralSkip:
+    """A data-loader iterator whose first ``count`` batches (the ones a
+    resumed loop loads to skip them) leave the random states unchanged."""
+
+    def __init__(self, iterator, count: int) -> None:
+        self._iterator, self._count = iterator, count
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._count <= 0:
+            return next(self._iterator)
+        self._count -= 1
+        states = _random_states()
+        try:
+            return next(self._iterator)
+        finally:
+            _set_random_states(states)
+
+    def __getattr__(self, name):
+        return getattr(self._iterator, name)
+
+
 @HOOKS.register_module()
 class SafeCheckpointHook(CheckpointHook):
     """mmengine's ``CheckpointHook`` that never loses a checkpoint.
@@ -108,7 +151,54 @@ class SafeCheckpointHook(CheckpointHook):
     disk, or not there at all), ``last_checkpoint`` (atomically), then the
     removal of checkpoints beyond ``max_keep_ckpts``. Before training, the
     temporary files of killed writes are removed.
+
+    Every checkpoint also carries each rank's random states (Python, numpy,
+    torch: ``random_states``); a resumed run sets them again, and the data
+    batches an iteration-based loop loads again to skip the done iterations
+    are loaded without drawing from them. So the resumed run draws the same
+    random numbers (augmentation, anchor and RoI sampling, dropout) as the
+    uninterrupted run would.
     """
+
+    def _save_checkpoint(self, runner) -> None:
+        # Every rank runs this; ``runner.save_checkpoint`` (and so
+        # ``before_save_checkpoint``) runs on rank 0 only, where a collective
+        # would wait for the other ranks forever.
+        self._gathered_states = all_gather_object(_random_states())
+        try:
+            super()._save_checkpoint(runner)
+        finally:
+            self._gathered_states = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        states = getattr(self, '_gathered_states', None)
+        if states is None and runner.world_size == 1:  # e.g. a best ckpt
+            states = [_random_states()]
+        if states is not None:
+            checkpoint['random_states'] = states
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        if not runner._resume:  # ``load_from`` only: weights, a fresh start
+            return
+        states = checkpoint.get('random_states')
+        if states is None:
+            runner.logger.warning(
+                'The checkpoint holds no random states (written by another '
+                'hook, or a best checkpoint of a multi-process run): the '
+                'resumed run draws other random numbers than the interrupted '
+                'one would have.')
+            return
+        if len(states) != runner.world_size:
+            runner.logger.warning(
+                f'The checkpoint holds the random states of {len(states)} '
+                f'processes, this run has {runner.world_size}: the resumed '
+                'run draws other random numbers than the interrupted one.')
+            return
+        _set_random_states(states[get_rank()])
+        loop = runner.train_loop
+        if hasattr(loop, 'dataloader_iterator'):  # IterBasedTrainLoop
+            loop.dataloader_iterator = _RandomNeutralSkip(
+                loop.dataloader_iterator, checkpoint['meta'].get('iter', 0))
 
     def before_train(self, runner) -> None:
         super().before_train(runner)

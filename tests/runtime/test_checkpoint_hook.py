@@ -14,7 +14,8 @@ class _Killed(BaseException):
     """Stands for a kill: nothing after it runs."""
 
 
-def _runner(work_dir, max_iters, resume=False, keep=1):
+def _runner(work_dir, max_iters, resume=False, keep=1, load_from=None):
+    torch.manual_seed(0)  # the model is built before the Runner seeds
     return Runner(
         model=_TinyModel(),
         work_dir=str(work_dir),
@@ -32,6 +33,7 @@ def _runner(work_dir, max_iters, resume=False, keep=1):
                 by_epoch=False,
                 max_keep_ckpts=keep)),
         resume=resume,
+        load_from=load_from,
         randomness=dict(seed=0))
 
 
@@ -105,3 +107,46 @@ def test_the_finder_takes_the_newest_complete_checkpoint(tmp_path):
     for path in work.glob('*.pth'):
         path.unlink()
     assert find_resumable_checkpoint(str(work)) is None
+
+
+class _DropoutModel(_TinyModel):
+    """Draws random numbers every step (as anchor/RoI samplers do)."""
+
+    def forward(self, x, y, mode='loss'):
+        out = self.linear(torch.nn.functional.dropout(x, 0.5, self.training))
+        if mode == 'loss':
+            return dict(loss=((out - y)**2).mean())
+        return out
+
+
+def test_a_resumed_run_continues_bitwise_as_the_straight_one(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(__name__ + '._TinyModel', _DropoutModel)
+    straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+    _runner(straight, 5, keep=-1).train()
+    _runner(resumed, 2, keep=-1).train()  # "killed" after iteration 2
+    _runner(resumed, 5, resume=True, keep=-1).train()
+    a = torch.load(straight / 'iter_5.pth', weights_only=False)
+    b = torch.load(resumed / 'iter_5.pth', weights_only=False)
+    for key, value in a['state_dict'].items():
+        assert torch.equal(value, b['state_dict'][key]), key
+    assert a['random_states'][0]['torch'].equal(
+        b['random_states'][0]['torch'])
+
+
+def test_load_from_without_resume_starts_fresh_random_numbers(
+        tmp_path, monkeypatch):
+    """``load_from`` alone takes the weights, not the random states or the
+    position: the run draws as a fresh run from iteration 0 does."""
+    monkeypatch.setattr(__name__ + '._TinyModel', _DropoutModel)
+    _runner(tmp_path / 'first', 3, keep=-1).train()
+    fresh = _runner(tmp_path / 'fresh', 2, keep=-1)
+    fresh.train()
+    loaded = _runner(tmp_path / 'loaded', 2, keep=-1,
+                     load_from=str(tmp_path / 'first' / 'iter_3.pth'))
+    loaded.train()
+    a, b = (torch.load(tmp_path / run / 'iter_2.pth', weights_only=False)
+            for run in ('fresh', 'loaded'))
+    assert a['random_states'][0]['torch'].equal(
+        b['random_states'][0]['torch'])
+    assert b['meta']['iter'] == 2

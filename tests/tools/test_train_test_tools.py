@@ -194,6 +194,87 @@ def test_resume_from_missing_path_is_a_clear_error(tiny_config, tmp_path):
     assert 'nope.pth: no such file' in result.stderr
 
 
+KILLED_RUN = '''
+_base_ = ['{config}']
+custom_imports = dict(imports=['mmplug_involution', 'tests.tools.sigkill_hook'],
+                      allow_failed_imports=False)
+custom_hooks = [dict(type='SigkillAfterCheckpoint', iteration={iteration})]
+'''
+EXACT = [
+    'randomness.seed=0', 'randomness.deterministic=True',
+    'log_processor.window_size=1', 'train_cfg.max_iters=4'
+]
+
+
+def _launch(cfg, work_dir, processes, *extra, check=True):
+    """tools/train.py, or tools/dist_train.sh with ``processes`` > 1."""
+    if processes == 1:
+        args = [sys.executable, str(ROOT / 'tools' / 'train.py'), str(cfg)]
+    else:
+        args = ['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(cfg),
+                str(processes)]
+    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(ROOT),
+               PORT=str(29500 + os.getpid() % 1000))
+    result = subprocess.run([*args, '--work-dir', str(work_dir), *extra],
+                            cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=900)
+    if check:
+        assert result.returncode == 0, (result.stdout[-3000:] +
+                                        result.stderr[-3000:])
+    return result
+
+
+def _losses(work_dir):
+    """{iteration: logged scalars} over all runs in ``work_dir``."""
+    by_iter = {}
+    for scalars in sorted(work_dir.glob('*/vis_data/scalars.json')):
+        for line in scalars.read_text().splitlines():
+            record = json.loads(line)
+            if 'loss' in record:
+                by_iter[record['iter']] = {
+                    key: value for key, value in record.items()
+                    if key.startswith('loss')
+                }
+    return by_iter
+
+
+@pytest.mark.parametrize('processes', [1, 2])
+def test_a_killed_and_resumed_run_ends_bitwise_as_the_straight_one(
+        tiny_config, tmp_path, processes):
+    """4 iterations straight against: SIGKILL right after the iteration-2
+    checkpoint, then ``--resume`` to 4. Every tensor of the final checkpoint
+    and every logged loss equal; one data-loader worker in the 1-process run
+    (a worker-seeded augmentation pipeline, as in the demos)."""
+    _, tiny_config = tiny_config
+    workers = [] if processes > 1 else [
+        'train_dataloader.num_workers=1',
+        'train_dataloader.persistent_workers=True'
+    ]
+    options = ['--cfg-options', *EXACT, *workers]
+    killed_cfg = tmp_path / 'killed_after_iter_2.py'
+    killed_cfg.write_text(KILLED_RUN.format(config=tiny_config, iteration=2))
+    _launch(tiny_config, tmp_path / 'straight', processes, *options)
+    killed = _launch(killed_cfg, tmp_path / 'resumed', processes, *options,
+                     check=False)
+    assert killed.returncode != 0
+    assert not (tmp_path / 'resumed' / 'iter_3.pth').exists()
+    resumed = _launch(tiny_config, tmp_path / 'resumed', processes,
+                      '--resume', *options)
+    assert 'resumed epoch: 0, iter: 2' in resumed.stdout + resumed.stderr
+    straight, resumed = (torch.load(
+        tmp_path / run / 'iter_4.pth', map_location='cpu',
+        weights_only=False) for run in ('straight', 'resumed'))
+    differing = [
+        key for key, value in straight['state_dict'].items()
+        if not torch.equal(value, resumed['state_dict'][key])
+    ]
+    assert not differing, f'{len(differing)} tensors differ: {differing[:5]}'
+    assert len(straight['random_states']) == processes
+    losses = _losses(tmp_path / 'straight')
+    assert sorted(losses) == [1, 2, 3, 4]
+    assert _losses(tmp_path / 'resumed') == losses
+
+
 def test_a_work_dir_of_an_earlier_run_is_refused(tiny_config, tmp_path):
     _, tiny_config = tiny_config
     (tmp_path / 'iter_2.pth').write_bytes(b'an earlier run')

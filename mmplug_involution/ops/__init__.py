@@ -4,11 +4,12 @@ Pure torch + CuPy; no OpenMMLab imports.
 """
 from .involution import (BACKEND_ENV, BACKENDS, generated_involution2d,
                          involution2d, involution_output_size, select_backend)
-from .per_sample_conv import per_sample_conv2d
+from .onnx import onnx_translation_table
+from .per_sample_conv import per_sample_conv2d, per_sample_conv2d_by_taps
 from .xvolution import pixel_shift_attention, xvolution_fused2d
 
 __all__ = [
     'involution2d', 'generated_involution2d', 'involution_output_size', 'select_backend', 'BACKEND_ENV',
     'BACKENDS', 'pixel_shift_attention', 'xvolution_fused2d',
-    'per_sample_conv2d'
+    'per_sample_conv2d', 'per_sample_conv2d_by_taps', 'onnx_translation_table'
 ]

@@ -133,7 +133,7 @@ def xvolution_fused2d(input: Tensor,
             weight.shape[2] != weight.shape[3] or weight.shape[2] % 2 == 0:
         raise ValueError('weight must be (C, C, K, K) with K odd; got '
                          f'{tuple(weight.shape)}.')
-    channels, kernel_size = weight.shape[0], weight.shape[2]
+    channels, kernel_size = weight.shape[0], int(weight.shape[2])
     if input.dim() != 4 or input.shape[1] != channels:
         raise ValueError(f'input must be (N, {channels}, H, W) for weight '
                          f'{tuple(weight.shape)}; got {tuple(input.shape)}.')

@@ -1,0 +1,229 @@
+"""ONNX translations of the package's custom ops, in standard ONNX only.
+
+``involution2d`` becomes one strided ``Slice`` of the padded input per tap of
+the K x K window, multiplied by that tap's kernel plane (broadcast over the
+channels of a group) and summed: no N*C*K*K*H*W tensor, peak memory a few
+output-sized tensors; batch and spatial sizes are read from the tensors'
+shapes, so dynamic axes export. ``generated_involution2d`` is the 1x1 ``Conv``
+of the kernel generator followed by the same. Opset 17 or later (``Shape``
+with ``start``/``end``), no custom domain: ONNX Runtime, TensorRT and OpenVINO
+run the result.
+
+* TorchScript exporter (``torch.onnx.export(..., dynamo=False)``): symbolics
+  registered when the package is imported (:func:`register_onnx_symbolics`).
+* dynamo exporter (``torch.onnx.export(..., dynamo=True)``, torch's default):
+  torch has no public global registration for a custom op's translation.
+  The package puts its onnxscript translations into onnxscript's torchlib
+  registry (which the exporter reads at every export) when onnxscript is
+  imported, before or after the package (:func:`register_onnx_translations`),
+  so a plain ``torch.onnx.export(model, args, f)`` works; should a future
+  onnxscript move that registry, :func:`onnx_translation_table` still gives
+  the table to pass as ``custom_translation_table``.
+
+One graph builder serves both: it is written against an ``emit(op_type,
+*inputs, **attributes)`` callable and an ``ints(values)`` constant maker,
+which each exporter supplies.
+"""
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+from typing import Callable, Dict, List, Sequence
+
+import torch
+
+__all__ = [
+    'ONNX_OPSET', 'onnx_translation_table', 'register_onnx_symbolics',
+    'register_onnx_translations'
+]
+
+ONNX_OPSET = 17
+INVOLUTION_OP = 'mmplug_involution::involution2d'
+GENERATED_INVOLUTION_OP = 'mmplug_involution::generated_involution2d'
+
+
+def _involution_nodes(emit: Callable, ints: Callable, input, kernel,
+                      kernel_size: int, stride: int, padding: int,
+                      dilation: int):
+    """The involution of ``input`` (N, C, H, W) with ``kernel``
+    (N, G*K*K, H_out, W_out) as standard ONNX nodes; returns the output."""
+    taps = kernel_size * kernel_size
+    batch = emit('Shape', input, start=0, end=1)
+    batch_channels = emit('Shape', input, start=0, end=2)
+    out_hw = emit('Shape', kernel, start=2, end=4)
+    groups = emit('Div', emit('Shape', kernel, start=1, end=2), ints([taps]))
+    if padding:
+        input = emit('Pad', input,
+                     ints([0, 0, padding, padding, 0, 0, padding, padding]))
+    in_hw = emit('Shape', input, start=2, end=4)
+    # (N, G, C/G, H_p, W_p) and (N, G, K*K, H_out, W_out)
+    grouped = emit('Reshape', input,
+                   emit('Concat', batch, groups, ints([-1]), in_hw, axis=0))
+    planes = emit('Reshape', kernel,
+                  emit('Concat', batch, groups, ints([taps]), out_hw, axis=0))
+    span = emit('Mul', out_hw, ints([stride]))
+    out = None
+    for tap in range(taps):
+        start = ints([tap // kernel_size * dilation,
+                      tap % kernel_size * dilation])
+        window = emit('Slice', grouped, start, emit('Add', start, span),
+                      ints([3, 4]), ints([stride, stride]))
+        plane = emit('Slice', planes, ints([tap]), ints([tap + 1]), ints([2]))
+        term = emit('Mul', window, plane)
+        out = term if out is None else emit('Add', out, term)
+    return emit('Reshape', out, emit('Concat', batch_channels, out_hw, axis=0))
+
+
+# --- TorchScript exporter --------------------------------------------------
+
+
+def _torchscript_emitters(g):
+    suffixes = {int: '_i', float: '_f', str: '_s'}
+
+    def emit(op_type: str, *inputs, **attributes):
+        named = {}
+        for key, value in attributes.items():
+            kind = type(value[0] if isinstance(value, (list, tuple)) else value)
+            named[key + suffixes[kind]] = value
+        return g.op(op_type, *inputs, **named)
+
+    def ints(values: Sequence[int]):
+        return g.op('Constant',
+                    value_t=torch.tensor(list(values), dtype=torch.int64))
+
+    return emit, ints
+
+
+def _involution2d_symbolic(g, input, kernel, kernel_size, stride, padding,
+                           dilation):
+    from torch.onnx import symbolic_helper
+    args = [symbolic_helper._get_const(v, 'i', name)
+            for v, name in ((kernel_size, 'kernel_size'),
+                            (stride, 'stride'), (padding, 'padding'),
+                            (dilation, 'dilation'))]
+    return _involution_nodes(*_torchscript_emitters(g), input, kernel, *args)
+
+
+def _generated_involution2d_symbolic(g, input, reduced, weight, bias,
+                                     kernel_size, stride, padding, dilation):
+    from torch.onnx import symbolic_helper
+    args = [symbolic_helper._get_const(v, 'i', name)
+            for v, name in ((kernel_size, 'kernel_size'),
+                            (stride, 'stride'), (padding, 'padding'),
+                            (dilation, 'dilation'))]
+    conv_inputs = [reduced, weight]
+    if not symbolic_helper._is_none(bias):
+        conv_inputs.append(bias)
+    kernel = g.op('Conv', *conv_inputs, kernel_shape_i=[1, 1])
+    return _involution_nodes(*_torchscript_emitters(g), input, kernel, *args)
+
+
+def register_onnx_symbolics() -> None:
+    """Teach the TorchScript ONNX exporter the package's custom ops."""
+    from torch.onnx import register_custom_op_symbolic
+    register_custom_op_symbolic(INVOLUTION_OP, _involution2d_symbolic,
+                                ONNX_OPSET)
+    register_custom_op_symbolic(GENERATED_INVOLUTION_OP,
+                                _generated_involution2d_symbolic, ONNX_OPSET)
+
+
+# --- dynamo exporter (onnxscript) ------------------------------------------
+
+
+def _onnxscript_emitters():
+    from onnxscript import opset18 as op
+
+    def emit(op_type: str, *inputs, **attributes):
+        return getattr(op, op_type)(*inputs, **attributes)
+
+    def ints(values: Sequence[int]):
+        return op.Constant(value_ints=list(values))
+
+    return op, emit, ints
+
+
+def _involution2d_onnxscript(input, kernel, kernel_size: int, stride: int,
+                             padding: int, dilation: int):
+    _, emit, ints = _onnxscript_emitters()
+    return _involution_nodes(emit, ints, input, kernel, kernel_size, stride,
+                             padding, dilation)
+
+
+def _generated_involution2d_onnxscript(input, reduced, weight, bias,
+                                       kernel_size: int, stride: int,
+                                       padding: int, dilation: int):
+    op, emit, ints = _onnxscript_emitters()
+    conv_inputs: List = [reduced, weight] + ([] if bias is None else [bias])
+    kernel = op.Conv(*conv_inputs, kernel_shape=[1, 1])
+    return _involution_nodes(emit, ints, input, kernel, kernel_size, stride,
+                             padding, dilation)
+
+
+def onnx_translation_table() -> Dict[Callable, Callable]:
+    """``custom_translation_table`` for ``torch.onnx.export(dynamo=True)``:
+    the package's custom ops to their onnxscript translations.
+
+    Raises:
+        ImportError: onnxscript is not installed (``pip install onnxscript``).
+    """
+    try:
+        import onnxscript  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            'The dynamo ONNX exporter needs onnxscript: pip install onnx '
+            'onnxscript (or export with dynamo=False).') from error
+    ops = torch.ops.mmplug_involution
+    return {
+        ops.involution2d.default: _involution2d_onnxscript,
+        ops.generated_involution2d.default:
+        _generated_involution2d_onnxscript,
+    }
+
+
+_TORCHLIB_REGISTRATION = 'onnxscript.function_libs.torch_lib.registration'
+
+
+def _register_in_torchlib(registration) -> None:
+    try:
+        for name, function in ((INVOLUTION_OP, _involution2d_onnxscript),
+                               (GENERATED_INVOLUTION_OP,
+                                _generated_involution2d_onnxscript)):
+            registration.torch_op(name, trace_only=True)(function)
+    except (AttributeError, TypeError) as error:
+        warnings.warn(
+            f'Could not add the involution ONNX translations to onnxscript\'s '
+            f'registry ({error}); pass custom_translation_table='
+            'mmplug_involution.ops.onnx_translation_table() to '
+            'torch.onnx.export(dynamo=True).')
+
+
+class _RegisterWhenImported(importlib.abc.MetaPathFinder):
+    """Adds the translations the moment onnxscript's torchlib registry
+    module is first imported (importing onnxscript costs seconds, which the
+    package does not spend unless an export does)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != _TORCHLIB_REGISTRATION:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_and_register(module):
+            exec_module(module)
+            _register_in_torchlib(module)
+
+        spec.loader.exec_module = exec_and_register
+        return spec
+
+
+def register_onnx_translations() -> None:
+    """Make the dynamo exporter translate the package's custom ops without a
+    ``custom_translation_table``: now if onnxscript's registry is loaded,
+    otherwise as soon as it is."""
+    if _TORCHLIB_REGISTRATION in sys.modules:
+        _register_in_torchlib(sys.modules[_TORCHLIB_REGISTRATION])
+    elif not any(isinstance(f, _RegisterWhenImported) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterWhenImported())

@@ -4,7 +4,8 @@
 # Installs: torch (an existing install is kept), setuptools<82, mmengine 0.10.7,
 # mmcv 2.1.0 built from source with its ops (the wheel is cached outside the repo so a
 # re-run or a fresh clone does not rebuild it), mmdet 3.3.0, mmsegmentation 1.2.2 and their
-# runtime extras, CuPy matched to torch's CUDA version, pytest, this package (editable),
+# runtime extras, onnx/onnxruntime/onnxscript (ONNX export), CuPy matched to torch's
+# CUDA version, pytest, this package (editable),
 # and builds its C++ CPU kernels (cached the same way, rebuilt when their source changes).
 #
 # Environment knobs:
@@ -95,6 +96,8 @@ fi
 # 5. The toolkits and their runtime extras (mmseg's models import ftfy and regex).
 "${PIP[@]}" "mmdet==3.3.0" "mmsegmentation==1.2.2" ftfy regex pycocotools \
   pytest rich
+# ONNX export and its checks (tools/deploy/export_onnx.py, the export tests).
+"${PIP[@]}" "onnx>=1.17" "onnxruntime>=1.20" "onnxscript>=0.5"
 
 # 6. CuPy matched to torch's CUDA. On a CPU-only build, the CUDA 12 flavour plus its NVRTC
 #    (which still targets sm_70) so the kernel-compile tests can run without a GPU.

@@ -5,9 +5,9 @@ the K x K window, multiplied by that tap's kernel plane (broadcast over the
 channels of a group) and summed: no N*C*K*K*H*W tensor, peak memory a few
 output-sized tensors; batch and spatial sizes are read from the tensors'
 shapes, so dynamic axes export. ``generated_involution2d`` is the 1x1 ``Conv``
-of the kernel generator followed by the same. Opset 17 or later (``Shape``
-with ``start``/``end``), no custom domain: ONNX Runtime, TensorRT and OpenVINO
-run the result.
+of the kernel generator followed by the same. Opset 17 (the exporters'
+floor here; the nodes themselves are opset-13 ones), no custom domain: ONNX
+Runtime, TensorRT and OpenVINO run the result.
 
 * TorchScript exporter (``torch.onnx.export(..., dynamo=False)``): symbolics
   registered when the package is imported (:func:`register_onnx_symbolics`).
@@ -48,14 +48,18 @@ def _involution_nodes(emit: Callable, ints: Callable, input, kernel,
     """The involution of ``input`` (N, C, H, W) with ``kernel``
     (N, G*K*K, H_out, W_out) as standard ONNX nodes; returns the output."""
     taps = kernel_size * kernel_size
-    batch = emit('Shape', input, start=0, end=1)
-    batch_channels = emit('Shape', input, start=0, end=2)
-    out_hw = emit('Shape', kernel, start=2, end=4)
-    groups = emit('Div', emit('Shape', kernel, start=1, end=2), ints([taps]))
+
+    def dims(tensor, *axes):  # (Shape with start/end trips torch's
+        # TorchScript shape inference on static shapes)
+        return emit('Gather', emit('Shape', tensor), ints(axes), axis=0)
+
+    batch, batch_channels = dims(input, 0), dims(input, 0, 1)
+    out_hw = dims(kernel, 2, 3)
+    groups = emit('Div', dims(kernel, 1), ints([taps]))
     if padding:
         input = emit('Pad', input,
                      ints([0, 0, padding, padding, 0, 0, padding, padding]))
-    in_hw = emit('Shape', input, start=2, end=4)
+    in_hw = dims(input, 2, 3)
     # (N, G, C/G, H_p, W_p) and (N, G, K*K, H_out, W_out)
     grouped = emit('Reshape', input,
                    emit('Concat', batch, groups, ints([-1]), in_hw, axis=0))

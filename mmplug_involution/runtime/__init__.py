@@ -14,6 +14,8 @@ from .complexity import (involution_flop_jit, model_complexity,
 from .launch import (add_tool_arguments, build_runner, finish_launch,
                      iter_config_dicts, launch, load_tool_config,
                      prepare_launch, replace_sync_bn)
+from .onnx_export import (TensorOutputs, build_config_model,
+                          compare_with_onnxruntime, export_onnx)
 from .work_dir import earlier_run_checkpoints, prepare_work_dir
 
 __all__ = [
@@ -27,5 +29,6 @@ __all__ = [
     'earlier_run_checkpoints', 'prepare_work_dir',
     'kill_forked_children_with_parent', 'SafeCheckpointHook',
     'find_resumable_checkpoint', 'register_resumable_checkpoint_finder',
-    'remove_stale_temp_files'
+    'remove_stale_temp_files', 'TensorOutputs', 'build_config_model',
+    'compare_with_onnxruntime', 'export_onnx'
 ]

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmplug_involution.ops import per_sample_conv2d
+from mmplug_involution.ops import per_sample_conv2d, per_sample_conv2d_by_taps
 
 CASES = [
     dict(stride=1, padding=1, dilation=1, groups=1, kernel=3),
@@ -16,14 +16,16 @@ CASES = [
 
 @pytest.mark.parametrize('case', CASES, ids=str)
 @pytest.mark.parametrize('with_bias', [True, False])
-def test_equals_a_float64_conv_per_sample(case, with_bias):
+@pytest.mark.parametrize('function', [per_sample_conv2d,
+                                      per_sample_conv2d_by_taps])
+def test_equals_a_float64_conv_per_sample(case, with_bias, function):
     torch.manual_seed(0)
     groups, kernel = case['groups'], case['kernel']
     x = torch.randn(3, 6, 13, 10)
     weight = torch.randn(3, 12, 6 // groups, kernel, kernel)
     bias = torch.randn(3, 12) if with_bias else None
     args = (case['stride'], case['padding'], case['dilation'], groups)
-    out = per_sample_conv2d(x, weight, bias, *args)
+    out = function(x, weight, bias, *args)
     for n in range(3):
         expected = F.conv2d(x[n:n + 1].double(), weight[n].double(),
                             None if bias is None else bias[n].double(),

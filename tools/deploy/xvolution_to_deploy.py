@@ -22,12 +22,12 @@ from typing import Any, NoReturn
 
 import torch
 from mmengine.config import Config
-from mmengine.registry import MODELS, DefaultScope
 from mmengine.runner import load_checkpoint
 from mmengine.runner.checkpoint import weights_to_cpu
 
 from mmplug_involution.layers import XVolution, switch_xvolution_to_deploy
-from mmplug_involution.runtime import atomic_write, iter_config_dicts
+from mmplug_involution.runtime import (atomic_write, build_config_model,
+                                      iter_config_dicts)
 
 
 def parse_args():
@@ -63,12 +63,6 @@ def mark_deploy(cfg: Any) -> int:
     return count
 
 
-def build_model(cfg: Config) -> torch.nn.Module:
-    """``cfg.model`` built in the config's toolkit scope, in eval mode."""
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
-        return MODELS.build(cfg.model).eval()
-
-
 def fail(message: str) -> NoReturn:
     """Exit with status 1 after printing ``message`` to stderr."""
     sys.exit(f'xvolution_to_deploy: error: {message}')
@@ -91,7 +85,7 @@ def main():
              'replace.')
 
     cfg = Config.fromfile(args.config)
-    model = build_model(cfg)
+    model = build_config_model(cfg)
     layers = [m for m in model.modules() if isinstance(m, XVolution)]
     if not layers:
         fail(f'the model of {args.config} has no XVolution layer: nothing '
@@ -118,7 +112,7 @@ def main():
     text = Config(deploy_cfg).pretty_text
     # the written config must build the model this checkpoint loads into
     try:
-        build_model(Config.fromstring(text, '.py')).load_state_dict(
+        build_config_model(Config.fromstring(text, '.py')).load_state_dict(
             state_dict, strict=True)
     except RuntimeError as error:
         fail('the deploy config does not build the fused model (are some '

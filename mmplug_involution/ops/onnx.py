@@ -65,13 +65,18 @@ def _involution_nodes(emit: Callable, ints: Callable, input, kernel,
                    emit('Concat', batch, groups, ints([-1]), in_hw, axis=0))
     planes = emit('Reshape', kernel,
                   emit('Concat', batch, groups, ints([taps]), out_hw, axis=0))
-    span = emit('Mul', out_hw, ints([stride]))
+    stride_pair = ints([stride, stride])
+    span = emit('Mul', out_hw, stride_pair)
     out = None
     for tap in range(taps):
         start = ints([tap // kernel_size * dilation,
                       tap % kernel_size * dilation])
+        if out is not None:  # the window's extent read off the running sum
+            # ties tap t's Slice to tap t-1's sum: a scheduler cannot run
+            # all K*K Slices first and hold K*K input-sized windows at once
+            span = emit('Mul', dims(out, 3, 4), stride_pair)
         window = emit('Slice', grouped, start, emit('Add', start, span),
-                      ints([3, 4]), ints([stride, stride]))
+                      ints([3, 4]), stride_pair)
         plane = emit('Slice', planes, ints([tap]), ints([tap + 1]), ints([2]))
         term = emit('Mul', window, plane)
         out = term if out is None else emit('Add', out, term)

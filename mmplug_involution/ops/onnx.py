@@ -5,9 +5,10 @@ the K x K window, multiplied by that tap's kernel plane (broadcast over the
 channels of a group) and summed: no N*C*K*K*H*W tensor, peak memory a few
 output-sized tensors; batch and spatial sizes are read from the tensors'
 shapes, so dynamic axes export. ``generated_involution2d`` is the 1x1 ``Conv``
-of the kernel generator followed by the same. Opset 17 (the exporters'
-floor here; the nodes themselves are opset-13 ones), no custom domain: ONNX
-Runtime, TensorRT and OpenVINO run the result.
+of the kernel generator followed by the same. Opset 17 by default (the
+nodes exist from opset 11 on, so the TorchScript symbolics serve any opset
+from 11), no custom domain: ONNX Runtime, TensorRT and OpenVINO run the
+result.
 
 * TorchScript exporter (``torch.onnx.export(..., dynamo=False)``): symbolics
   registered when the package is imported (:func:`register_onnx_symbolics`).
@@ -37,7 +38,9 @@ __all__ = [
     'register_onnx_translations'
 ]
 
-ONNX_OPSET = 17
+ONNX_OPSET = 17  # what the package's exports use
+SYMBOLIC_MIN_OPSET = 11  # the oldest opset the nodes below exist in (Pad,
+# Slice and Reshape with tensor inputs): mmdeploy's configs export at 11
 INVOLUTION_OP = 'mmplug_involution::involution2d'
 GENERATED_INVOLUTION_OP = 'mmplug_involution::generated_involution2d'
 
@@ -142,9 +145,10 @@ def register_onnx_symbolics() -> None:
     """Teach the TorchScript ONNX exporter the package's custom ops."""
     from torch.onnx import register_custom_op_symbolic
     register_custom_op_symbolic(INVOLUTION_OP, _involution2d_symbolic,
-                                ONNX_OPSET)
+                                SYMBOLIC_MIN_OPSET)
     register_custom_op_symbolic(GENERATED_INVOLUTION_OP,
-                                _generated_involution2d_symbolic, ONNX_OPSET)
+                                _generated_involution2d_symbolic,
+                                SYMBOLIC_MIN_OPSET)
 
 
 # --- dynamo exporter (onnxscript) ------------------------------------------

@@ -227,3 +227,22 @@ def test_onnx_runtime_holds_few_windows_at_once(exporter, tmp_path):
     peak = peak_mib(lambda: session.run(None, feeds), torch.device('cpu'))
     window_mib = x.numel() * 4 / 2**20
     assert peak < 4 * (window_mib + kernel.numel() * 4 / 2**20), peak
+
+
+def test_torchscript_symbolic_serves_opset_11(tmp_path):
+    """mmdeploy's configs export at opset 11; the translation's nodes
+    exist there."""
+    torch.manual_seed(0)
+    x, kernel = torch.randn(2, 6, 9, 10), torch.randn(2, 18, 5, 5)
+    path = str(tmp_path / 'opset11.onnx')
+    torch.onnx.export(_Involution(3, 2, 1, 1), (x, kernel), path,
+                      dynamo=False, opset_version=11,
+                      input_names=['x', 'kernel'])
+    model = onnx.load(path)
+    assert model.opset_import[0].version == 11
+    session = onnxruntime.InferenceSession(
+        path, providers=['CPUExecutionProvider'])
+    got = session.run(None, {'x': x.numpy(), 'kernel': kernel.numpy()})[0]
+    np.testing.assert_allclose(
+        got, involution_reference(x, kernel, 3, 2, 1, 1).numpy(), rtol=1e-5,
+        atol=1e-5)

@@ -133,3 +133,21 @@ def test_the_tool_refuses_a_size_off_the_divisor(tmp_path):
                    '--dynamic')
     assert result.returncode != 0
     assert 'must be multiples of --size-divisor 32' in result.stderr
+
+
+def test_the_tool_exports_a_checkpoints_weights(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+    model = build_config_model(Config.fromfile(str(SEG_DEMO)))
+    with torch.no_grad():
+        model.decode_head.conv_seg.bias.fill_(1234.5)
+    torch.save(dict(state_dict=model.state_dict()), tmp_path / 'seg.pth')
+    out = tmp_path / 'seg.onnx'
+    result = _tool(SEG_DEMO, tmp_path / 'seg.pth', '--out', out, '--shape',
+                   64, 64)
+    assert result.returncode == 0, result.stderr[-3000:]
+    values = [numpy_helper.to_array(t)
+              for t in onnx.load(str(out)).graph.initializer]
+    classes = model.decode_head.conv_seg.bias.numel()
+    assert any(v.size == classes and np.all(v == 1234.5) for v in values)

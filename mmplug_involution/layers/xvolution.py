@@ -260,8 +260,9 @@ class XVolution(BaseModule):
             state_dict[prefix + 'conv.weight'] = state_dict.pop(plain)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def _local_kernel(self, x: Tensor) -> Tensor:
-        """The attention branch's (N, G*K*K, H_out, W_out) local kernel."""
+    def generate_kernel(self, x: Tensor) -> Tensor:
+        """The attention branch's (N, G*K*K, H_out, W_out) local kernel
+        (pssa, involution; as ``Involution.generate_kernel``)."""
         if self.attention_type == 'involution':
             return self.attention.generate_kernel(x)
         return self.attention(x)
@@ -270,13 +271,13 @@ class XVolution(BaseModule):
         """(N, C_in, H, W) -> (N, C_out, ceil(H / s), ceil(W / s))."""
         if self.deploy:
             return xvolution_fused2d(x, self.fused.weight, self.fused.bias,
-                                     self._local_kernel(x),
+                                     self.generate_kernel(x),
                                      self.attention_scale, self.stride,
                                      self.dilation)
         if self.attention_type == 'sa':
             attended = self.attention(x)
         else:
-            attended = involution2d(x, self._local_kernel(x),
+            attended = involution2d(x, self.generate_kernel(x),
                                     self.kernel_size, self.stride,
                                     self.padding, self.dilation)
         return self.conv_norm(self.conv(x)) + self.attention_norm(attended)

@@ -15,11 +15,20 @@ PyTorch per model and setting.
 Usage:
     python tools/benchmark_onnx.py
     python tools/benchmark_onnx.py --settings "224x224, batch 1" --repeats 9
-Writes ``<out>/onnx_cpu.json`` and ``.md``.
+    python tools/benchmark_onnx.py --plot-only benchmark_results/onnx_cpu.json
+Writes ``<out>/onnx_cpu.json``, ``.md`` and ``.png`` (time and peak memory of
+both runtimes per model and setting).
 """
 import argparse
+import json
 import tempfile
 from pathlib import Path
+
+import matplotlib
+import matplotlib.ticker
+
+matplotlib.use('Agg')
+import matplotlib.pyplot as plt  # noqa: E402
 
 import torch
 from mmengine.config import Config
@@ -61,12 +70,52 @@ def parse_args():
     add_benchmark_arguments(parser, SETTINGS, warmup=2)
     parser.add_argument('--models', nargs='+', choices=list(MODELS),
                         default=list(MODELS))
+    parser.add_argument('--plot-only', metavar='JSON',
+                        help='draw the plot of an earlier run\'s results')
     return parser.parse_args()
 
 
+def plot(result: dict, path: str) -> None:
+    """Bars of time and peak memory, eager against ONNX Runtime, per model
+    and setting."""
+    rows = result['rows']
+    groups = list(dict.fromkeys((r['model'], r['setting']) for r in rows))
+    figure, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(groups) + 1.5))
+    for axis, key, label in ((axes[0], 'ms', 'time (ms, median)'),
+                             (axes[1], 'peak_mib', 'peak memory (MiB)')):
+        for offset, runtime in ((-0.2, 'PyTorch eager'),
+                                (0.2, 'ONNX Runtime')):
+            values = [
+                next(r[key] for r in rows if (r['model'], r['setting']) == g
+                     and r['runtime'] == runtime) for g in groups
+            ]
+            axis.barh([i + offset for i in range(len(groups))], values,
+                      height=0.4, label=runtime)
+        axis.set_xscale('log')
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        axis.set_xlabel(label)
+        axis.set_yticks(range(len(groups)))
+        axis.set_yticklabels([f'{m}\n{s}' for m, s in groups] if axis is
+                             axes[0] else [], fontsize=7)
+        axis.invert_yaxis()
+    axes[0].legend(fontsize=8)
+    env = result['environment']
+    figure.suptitle(f"{env['cpu']}, {env['threads']} threads, torch "
+                    f"{env['torch']}, onnxruntime {env['onnxruntime']}, "
+                    f"{env['date'][:10]}", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def main():
-    import onnxruntime
     args = parse_args()
+    if args.plot_only:
+        path = Path(args.plot_only)
+        plot(json.loads(path.read_text()), str(path.with_suffix('.png')))
+        print(f'Plot written to {path.with_suffix(".png")}')
+        return
+    import onnxruntime
     device = torch.device('cpu')
     threads = torch.get_num_threads()
     env = dict(environment(device), device='cpu',
@@ -125,10 +174,10 @@ def main():
                      f" | {row['ms']:.1f} | {row['ms_min']:.1f}-"
                      f"{row['ms_max']:.1f} | {row['peak_mib']:.1f} | "
                      f"{row['time_ratio']:.2f} | {row['memory_ratio']:.2f} |")
-    write_results(args.out, 'onnx_cpu',
-                  dict(environment=env, repeats=args.repeats,
-                       warmup=args.warmup, rows=rows),
-                  '\n'.join(lines) + '\n')
+    result = dict(environment=env, repeats=args.repeats, warmup=args.warmup,
+                  rows=rows)
+    write_results(args.out, 'onnx_cpu', result, '\n'.join(lines) + '\n')
+    plot(result, str(Path(args.out) / 'onnx_cpu.png'))
 
 
 if __name__ == '__main__':

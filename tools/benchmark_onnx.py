@@ -115,6 +115,9 @@ def main():
         plot(json.loads(path.read_text()), str(path.with_suffix('.png')))
         print(f'Plot written to {path.with_suffix(".png")}')
         return
+    if args.device not in ('auto', 'cpu'):
+        raise SystemExit('benchmark_onnx measures the CPU execution provider '
+                         f'only; --device {args.device} is not supported.')
     import onnxruntime
     device = torch.device('cpu')
     threads = torch.get_num_threads()

@@ -87,3 +87,17 @@ def test_layer_benchmarks_run_and_write_their_tables(tmp_path, tool, stem,
     assert len(result['rows']) == rows
     assert all(row['ms'] > 0 and row['peak_mib'] >= 0
                for row in result['rows'])
+
+
+def test_onnx_benchmark_runs_and_writes_table_and_plot(tmp_path):
+    subprocess.run([
+        sys.executable,
+        str(ROOT / 'tools' / 'benchmark_onnx.py'), '--models', 'RedNet-50',
+        '--settings', '224x224, batch 1', '--warmup', '0', '--repeats', '1',
+        '--out',
+        str(tmp_path)
+    ], capture_output=True, text=True, check=True, cwd=ROOT)
+    rows = json.loads((tmp_path / 'onnx_cpu.json').read_text())['rows']
+    assert [r['runtime'] for r in rows] == ['PyTorch eager', 'ONNX Runtime']
+    assert rows[0]['time_ratio'] == 1 and rows[1]['time_ratio'] > 0
+    assert (tmp_path / 'onnx_cpu.png').stat().st_size > 1000

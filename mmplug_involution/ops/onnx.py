@@ -29,7 +29,7 @@ import importlib.abc
 import importlib.util
 import sys
 import warnings
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, Sequence
 
 import torch
 
@@ -97,6 +97,15 @@ def _involution_nodes(emit: Callable, ints: Callable, input, kernel,
     return emit('Reshape', out, emit('Concat', batch_channels, out_hw, axis=0))
 
 
+def _generated_involution_nodes(emit: Callable, ints: Callable, input,
+                                reduced, weight, bias, *window):
+    """The kernel generator's 1x1 ``Conv`` (``bias`` None: without),
+    then :func:`_involution_nodes` with ``window`` (K, s, p, d)."""
+    conv_inputs = [reduced, weight] + ([] if bias is None else [bias])
+    kernel = emit('Conv', *conv_inputs, kernel_shape=[1, 1])
+    return _involution_nodes(emit, ints, input, kernel, *window)
+
+
 # --- TorchScript exporter --------------------------------------------------
 
 
@@ -117,28 +126,26 @@ def _torchscript_emitters(g):
     return emit, ints
 
 
-def _involution2d_symbolic(g, input, kernel, kernel_size, stride, padding,
-                           dilation):
+def _window_constants(*values):
+    """The symbolic's (kernel_size, stride, padding, dilation) as ints."""
     from torch.onnx import symbolic_helper
-    args = [symbolic_helper._get_const(v, 'i', name)
-            for v, name in ((kernel_size, 'kernel_size'),
-                            (stride, 'stride'), (padding, 'padding'),
-                            (dilation, 'dilation'))]
-    return _involution_nodes(*_torchscript_emitters(g), input, kernel, *args)
+    return [symbolic_helper._get_const(value, 'i', name)
+            for value, name in zip(values, ('kernel_size', 'stride',
+                                            'padding', 'dilation'))]
+
+
+def _involution2d_symbolic(g, input, kernel, *window):
+    return _involution_nodes(*_torchscript_emitters(g), input, kernel,
+                             *_window_constants(*window))
 
 
 def _generated_involution2d_symbolic(g, input, reduced, weight, bias,
-                                     kernel_size, stride, padding, dilation):
+                                     *window):
     from torch.onnx import symbolic_helper
-    args = [symbolic_helper._get_const(v, 'i', name)
-            for v, name in ((kernel_size, 'kernel_size'),
-                            (stride, 'stride'), (padding, 'padding'),
-                            (dilation, 'dilation'))]
-    conv_inputs = [reduced, weight]
-    if not symbolic_helper._is_none(bias):
-        conv_inputs.append(bias)
-    kernel = g.op('Conv', *conv_inputs, kernel_shape_i=[1, 1])
-    return _involution_nodes(*_torchscript_emitters(g), input, kernel, *args)
+    return _generated_involution_nodes(
+        *_torchscript_emitters(g), input, reduced, weight,
+        None if symbolic_helper._is_none(bias) else bias,
+        *_window_constants(*window))
 
 
 def register_onnx_symbolics() -> None:
@@ -163,24 +170,21 @@ def _onnxscript_emitters():
     def ints(values: Sequence[int]):
         return op.Constant(value_ints=list(values))
 
-    return op, emit, ints
+    return emit, ints
 
 
 def _involution2d_onnxscript(input, kernel, kernel_size: int, stride: int,
                              padding: int, dilation: int):
-    _, emit, ints = _onnxscript_emitters()
-    return _involution_nodes(emit, ints, input, kernel, kernel_size, stride,
-                             padding, dilation)
+    return _involution_nodes(*_onnxscript_emitters(), input, kernel,
+                             kernel_size, stride, padding, dilation)
 
 
 def _generated_involution2d_onnxscript(input, reduced, weight, bias,
                                        kernel_size: int, stride: int,
                                        padding: int, dilation: int):
-    op, emit, ints = _onnxscript_emitters()
-    conv_inputs: List = [reduced, weight] + ([] if bias is None else [bias])
-    kernel = op.Conv(*conv_inputs, kernel_shape=[1, 1])
-    return _involution_nodes(emit, ints, input, kernel, kernel_size, stride,
-                             padding, dilation)
+    return _generated_involution_nodes(*_onnxscript_emitters(), input,
+                                       reduced, weight, bias, kernel_size,
+                                       stride, padding, dilation)
 
 
 def onnx_translation_table() -> Dict[Callable, Callable]:

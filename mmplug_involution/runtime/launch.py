@@ -20,9 +20,9 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.distributed as dist
 from mmengine.config import Config, DictAction
+from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
-from mmengine.hooks import CheckpointHook
 from mmengine.runner import Runner
 
 from .checkpoint_hook import SafeCheckpointHook  # noqa: F401 (registers it)

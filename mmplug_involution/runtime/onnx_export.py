@@ -14,9 +14,9 @@ from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..ops.onnx import ONNX_OPSET

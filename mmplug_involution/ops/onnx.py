@@ -51,8 +51,8 @@ def _zero_after(emit: Callable, ints: Callable, tensor):
     included). Added to tap t's window start, it makes tap t's ``Slice``
     wait for tap t-1's sum; without it a runtime may run all K*K Slices
     first (they are all ready at once) and hold K*K input-sized windows
-    (measured in ONNX Runtime for a 7x7 layer: 320 against 57 MiB). A shape would not do: with
-    static shapes it is folded into a constant."""
+    (measured in ONNX Runtime for a 7x7 layer: 320 against 57 MiB). A shape
+    would not do: with static shapes it is folded into a constant."""
     first = emit('Reshape', emit('Slice', tensor, ints([0] * 5), ints([1] * 5)),
                  ints([1]))
     return emit('Cast', emit('Less', first, first), to=7)  # INT64

@@ -11,11 +11,11 @@ from .checkpoint_hook import (SafeCheckpointHook, find_resumable_checkpoint,
 from .child_processes import kill_forked_children_with_parent
 from .complexity import (involution_flop_jit, model_complexity,
                          register_complexity_handles)
-from .launch import (add_tool_arguments, build_runner, finish_launch,
-                     iter_config_dicts, launch, load_tool_config,
-                     prepare_launch, replace_sync_bn)
-from .onnx_export import (TensorOutputs, build_config_model,
-                          compare_with_onnxruntime, export_onnx)
+from .launch import (add_tool_arguments, build_config_model, build_runner,
+                     finish_launch, iter_config_dicts, launch,
+                     load_config_checkpoint, load_tool_config, prepare_launch,
+                     replace_sync_bn)
+from .onnx_export import TensorOutputs, compare_with_onnxruntime, export_onnx
 from .work_dir import earlier_run_checkpoints, prepare_work_dir
 
 __all__ = [
@@ -30,5 +30,5 @@ __all__ = [
     'kill_forked_children_with_parent', 'SafeCheckpointHook',
     'find_resumable_checkpoint', 'register_resumable_checkpoint_finder',
     'remove_stale_temp_files', 'TensorOutputs', 'build_config_model',
-    'compare_with_onnxruntime', 'export_onnx'
+    'load_config_checkpoint', 'compare_with_onnxruntime', 'export_onnx'
 ]

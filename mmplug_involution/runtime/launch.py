@@ -22,13 +22,15 @@ import torch.distributed as dist
 from mmengine.config import Config, DictAction
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from mmengine.registry import MODELS, RUNNERS, DefaultScope
+from mmengine.runner import Runner, load_checkpoint
+from torch import nn
 
 from .checkpoint_hook import SafeCheckpointHook  # noqa: F401 (registers it)
 
 __all__ = [
-    'add_tool_arguments', 'build_runner', 'finish_launch',
+    'add_tool_arguments', 'build_config_model', 'build_runner',
+    'finish_launch', 'load_config_checkpoint',
     'iter_config_dicts', 'launch', 'load_tool_config', 'prepare_launch',
     'replace_sync_bn'
 ]
@@ -171,6 +173,31 @@ def load_tool_config(args: argparse.Namespace) -> Config:
             './work_dirs',
             osp.splitext(osp.basename(args.config))[0])
     return cfg
+
+
+def build_config_model(cfg: Config) -> nn.Module:
+    """``cfg.model`` built in the config's toolkit scope, in eval mode."""
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        model = MODELS.build(cfg.model)
+    model.eval()  # mmdet's ResNet.train returns None: no chaining
+    return model
+
+
+def load_config_checkpoint(model: nn.Module, checkpoint: str,
+                           config: str) -> dict:
+    """Load ``checkpoint`` into ``model`` (built from ``config``) strictly,
+    on CPU; returns the checkpoint.
+
+    Raises:
+        ValueError: its keys or shapes do not fit the model (a checkpoint of
+            another model), with mmengine's list of them.
+    """
+    try:
+        return load_checkpoint(model, checkpoint, map_location='cpu',
+                               strict=True)
+    except RuntimeError as error:
+        raise ValueError(f'{checkpoint} does not fit the model of {config}: '
+                         f'{error}') from error
 
 
 def build_runner(cfg: Config) -> Runner:

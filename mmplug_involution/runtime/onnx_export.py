@@ -15,26 +15,15 @@ from typing import Iterator, List, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from mmengine.config import Config
-from mmengine.registry import MODELS, DefaultScope
 from torch import Tensor, nn
 
 from ..ops.onnx import ONNX_OPSET
 
 __all__ = [
-    'TensorOutputs', 'build_config_model', 'export_onnx',
-    'compare_with_onnxruntime', 'EXPORTERS'
+    'TensorOutputs', 'export_onnx', 'compare_with_onnxruntime', 'EXPORTERS'
 ]
 
 EXPORTERS = ('dynamo', 'torchscript')
-
-
-def build_config_model(cfg: Config) -> nn.Module:
-    """``cfg.model`` built in the config's toolkit scope, in eval mode."""
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
-        model = MODELS.build(cfg.model)
-    model.eval()  # mmdet's ResNet.train returns None: no chaining
-    return model
 
 
 def _flatten(outputs) -> List[Tensor]:

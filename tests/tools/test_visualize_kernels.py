@@ -54,3 +54,14 @@ def test_draws_the_kernels_of_the_chosen_layer(config, layer, image,
                    '500,5', '--out', tmp_path / 'out')
     assert result.returncode != 0 and 'outside the 96x96 image' in \
         result.stderr
+
+
+def test_a_checkpoint_of_another_model_is_refused(image, tmp_path):
+    torch.save(dict(state_dict=dict(weight=torch.zeros(3))),
+               tmp_path / 'other.pth')
+    config = DEMOS / 'mask-rcnn_rednet26-w16_inv-fpn-head_1k_coco-shapes.py'
+    result = _tool(config, tmp_path / 'other.pth', image, '--out',
+                   tmp_path / 'out')
+    assert result.returncode != 0
+    assert 'does not fit the model of' in result.stderr
+    assert not (tmp_path / 'out').exists()

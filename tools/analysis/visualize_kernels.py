@@ -26,10 +26,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import mmcv  # noqa: E402
 import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
-from mmengine.runner import load_checkpoint  # noqa: E402
 
 from mmplug_involution.layers import Involution, XVolution  # noqa: E402
-from mmplug_involution.runtime import build_config_model  # noqa: E402
+from mmplug_involution.runtime import (build_config_model,  # noqa: E402
+                                       load_config_checkpoint)
 
 
 def parse_args():
@@ -125,7 +125,10 @@ def main():
         if not osp.isfile(path):
             sys.exit(f'visualize_kernels: error: {kind} {path} not found.')
     model = build_config_model(Config.fromfile(args.config))
-    load_checkpoint(model, args.checkpoint, map_location='cpu')
+    try:
+        load_config_checkpoint(model, args.checkpoint, args.config)
+    except ValueError as error:
+        sys.exit(f'visualize_kernels: error: {error}')
     model.eval()
     available = kernel_layers(model)
     if not available:

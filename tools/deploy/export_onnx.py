@@ -23,10 +23,10 @@ from typing import NoReturn
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.runner import load_checkpoint
 
 from mmplug_involution.runtime import (TensorOutputs, build_config_model,
-                                       compare_with_onnxruntime, export_onnx)
+                                       compare_with_onnxruntime, export_onnx,
+                                       load_config_checkpoint)
 from mmplug_involution.runtime.onnx_export import EXPORTERS
 
 
@@ -95,11 +95,9 @@ def main():
     model = build_config_model(cfg)
     if args.checkpoint:
         try:
-            load_checkpoint(model, args.checkpoint, map_location='cpu',
-                            strict=True)
-        except RuntimeError as error:
-            fail(f'{args.checkpoint} does not fit the model of '
-                 f'{args.config}: {error}')
+            load_config_checkpoint(model, args.checkpoint, args.config)
+        except ValueError as error:
+            fail(str(error))
         model.eval()
     module = TensorOutputs(model)
     generator = torch.Generator().manual_seed(0)

@@ -22,12 +22,12 @@ from typing import Any, NoReturn
 
 import torch
 from mmengine.config import Config
-from mmengine.runner import load_checkpoint
 from mmengine.runner.checkpoint import weights_to_cpu
 
 from mmplug_involution.layers import XVolution, switch_xvolution_to_deploy
 from mmplug_involution.runtime import (atomic_write, build_config_model,
-                                      iter_config_dicts)
+                                      iter_config_dicts,
+                                      load_config_checkpoint)
 
 
 def parse_args():
@@ -99,11 +99,10 @@ def main():
         fail(f'{args.config} already builds deploy-form X-volutions.')
 
     try:
-        checkpoint = load_checkpoint(
-            model, args.checkpoint, map_location='cpu', strict=True)
-    except RuntimeError as error:
-        fail(f'{args.checkpoint} does not fit the model of {args.config} '
-             f'(is it a training-form checkpoint of this config?): {error}')
+        checkpoint = load_config_checkpoint(model, args.checkpoint,
+                                            args.config)
+    except ValueError as error:
+        fail(f'{error} (is it a training-form checkpoint of this config?)')
     fused = switch_xvolution_to_deploy(model)
     state_dict = weights_to_cpu(model.state_dict())
 

@@ -18,7 +18,8 @@ Usage:
     python tools/benchmark_backbone.py --modes infer --settings "224 px, batch 1"
     python tools/benchmark_backbone.py --modes infer --fuse-conv-bn
     python tools/benchmark_backbone.py --device cuda --repeats 10
-Writes ``<out>/backbone_<device>.json`` and ``.md``.
+Writes ``<out>/backbone_<device>.json``, ``.md`` and ``.png`` (each
+backbone in its faster format, per mode and setting).
 """
 import argparse
 import functools
@@ -183,7 +184,11 @@ def main():
     write_results(
         args.out, f'backbone_{device.type}',
         dict(environment=env, repeats=args.repeats, warmup=args.warmup,
-             rows=rows), to_markdown(rows, env, args))
+             rows=rows), to_markdown(rows, env, args),
+        plot=dict(groups=('mode', 'setting', 'precision'),
+                  series=('backbone', 'format'), time_key='step_ms',
+                  select=lambda row: 'time_ratio' in row,
+                  time_label='step time (ms, median)'))
 
 
 if __name__ == '__main__':

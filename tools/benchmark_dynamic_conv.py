@@ -20,7 +20,7 @@ against the baseline measured in the same run.
 Usage:
     python tools/benchmark_dynamic_conv.py                 # device auto
     python tools/benchmark_dynamic_conv.py --device cuda --repeats 20
-Writes ``<out>/dynamic_conv_<device>.json`` and ``.md``.
+Writes ``<out>/dynamic_conv_<device>.json``, ``.md`` and ``.png``.
 """
 import argparse
 from functools import partial
@@ -119,7 +119,8 @@ def main():
     write_results(
         args.out, f'dynamic_conv_{device.type}',
         dict(environment=env, repeats=args.repeats, warmup=args.warmup,
-             rows=rows), '\n'.join(lines) + '\n')
+             rows=rows), '\n'.join(lines) + '\n',
+        plot=dict(groups=('setting', 'task'), series=('layer',)))
 
 
 if __name__ == '__main__':

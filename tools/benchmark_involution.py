@@ -24,8 +24,8 @@ Usage:
     python tools/benchmark_involution.py              # full run, device auto
     python tools/benchmark_involution.py --quick      # a subset (the demo)
     python tools/benchmark_involution.py --device cuda --out results/
-Writes ``<out>/involution_<device>.json`` and ``.md`` (a table for
-docs/benchmarks.md).
+Writes ``<out>/involution_<device>.json``, ``.md`` (a table for
+docs/benchmarks.md) and ``.png`` (time and peak memory per shape).
 """
 import argparse
 import os
@@ -236,8 +236,7 @@ def to_markdown(result):
         '|', '|' + '---|' * 11
     ]
     for row in result['rows']:
-        shape = (f"{row['name']} ({row['n']},{row['c']},{row['h']},"
-                 f"{row['w']}) {row['k']}/{row['s']}")
+        shape = f"{row['name']} {row['shape']}"
         extra = ''
         if 'fwd_roofline' in row:
             extra = (f" (roofline fwd {row['fwd_roofline']:.0%}, bwd "
@@ -335,6 +334,8 @@ def main():
                     resolution=resolution,
                     impl=name,
                     **shape,
+                    shape=(f"({shape['n']},{shape['c']},{shape['h']},"
+                           f"{shape['w']}) {shape['k']}/{shape['s']}"),
                     fwd_ms=fwd_ms,
                     fwdbwd_ms=fb_ms,
                     fwd_peak_mib=fwd_peak,
@@ -377,7 +378,11 @@ def main():
     os.environ.pop(BACKEND_ENV, None)
 
     stem = f"involution_{device.type}{'_quick' if args.quick else ''}"
-    write_results(args.out, stem, result, to_markdown(result))
+    write_results(
+        args.out, stem, result, to_markdown(result),
+        plot=dict(groups=('resolution', 'name', 'shape'), series=('impl',),
+                  time_key='fwdbwd_ms', memory_key='fwdbwd_peak_mib',
+                  time_label='forward + backward (ms, median)'))
 
 
 def _bytes(shape, elem):

@@ -24,12 +24,6 @@ import json
 import tempfile
 from pathlib import Path
 
-import matplotlib
-import matplotlib.ticker
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-
 import torch
 from mmengine.config import Config
 
@@ -39,7 +33,8 @@ from mmplug_involution.runtime import (TensorOutputs, build_config_model,
 from mmplug_involution.utils.benchmark import (add_benchmark_arguments,
                                                add_ratios, device_line,
                                                environment, measure_all,
-                                               peak_mib, write_results)
+                                               peak_mib, plot_time_and_memory,
+                                               write_results)
 
 SETTINGS = {
     '224x224, batch 1': (1, 224, 224),
@@ -75,44 +70,16 @@ def parse_args():
     return parser.parse_args()
 
 
-def plot(result: dict, path: str) -> None:
-    """Bars of time and peak memory, eager against ONNX Runtime, per model
-    and setting."""
-    rows = result['rows']
-    groups = list(dict.fromkeys((r['model'], r['setting']) for r in rows))
-    figure, axes = plt.subplots(1, 2, figsize=(12, 0.45 * len(groups) + 1.5))
-    for axis, key, label in ((axes[0], 'ms', 'time (ms, median)'),
-                             (axes[1], 'peak_mib', 'peak memory (MiB)')):
-        for offset, runtime in ((-0.2, 'PyTorch eager'),
-                                (0.2, 'ONNX Runtime')):
-            values = [
-                next(r[key] for r in rows if (r['model'], r['setting']) == g
-                     and r['runtime'] == runtime) for g in groups
-            ]
-            axis.barh([i + offset for i in range(len(groups))], values,
-                      height=0.4, label=runtime)
-        axis.set_xscale('log')
-        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        axis.set_xlabel(label)
-        axis.set_yticks(range(len(groups)))
-        axis.set_yticklabels([f'{m}\n{s}' for m, s in groups] if axis is
-                             axes[0] else [], fontsize=7)
-        axis.invert_yaxis()
-    axes[0].legend(fontsize=8)
-    env = result['environment']
-    figure.suptitle(f"{env['cpu']}, {env['threads']} threads, torch "
-                    f"{env['torch']}, onnxruntime {env['onnxruntime']}, "
-                    f"{env['date'][:10]}", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+#: plot_time_and_memory's arguments for these rows
+PLOT = dict(groups=('model', 'setting'), series=('runtime',))
 
 
 def main():
     args = parse_args()
     if args.plot_only:
         path = Path(args.plot_only)
-        plot(json.loads(path.read_text()), str(path.with_suffix('.png')))
+        plot_time_and_memory(str(path.with_suffix('.png')),
+                             json.loads(path.read_text()), **PLOT)
         print(f'Plot written to {path.with_suffix(".png")}')
         return
     if args.device not in ('auto', 'cpu'):
@@ -179,8 +146,8 @@ def main():
                      f"{row['time_ratio']:.2f} | {row['memory_ratio']:.2f} |")
     result = dict(environment=env, repeats=args.repeats, warmup=args.warmup,
                   rows=rows)
-    write_results(args.out, 'onnx_cpu', result, '\n'.join(lines) + '\n')
-    plot(result, str(Path(args.out) / 'onnx_cpu.png'))
+    write_results(args.out, 'onnx_cpu', result, '\n'.join(lines) + '\n',
+                  plot=PLOT)
 
 
 if __name__ == '__main__':

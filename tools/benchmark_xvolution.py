@@ -18,7 +18,7 @@ conv in the same run.
 Usage:
     python tools/benchmark_xvolution.py                 # device auto
     python tools/benchmark_xvolution.py --device cuda --repeats 20
-Writes ``<out>/xvolution_<device>.json`` and ``.md``.
+Writes ``<out>/xvolution_<device>.json``, ``.md`` and ``.png``.
 """
 import argparse
 import copy
@@ -108,7 +108,8 @@ def main():
     write_results(
         args.out, f'xvolution_{device.type}',
         dict(environment=env, repeats=args.repeats, warmup=args.warmup,
-             rows=rows), '\n'.join(lines) + '\n')
+             rows=rows), '\n'.join(lines) + '\n',
+        plot=dict(groups=('setting', 'task'), series=('layer', 'form')))
 
 
 if __name__ == '__main__':

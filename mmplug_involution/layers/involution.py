@@ -61,7 +61,9 @@ class Involution(BaseModule):
         norm_cfg (dict): norm after ``conv1``. Default ``dict(type='BN')``.
         act_cfg (dict): activation after ``conv1``.
             Default ``dict(type='ReLU')``.
-        init_cfg (dict, optional): mmengine initialisation config.
+        init_cfg (dict, optional): mmengine initialisation config. Without
+            one, ``conv2`` starts from N(0, 1 / (K*K * C/r)) weights and a
+            zero bias (see :meth:`init_span_conv`).
 
     Shapes:
         (N, C, H, W) -> (N, C, ceil(H / s), ceil(W / s)).
@@ -156,6 +158,32 @@ class Involution(BaseModule):
         self.avgpool = nn.AvgPool2d(
             stride, stride, ceil_mode=True) if stride > 1 else nn.Identity()
         self.bias = nn.Parameter(torch.zeros(channels)) if bias else None
+        self.init_span_conv()
+
+    def init_span_conv(self) -> None:
+        """Draw ``conv2`` so that an involution does not amplify its input.
+
+        Weights N(0, 1 / (K*K * C/r)), bias 0: the K*K taps of a pixel's
+        kernel then add up to a variance of about the second moment of the
+        normalised generator features (at most 1), so at initialisation the
+        output is no larger than the input, as with a LeCun-initialised
+        conv. ConvModule's Kaiming fan-out draw made every involution scale
+        its input up about 3-5x, which in necks and heads without a norm
+        compounds (the demo's mask logits reached hundreds, its mask loss
+        started above 20).
+        """
+        span = self.conv2.conv
+        nn.init.normal_(
+            span.weight,
+            std=(self.kernel_size**2 * span.in_channels)**-0.5)
+        nn.init.zeros_(span.bias)
+
+    def init_weights(self) -> None:
+        """mmengine's initialisation, then :meth:`init_span_conv` unless
+        ``init_cfg`` is given."""
+        super().init_weights()
+        if self.init_cfg is None:
+            self.init_span_conv()
 
     def generate_kernel(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> the (N, G*K*K, ceil(H / s), ceil(W / s)) kernel."""

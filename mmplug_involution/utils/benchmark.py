@@ -19,15 +19,15 @@ import re
 import statistics
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 
 __all__ = [
     'MemoryMeter', 'RESNET50_STAGE3_SETTINGS', 'add_ratios', 'device_line',
     'environment', 'layer_inference', 'layer_training_step', 'measure',
-    'measure_all', 'median_ms', 'peak_mib', 'resolve_device', 'times_ms',
-    'write_results'
+    'measure_all', 'median_ms', 'peak_mib', 'plot_time_and_memory',
+    'resolve_device', 'times_ms', 'write_results'
 ]
 
 # The input of ResNet-50's stage 3 (256-channel 3x3 convs), where the layer
@@ -199,15 +199,78 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def write_results(out_dir: str, stem: str, result: dict,
-                  markdown: str) -> None:
-    """Write ``<out_dir>/<stem>.json`` and ``.md`` and print the table."""
+def plot_time_and_memory(path: str,
+                         result: dict,
+                         groups: Sequence[str],
+                         series: Sequence[str],
+                         time_key: str = 'ms',
+                         memory_key: str = 'peak_mib',
+                         select: Optional[Callable[[dict], bool]] = None,
+                         time_label: str = 'time (ms, median)') -> None:
+    """Draw ``result['rows']`` as horizontal bars on log axes, time beside
+    peak memory: one block per distinct value of the ``groups`` keys (a shape,
+    a setting), one bar per distinct value of the ``series`` keys (an
+    implementation, a backbone). ``select`` keeps only some rows. Writes a
+    PNG to ``path``, titled with the run's device and date."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    rows = [r for r in result['rows'] if select is None or select(r)]
+
+    def label(row, keys):
+        return ', '.join(str(row[key]) for key in keys)
+
+    blocks = list(dict.fromkeys(label(r, groups) for r in rows))
+    bars = list(dict.fromkeys(label(r, series) for r in rows))
+    height = 0.8 / len(bars)
+    figure, axes = plt.subplots(
+        1, 2, figsize=(12, 0.16 * len(blocks) * len(bars) + 0.25 * len(blocks)
+                       + 1.4))
+    for axis, key, title in ((axes[0], time_key, time_label),
+                             (axes[1], memory_key, 'peak memory (MiB)')):
+        for index, bar in enumerate(bars):
+            values = {
+                label(r, groups): r[key]
+                for r in rows if label(r, series) == bar
+            }
+            positions = [
+                i - 0.4 + (index + 0.5) * height
+                for i, block in enumerate(blocks) if block in values
+            ]
+            axis.barh(positions,
+                      [max(values[b], 1e-3) for b in blocks if b in values],
+                      height=height, label=bar)
+        axis.set_xscale('log')
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        axis.set_xlabel(title)
+        axis.set_yticks(range(len(blocks)))
+        axis.set_yticklabels(blocks if axis is axes[0] else [], fontsize=7)
+        axis.invert_yaxis()
+        axis.grid(axis='x', alpha=0.3)
+    axes[0].legend(fontsize=7)
+    figure.suptitle(device_line(result['environment']), fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write_results(out_dir: str, stem: str, result: dict, markdown: str,
+                  plot: Optional[dict] = None) -> None:
+    """Write ``<out_dir>/<stem>.json`` and ``.md`` and print the table; with
+    ``plot`` (:func:`plot_time_and_memory`'s keyword arguments) also
+    ``<stem>.png``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f'{stem}.json').write_text(json.dumps(result, indent=2))
     (out / f'{stem}.md').write_text(markdown)
+    written = '.json and .md'
+    if plot is not None:
+        plot_time_and_memory(str(out / f'{stem}.png'), result, **plot)
+        written = '.json, .md and .png'
     print('\n' + markdown)
-    print(f'Results written to {out / stem}.json and .md')
+    print(f'Results written to {out / stem}{written}')
 
 
 def add_benchmark_arguments(parser, settings, warmup: int) -> None:

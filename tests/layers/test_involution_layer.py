@@ -157,3 +157,32 @@ def test_registered_in_root_registry_for_both_toolkits():
         layer = registry.build(
             dict(type='Involution', in_channels=16, kernel_size=3))
         assert isinstance(layer, Involution)
+
+
+def _span_scale(layer):
+    """conv2's weight std in units of 1 / sqrt(K*K * C/r)."""
+    weight = layer.conv2.conv.weight
+    return weight.std().item() * (layer.kernel_size**2 * weight.shape[1])**0.5
+
+
+@pytest.mark.parametrize('kernel_size,channels', [(7, 64), (3, 128)])
+def test_an_initialised_involution_does_not_amplify_its_input(
+        kernel_size, channels):
+    torch.manual_seed(0)
+    layer = Involution(channels, kernel_size=kernel_size)
+    assert abs(_span_scale(layer) - 1) < 0.05
+    assert torch.count_nonzero(layer.conv2.conv.bias) == 0
+    layer.conv2.conv.weight.data.mul_(7)  # as some parent init_cfg leaves it
+    layer.init_weights()
+    assert abs(_span_scale(layer) - 1) < 0.05
+    x = torch.relu(torch.randn(4, channels, 40, 40))
+    with torch.no_grad():
+        gain = layer(x).pow(2).mean().sqrt() / x.pow(2).mean().sqrt()
+    assert 0.2 < gain < 1.0, gain
+
+
+def test_an_own_init_cfg_is_followed():
+    layer = Involution(
+        32, init_cfg=dict(type='Constant', val=0.5, layer='Conv2d'))
+    layer.init_weights()
+    assert torch.all(layer.conv2.conv.weight == 0.5)

@@ -354,3 +354,55 @@ def test_mask_head_window_from_conv_kernel_size():
         involution_cfg=dict(window_size=None))
     assert {(m.kernel_size, m.padding) for m in head.convs} == {(5, 2)}
     assert head(torch.rand(2, 256, 14, 14)).shape == (2, 3, 28, 28)
+
+
+def test_every_involution_of_the_detector_starts_from_its_own_init():
+    """Parents that keep their layers in torch containers (the RedNet stem,
+    FPN's ModuleList, a multi-conv RPN head) or bring an init_cfg for every
+    Conv2d (FPN's Xavier, the RPN head's Normal) still leave each involution
+    with Involution.init_span_conv's draw, unless a checkpoint is loaded."""
+    torch.manual_seed(0)
+    model = _build(
+        dict(type='MaskRCNN',
+             backbone=dict(type='RedNet', depth=26, base_channels=16,
+                           stem_channels=32),
+             neck=dict(type='InvolutionFPN', in_channels=[64, 128, 256, 512],
+                       out_channels=64, num_outs=5),
+             rpn_head=dict(type='InvolutionRPNHead', in_channels=64,
+                           feat_channels=64, num_convs=2,
+                           anchor_generator=dict(
+                               type='AnchorGenerator', scales=[8],
+                               ratios=[1.0], strides=[4, 8, 16, 32, 64]),
+                           bbox_coder=dict(type='DeltaXYWHBBoxCoder')),
+             roi_head=dict(
+                 type='StandardRoIHead',
+                 mask_roi_extractor=dict(
+                     type='SingleRoIExtractor',
+                     roi_layer=dict(type='RoIAlign', output_size=14),
+                     out_channels=64, featmap_strides=[4, 8, 16, 32]),
+                 mask_head=dict(type='InvolutionFCNMaskHead', in_channels=64,
+                                conv_out_channels=64, num_classes=3))))
+    for involution in (m for m in model.modules() if isinstance(m, Involution)):
+        involution.conv2.conv.weight.data.fill_(1.0)
+    model.init_weights()
+    scales = {
+        name: m.conv2.conv.weight.std().item() *
+        (m.kernel_size**2 * m.conv2.conv.weight.shape[1])**0.5
+        for name, m in model.named_modules() if isinstance(m, Involution)
+    }
+    assert {'backbone.stem.1', 'neck.fpn_convs.0', 'rpn_head.rpn_conv.1',
+            'roi_head.mask_head.convs.3'} <= set(scales)
+    assert all(0.9 < s < 1.1 for s in scales.values()), scales
+
+
+def test_fpn_loading_a_checkpoint_keeps_the_loaded_involutions(tmp_path):
+    cfg = dict(type='InvolutionFPN', in_channels=[16, 32], out_channels=16,
+               num_outs=2)
+    source = _build(cfg)
+    path = tmp_path / 'fpn.pth'
+    torch.save({'state_dict': source.state_dict()}, path)
+    loaded = _build(dict(cfg, init_cfg=dict(type='Pretrained',
+                                            checkpoint=str(path))))
+    loaded.init_weights()
+    for key, value in source.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key

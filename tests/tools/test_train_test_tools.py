@@ -315,43 +315,63 @@ def test_two_process_gloo_training(tiny_config, tmp_path):
     assert len(losses) == 2 and all(map(torch.isfinite, torch.tensor(losses)))
 
 
+DEMO_DIR = ROOT / 'configs' / 'demo'
+DET_METRICS = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP',
+               'coco/segm_mAP_50')
 DEMOS = {
-    'det': (ROOT / 'configs' / 'demo' /
-            'mask-rcnn_rednet26-w16_inv-fpn-head_1k_coco-shapes.py',
-            generate_coco_shapes, ('coco/bbox_mAP', 'coco/bbox_mAP_50',
-                                   'coco/segm_mAP', 'coco/segm_mAP_50')),
+    'det': (DEMO_DIR / 'mask-rcnn_rednet26-w16_inv-fpn-head_1k_coco-shapes.py',
+            generate_coco_shapes, DET_METRICS),
+    'xvolution': (DEMO_DIR /
+                  'mask-rcnn_xvolution-r18-w16-pssa_fpn_1k_coco-shapes.py',
+                  generate_coco_shapes, DET_METRICS),
+    'dcd': (DEMO_DIR / 'mask-rcnn_r18-w16-dcd_fpn_1k_coco-shapes.py',
+            generate_coco_shapes, DET_METRICS),
     'seg': (SEG_DEMO, generate_seg_shapes,
             ('aAcc:', 'mIoU:', 'mAcc:', '| background |', '|    ring    |')),
 }
 
 
 @pytest.mark.parametrize('task', sorted(DEMOS))
-def test_demo_config_smoke(task, tmp_path):
-    """The README demos' own configs: 2 iterations, then their metrics."""
+def test_demo_config_is_seeded_and_repeats_bit_for_bit(task, tmp_path):
+    """The demos' own configs (their seed, data-loader workers and
+    augmentation): 2 iterations, their metrics, and a second run that ends
+    with the same weights and losses to the bit."""
     config, generate, metric_keys = DEMOS[task]
     data = tmp_path / 'shapes'
     generate(data, num_train=8, num_val=4, image_size=128, seed=2,
              progress=False)
     options = [
         'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
-        'default_hooks.logger.interval=1', 'train_dataloader.num_workers=0',
-        'val_dataloader.num_workers=0',
-        'train_dataloader.persistent_workers=False',
-        'val_dataloader.persistent_workers=False'
+        'default_hooks.logger.interval=1', 'log_processor.window_size=1'
     ] + [
         f'{split}_dataloader.dataset.data_root={data}/'
         for split in ('train', 'val', 'test')
     ]
-    if task == 'det':
+    if task != 'seg':
         ann = data / 'annotations' / 'instances_val.json'
         options += [
             f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}'
         ]
-    out = _train(config, tmp_path / 'work', '--cfg-options', *options)
-    log = out.stdout + out.stderr
-    for key in metric_keys:
-        assert key in log
-    assert (tmp_path / 'work' / 'iter_2.pth').exists()
+    runs = []
+    for name in ('first', 'second'):
+        work = tmp_path / name
+        out = _train(config, work, '--cfg-options', *options)
+        log = out.stdout + out.stderr
+        for key in metric_keys:
+            assert key in log
+        scalars = next(work.glob('*/vis_data/scalars.json')).read_text()
+        losses = [json.loads(line).get('loss') for line in
+                  scalars.splitlines()]
+        runs.append((torch.load(work / 'iter_2.pth', map_location='cpu'),
+                     [loss for loss in losses if loss is not None]))
+    (first, first_losses), (second, second_losses) = runs
+    assert first['meta']['seed'] == second['meta']['seed'] == 0
+    assert len(first_losses) == 2 and first_losses == second_losses
+    differ = [
+        key for key, value in first['state_dict'].items()
+        if not torch.equal(value, second['state_dict'][key])
+    ]
+    assert not differ, f'{len(differ)} tensors differ, e.g. {differ[:3]}'
 
 
 def test_config_without_a_toolkit_scope_is_a_clear_error(tmp_path):

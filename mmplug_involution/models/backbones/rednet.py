@@ -6,6 +6,7 @@ from typing import Optional, Sequence
 import torch.nn as nn
 from mmcv.cnn import ConvModule, build_conv_layer, build_norm_layer
 from mmengine.logging import print_log
+from mmengine.model import Sequential
 from mmseg.models.backbones import ResNet
 from mmseg.models.backbones.resnet import Bottleneck
 
@@ -242,7 +243,9 @@ class RedNet(ResNet):
         mid = stem_channels // 2
         involution = dict(self.involution_cfg, window_size=None)
         del involution['type']
-        self.stem = nn.Sequential(
+        # mmengine's Sequential, so that init_weights reaches the
+        # involution's own initialisation (a torch one hides it)
+        self.stem = Sequential(
             ConvModule(
                 in_channels,
                 mid,

@@ -1,6 +1,6 @@
 """RPN head whose 3x3 conv is an involution (Li et al., CVPR 2021)."""
-import torch.nn as nn
 from mmdet.models.dense_heads import RPNHead
+from mmengine.model import Sequential
 
 from ...layers.involution import (HEAD_INVOLUTION_CFG, Involution,
                                  InvolutionModule, merge_involution_cfg)
@@ -60,7 +60,8 @@ class InvolutionRPNHead(RPNHead):
                 f'{self.in_channels}, feat_channels={self.feat_channels}.')
         super()._init_layers()
         if self.num_convs > 1:
-            self.rpn_conv = nn.Sequential(*[
+            # mmengine's Sequential: init_weights reaches each involution's
+            self.rpn_conv = Sequential(*[
                 InvolutionModule(
                     self.in_channels,
                     self.in_channels,

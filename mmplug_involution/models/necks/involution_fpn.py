@@ -86,3 +86,18 @@ class InvolutionFPN(FPN):
                 out_norm_cfg=norm_cfg,
                 out_act_cfg=act_cfg,
                 **involution_cfg)
+
+    def init_weights(self) -> None:
+        """FPN's initialisation (``init_cfg``: Xavier on every conv by
+        default), then each involution's span conv drawn as
+        :meth:`Involution.init_span_conv` says, unless ``init_cfg`` loads a
+        checkpoint or the involution has its own ``init_cfg``. (FPN keeps its
+        convs in a torch ModuleList, which mmengine does not descend into.)
+        """
+        super().init_weights()
+        if isinstance(self.init_cfg, dict) and \
+                self.init_cfg.get('type') == 'Pretrained':
+            return
+        for involution in self.fpn_convs[:len(self.lateral_convs)]:
+            if involution.init_cfg is None:
+                involution.init_span_conv()

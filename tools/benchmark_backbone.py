@@ -32,8 +32,9 @@ from mmengine.registry import MODELS, init_default_scope
 import mmplug_involution  # noqa: F401  (registers RedNet)
 from mmplug_involution.utils.benchmark import (add_benchmark_arguments,
                                                device_line, environment,
-                                               peak_mib, resolve_device,
-                                               times_ms, write_results)
+                                               peak_mib, replot,
+                                               resolve_device, times_ms,
+                                               write_results)
 
 BACKBONES = {
     'RedNet-26': dict(type='RedNet', depth=26),
@@ -76,6 +77,13 @@ def inference(model, images, amp):
 
 
 MODES = {'train': train_step, 'infer': inference}
+
+
+#: plot_time_and_memory's arguments: each backbone in its faster format
+PLOT = dict(groups=('mode', 'setting', 'precision'),
+            series=('backbone', ), time_key='step_ms',
+            select=lambda row: 'time_ratio' in row,
+            time_label='step time (ms, median)')
 
 
 def parse_args():
@@ -162,6 +170,8 @@ def to_markdown(rows, env, args):
 
 def main():
     args = parse_args()
+    if args.plot_only:
+        return replot(args.plot_only, PLOT)
     device = resolve_device(args.device)
     init_default_scope('mmdet')
     precisions = [False, True] if device.type == 'cuda' else [False]
@@ -185,10 +195,7 @@ def main():
         args.out, f'backbone_{device.type}',
         dict(environment=env, repeats=args.repeats, warmup=args.warmup,
              rows=rows), to_markdown(rows, env, args),
-        plot=dict(groups=('mode', 'setting', 'precision'),
-                  series=('backbone', 'format'), time_key='step_ms',
-                  select=lambda row: 'time_ratio' in row,
-                  time_label='step time (ms, median)'))
+        plot=PLOT)
 
 
 if __name__ == '__main__':

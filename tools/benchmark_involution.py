@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from mmplug_involution.ops import BACKEND_ENV, involution2d
 from mmplug_involution.utils.benchmark import (device_line, environment,
-                                               median_ms, peak_mib,
+                                               median_ms, peak_mib, replot,
                                                resolve_device, write_results)
 
 # RedNet-50 involutions: (name, channels, stride, spatial divisor of the op's
@@ -259,6 +259,13 @@ def to_markdown(result):
     return '\n'.join(lines) + '\n'
 
 
+#: plot_time_and_memory's arguments: forward + backward of every
+#: implementation, per shape
+PLOT = dict(groups=('resolution', 'name', 'shape'), series=('impl',),
+            time_key='fwdbwd_ms', memory_key='fwdbwd_peak_mib',
+            time_label='forward + backward (ms, median)')
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument(
@@ -288,11 +295,16 @@ def parse_args():
         '--out',
         default='benchmark_results',
         help='directory for the JSON and Markdown results')
+    parser.add_argument('--plot-only', metavar='JSON',
+                        help="redraw the plot of an earlier run's results "
+                        '(its .json, written beside it as .png) and exit')
     return parser.parse_args()
 
 
 def main():
     args = parse_args()
+    if args.plot_only:
+        return replot(args.plot_only, PLOT)
     device = resolve_device(args.device)
     dtype = getattr(torch, args.dtype)
     repeats = args.repeats or (3 if args.quick else 5)
@@ -378,11 +390,7 @@ def main():
     os.environ.pop(BACKEND_ENV, None)
 
     stem = f"involution_{device.type}{'_quick' if args.quick else ''}"
-    write_results(
-        args.out, stem, result, to_markdown(result),
-        plot=dict(groups=('resolution', 'name', 'shape'), series=('impl',),
-                  time_key='fwdbwd_ms', memory_key='fwdbwd_peak_mib',
-                  time_label='forward + backward (ms, median)'))
+    write_results(args.out, stem, result, to_markdown(result), plot=PLOT)
 
 
 def _bytes(shape, elem):

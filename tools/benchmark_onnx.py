@@ -20,7 +20,6 @@ Writes ``<out>/onnx_cpu.json``, ``.md`` and ``.png`` (time and peak memory of
 both runtimes per model and setting).
 """
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -33,8 +32,7 @@ from mmplug_involution.runtime import (TensorOutputs, build_config_model,
 from mmplug_involution.utils.benchmark import (add_benchmark_arguments,
                                                add_ratios, device_line,
                                                environment, measure_all,
-                                               peak_mib, plot_time_and_memory,
-                                               write_results)
+                                               peak_mib, replot, write_results)
 
 SETTINGS = {
     '224x224, batch 1': (1, 224, 224),
@@ -65,8 +63,6 @@ def parse_args():
     add_benchmark_arguments(parser, SETTINGS, warmup=2)
     parser.add_argument('--models', nargs='+', choices=list(MODELS),
                         default=list(MODELS))
-    parser.add_argument('--plot-only', metavar='JSON',
-                        help='draw the plot of an earlier run\'s results')
     return parser.parse_args()
 
 
@@ -77,11 +73,7 @@ PLOT = dict(groups=('model', 'setting'), series=('runtime',))
 def main():
     args = parse_args()
     if args.plot_only:
-        path = Path(args.plot_only)
-        plot_time_and_memory(str(path.with_suffix('.png')),
-                             json.loads(path.read_text()), **PLOT)
-        print(f'Plot written to {path.with_suffix(".png")}')
-        return
+        return replot(args.plot_only, PLOT)
     if args.device not in ('auto', 'cpu'):
         raise SystemExit('benchmark_onnx measures the CPU execution provider '
                          f'only; --device {args.device} is not supported.')

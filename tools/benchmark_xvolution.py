@@ -33,8 +33,8 @@ from mmplug_involution.utils.benchmark import (RESNET50_STAGE3_SETTINGS,
                                                add_ratios, device_line,
                                                environment, layer_inference,
                                                layer_training_step,
-                                               measure_all, resolve_device,
-                                               write_results)
+                                               measure_all, replot,
+                                               resolve_device, write_results)
 
 CHANNELS = 256
 SETTINGS = RESNET50_STAGE3_SETTINGS
@@ -57,6 +57,10 @@ def layers(device):
             yield f'X-volution ({attention})', 'deploy form', deployed
 
 
+#: plot_time_and_memory's arguments for these rows
+PLOT = dict(groups=('setting', 'task'), series=('layer', 'form'))
+
+
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     add_benchmark_arguments(parser, SETTINGS, warmup=3)
@@ -65,6 +69,8 @@ def parse_args():
 
 def main():
     args = parse_args()
+    if args.plot_only:
+        return replot(args.plot_only, PLOT)
     device = resolve_device(args.device)
     env = dict(environment(device), device=str(device))
     rows = []
@@ -109,7 +115,7 @@ def main():
         args.out, f'xvolution_{device.type}',
         dict(environment=env, repeats=args.repeats, warmup=args.warmup,
              rows=rows), '\n'.join(lines) + '\n',
-        plot=dict(groups=('setting', 'task'), series=('layer', 'form')))
+        plot=PLOT)
 
 
 if __name__ == '__main__':

@@ -1,7 +1,7 @@
 # The project's segmentation demo: a narrow Semantic FPN with involution in
 # the backbone (RedNet-26, base width 16) and in the FPN, trained from
 # scratch on the generated shapes dataset (`python tools/data/
-# generate_shapes.py seg data/seg_shapes`) on 2 CPU cores in about 10
+# generate_shapes.py seg data/seg_shapes`) on 2 CPU cores in about 20
 # minutes; evaluated with mmseg's IoUMetric. Labels: 0 background, 1-6
 # shapes, 255 ignored. The 256x256 images are used at half size (128x128
 # crops), which gives 2.5x more training per minute than the full size.

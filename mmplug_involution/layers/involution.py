@@ -6,7 +6,7 @@ from typing import Optional, Sequence, Union
 import torch
 import torch.nn as nn
 from mmcv.cnn import ConvModule, build_activation_layer, build_norm_layer
-from mmengine.model import BaseModule
+from mmengine.model import BaseModule, initialize
 from torch import Tensor
 
 from ..ops import generated_involution2d
@@ -179,11 +179,15 @@ class Involution(BaseModule):
         nn.init.zeros_(span.bias)
 
     def init_weights(self) -> None:
-        """mmengine's initialisation, then :meth:`init_span_conv` unless
-        ``init_cfg`` is given."""
+        """mmengine's initialisation, then :meth:`init_span_conv`; with an
+        ``init_cfg``, that again instead (mmcv's ConvModules redraw their
+        convs after it)."""
         super().init_weights()
         if self.init_cfg is None:
             self.init_span_conv()
+        elif not (isinstance(self.init_cfg, dict)
+                  and self.init_cfg.get('type') == 'Pretrained'):
+            initialize(self, self.init_cfg)
 
     def generate_kernel(self, x: Tensor) -> Tensor:
         """(N, C, H, W) -> the (N, G*K*K, ceil(H / s), ceil(W / s)) kernel."""

@@ -27,7 +27,7 @@ __all__ = [
     'MemoryMeter', 'RESNET50_STAGE3_SETTINGS', 'add_ratios', 'device_line',
     'environment', 'layer_inference', 'layer_training_step', 'measure',
     'measure_all', 'median_ms', 'peak_mib', 'plot_time_and_memory',
-    'resolve_device', 'times_ms', 'write_results'
+    'replot', 'resolve_device', 'times_ms', 'write_results'
 ]
 
 # The input of ResNet-50's stage 3 (256-channel 3x3 convs), where the layer
@@ -249,11 +249,34 @@ def plot_time_and_memory(path: str,
         axis.set_yticklabels(blocks if axis is axes[0] else [], fontsize=7)
         axis.invert_yaxis()
         axis.grid(axis='x', alpha=0.3)
-    axes[0].legend(fontsize=7)
+    columns = min(len(bars), 3)
+    figure.legend(*axes[0].get_legend_handles_labels(), loc='lower center',
+                  ncol=columns, fontsize=7, frameon=False)
     figure.suptitle(device_line(result['environment']), fontsize=8)
-    figure.tight_layout()
+    legend_rows = -(-len(bars) // columns)
+    inches = figure.get_figheight()
+    figure.tight_layout(rect=(0, 0.25 * legend_rows / inches, 1,
+                              1 - 0.3 / inches))
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def replot(json_path: str, plot: dict) -> None:
+    """``--plot-only``: draw ``<json>.png`` from an earlier run's results
+    (:func:`plot_time_and_memory` with ``plot``)."""
+    path = Path(json_path)
+    try:
+        result = json.loads(path.read_text())
+        rows = result['rows']
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SystemExit(f'--plot-only {json_path}: not the results of a '
+                         f'benchmark run ({error!r})') from None
+    missing = {key for key in ('environment', ) if key not in result}
+    if missing or not rows:
+        raise SystemExit(f'--plot-only {json_path}: no rows or environment')
+    out = path.with_suffix('.png')
+    plot_time_and_memory(str(out), result, **plot)
+    print(f'Plot written to {out}')
 
 
 def write_results(out_dir: str, stem: str, result: dict, markdown: str,
@@ -287,3 +310,6 @@ def add_benchmark_arguments(parser, settings, warmup: int) -> None:
     parser.add_argument('--settings', nargs='+', choices=list(settings),
                         default=list(settings))
     parser.add_argument('--out', default='benchmark_results')
+    parser.add_argument('--plot-only', metavar='JSON',
+                        help="redraw the plot of an earlier run's results "
+                        '(its .json, written beside it as .png) and exit')

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 from mmcv.cnn import ConvModule
 from mmdet.registry import MODELS
+from mmengine.config import ConfigDict
 from mmengine.registry import init_default_scope
 
 from mmplug_involution.layers import Involution, InvolutionModule
@@ -381,7 +382,8 @@ def test_every_involution_of_the_detector_starts_from_its_own_init():
                      roi_layer=dict(type='RoIAlign', output_size=14),
                      out_channels=64, featmap_strides=[4, 8, 16, 32]),
                  mask_head=dict(type='InvolutionFCNMaskHead', in_channels=64,
-                                conv_out_channels=64, num_classes=3))))
+                                conv_out_channels=64, num_classes=3)),
+             train_cfg=None, test_cfg=ConfigDict(rpn=None, rcnn=None)))
     for involution in (m for m in model.modules() if isinstance(m, Involution)):
         involution.conv2.conv.weight.data.fill_(1.0)
     model.init_weights()

@@ -3,9 +3,9 @@
 Reads each run's ``vis_data/scalars.json`` (what mmengine's LocalVisBackend
 writes under ``<work dir>/<timestamp>/``; a work dir picks its newest run
 that has one, or give the file itself) and draws one panel per key against
-the iteration, one line per run. Validation metrics (``coco/bbox_mAP``,
-``mIoU``, ...) are logged with the iteration they were measured at and are
-drawn as points.
+the iteration, one line per run (a log axis where a key's values span more
+than 20x). Validation metrics (``coco/bbox_mAP``, ``mIoU``, ...) are logged
+with the iteration they were measured at and are drawn as points.
 
 Example:
     python tools/analysis/plot_training_curves.py \\
@@ -89,8 +89,9 @@ def plot(runs: List[Dict[str, List[tuple]]], labels: List[str],
         axis.set_title(key)
         axis.set_xlabel('iteration')
         axis.grid(alpha=0.3)
-        if 'loss' in key:
-            axis.set_yscale('log')
+        values = [v for series in runs for _, v in series.get(key, [])]
+        if values and min(values) > 0 and max(values) > 20 * min(values):
+            axis.set_yscale('log')  # losses and gradient norms over decades
     axes[0][0].legend(fontsize='small')
     if title:
         figure.suptitle(title)

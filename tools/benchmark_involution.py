@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 
 from mmplug_involution.ops import BACKEND_ENV, involution2d
-from mmplug_involution.utils.benchmark import (device_line, environment,
+from mmplug_involution.utils.benchmark import (add_plot_only_argument,
+                                               device_line, environment,
                                                median_ms, peak_mib, replot,
                                                resolve_device, write_results)
 
@@ -295,9 +296,7 @@ def parse_args():
         '--out',
         default='benchmark_results',
         help='directory for the JSON and Markdown results')
-    parser.add_argument('--plot-only', metavar='JSON',
-                        help="redraw the plot of an earlier run's results "
-                        '(its .json, written beside it as .png) and exit')
+    add_plot_only_argument(parser)
     return parser.parse_args()
 
 

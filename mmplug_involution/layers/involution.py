@@ -185,8 +185,7 @@ class Involution(BaseModule):
         super().init_weights()
         if self.init_cfg is None:
             self.init_span_conv()
-        elif not (isinstance(self.init_cfg, dict)
-                  and self.init_cfg.get('type') == 'Pretrained'):
+        elif not loads_checkpoint(self.init_cfg):
             initialize(self, self.init_cfg)
 
     def generate_kernel(self, x: Tensor) -> Tensor:
@@ -211,6 +210,12 @@ class Involution(BaseModule):
             self.stride,
             dilation=self.dilation)
         return out if self.bias is None else out + self.bias[:, None, None]
+
+
+def loads_checkpoint(init_cfg) -> bool:
+    """Whether ``init_cfg`` is a ``Pretrained`` one, after which mmengine's
+    ``BaseModule.init_weights`` initialises nothing else."""
+    return isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained'
 
 
 #: The involution of the paper's necks and heads (the default of their

@@ -24,7 +24,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 __all__ = [
-    'MemoryMeter', 'RESNET50_STAGE3_SETTINGS', 'add_ratios', 'device_line',
+    'MemoryMeter', 'RESNET50_STAGE3_SETTINGS', 'add_plot_only_argument',
+    'add_ratios', 'device_line',
     'environment', 'layer_inference', 'layer_training_step', 'measure',
     'measure_all', 'median_ms', 'peak_mib', 'plot_time_and_memory',
     'replot', 'resolve_device', 'times_ms', 'write_results'
@@ -267,13 +268,12 @@ def replot(json_path: str, plot: dict) -> None:
     path = Path(json_path)
     try:
         result = json.loads(path.read_text())
-        rows = result['rows']
+        rows, _ = result['rows'], result['environment']
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SystemExit(f'--plot-only {json_path}: not the results of a '
                          f'benchmark run ({error!r})') from None
-    missing = {key for key in ('environment', ) if key not in result}
-    if missing or not rows:
-        raise SystemExit(f'--plot-only {json_path}: no rows or environment')
+    if not rows:
+        raise SystemExit(f'--plot-only {json_path}: no rows to plot')
     out = path.with_suffix('.png')
     plot_time_and_memory(str(out), result, **plot)
     print(f'Plot written to {out}')
@@ -310,6 +310,11 @@ def add_benchmark_arguments(parser, settings, warmup: int) -> None:
     parser.add_argument('--settings', nargs='+', choices=list(settings),
                         default=list(settings))
     parser.add_argument('--out', default='benchmark_results')
+    add_plot_only_argument(parser)
+
+
+def add_plot_only_argument(parser) -> None:
+    """``--plot-only JSON``, for :func:`replot`."""
     parser.add_argument('--plot-only', metavar='JSON',
                         help="redraw the plot of an earlier run's results "
                         '(its .json, written beside it as .png) and exit')

@@ -5,7 +5,7 @@ from mmdet.models.necks import FPN
 from mmdet.utils import OptConfigType
 
 from ...layers.involution import (HEAD_INVOLUTION_CFG, InvolutionModule,
-                                 merge_involution_cfg)
+                                 loads_checkpoint, merge_involution_cfg)
 from ...registry import MODELS
 
 
@@ -95,8 +95,7 @@ class InvolutionFPN(FPN):
         convs in a torch ModuleList, which mmengine does not descend into.)
         """
         super().init_weights()
-        if isinstance(self.init_cfg, dict) and \
-                self.init_cfg.get('type') == 'Pretrained':
+        if loads_checkpoint(self.init_cfg):
             return
         for involution in self.fpn_convs[:len(self.lateral_convs)]:
             if involution.init_cfg is None:

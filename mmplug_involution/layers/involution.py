@@ -168,9 +168,9 @@ class Involution(BaseModule):
         normalised generator features (at most 1), so at initialisation the
         output is no larger than the input, as with a LeCun-initialised
         conv. ConvModule's Kaiming fan-out draw made every involution scale
-        its input up about 3-5x, which in necks and heads without a norm
-        compounds (the demo's mask logits reached hundreds, its mask loss
-        started above 20).
+        its input up 4-6x (measured in the demo's mask head), which in necks
+        and heads without a norm compounds (the demo's mask logits reached
+        hundreds, its mask loss started above 20).
         """
         span = self.conv2.conv
         nn.init.normal_(

@@ -160,7 +160,7 @@ class Involution(BaseModule):
         self.bias = nn.Parameter(torch.zeros(channels)) if bias else None
         self.init_span_conv()
 
-    def init_span_conv(self) -> None:
+    def init_span_conv(self, identity: bool = False) -> None:
         """Draw ``conv2`` so that an involution does not amplify its input.
 
         Weights N(0, 1 / (K*K * C/r)), bias 0: the K*K taps of a pixel's
@@ -171,12 +171,23 @@ class Involution(BaseModule):
         its input up 4-6x (measured in the demo's mask head), which in necks
         and heads without a norm compounds (the demo's mask logits reached
         hundreds, its mask loss started above 20).
+
+        ``identity=True`` also sets the centre tap's bias to 1: the layer
+        then starts as the identity plus that input-dependent term, a path
+        along which the input reaches the output linearly from the first
+        step. A stack of zero-mean involutions without one multiplies two
+        near-random factors per layer and can sit on a plateau (the demo's
+        involution mask head predicted a constant mask for 300-550
+        iterations).
         """
         span = self.conv2.conv
         nn.init.normal_(
             span.weight,
             std=(self.kernel_size**2 * span.in_channels)**-0.5)
         nn.init.zeros_(span.bias)
+        if identity:
+            with torch.no_grad():
+                span.bias.view(self.groups, -1)[:, self.kernel_size**2 // 2] = 1
 
     def init_weights(self) -> None:
         """mmengine's initialisation, then :meth:`init_span_conv`; with an

@@ -181,6 +181,26 @@ def test_an_initialised_involution_does_not_amplify_its_input(
     assert 0.2 < gain < 1.0, gain
 
 
+@pytest.mark.parametrize('stride', [1, 2])
+def test_an_identity_initialised_involution_adds_its_input(stride):
+    """identity=True sets each group's centre tap to 1 more than the plain
+    draw, and an involution is linear in its kernel: the output gains the
+    input itself (at the strided pixels)."""
+    torch.manual_seed(0)
+    layer = Involution(32, kernel_size=5, stride=stride).eval()
+    x = torch.randn(2, 32, 11, 9)
+    weight = layer.conv2.conv.weight
+    with torch.no_grad():
+        plain = layer(x)
+        drawn = weight.clone()
+        layer.init_span_conv(identity=True)
+        assert torch.count_nonzero(layer.conv2.conv.bias) == layer.groups
+        weight.copy_(drawn)  # the new draw aside, only the bias differs
+        shifted = layer(x)
+    torch.testing.assert_close(
+        shifted - plain, x[:, :, ::stride, ::stride], atol=1e-5, rtol=1e-5)
+
+
 def test_an_own_init_cfg_is_followed():
     layer = Involution(
         32, init_cfg=dict(type='Constant', val=0.5, layer='Conv2d'))

@@ -397,6 +397,22 @@ def test_every_involution_of_the_detector_starts_from_its_own_init():
     assert all(0.9 < s < 1.1 for s in scales.values()), scales
 
 
+def test_mask_head_involutions_start_as_the_identity():
+    """The mask head's involutions get the centre-tap bias of
+    Involution.init_span_conv(identity=True) when built and again after
+    init_weights (after FCNMaskHead's and the involutions' own)."""
+    head = _build(dict(type='InvolutionFCNMaskHead', num_convs=2,
+                       in_channels=32, conv_out_channels=32, num_classes=3))
+    centre = head.convs[0].kernel_size**2 // 2
+    for built in (True, False):
+        for involution in head.convs:
+            bias = involution.conv2.conv.bias.view(involution.groups, -1)
+            assert torch.all(bias[:, centre] == 1), built
+            assert torch.count_nonzero(bias) == involution.groups, built
+            bias.data.fill_(0.5)
+        head.init_weights()
+
+
 def test_fpn_loading_a_checkpoint_keeps_the_loaded_involutions(tmp_path):
     cfg = dict(type='InvolutionFPN', in_channels=[16, 32], out_channels=16,
                num_outs=2)

@@ -80,3 +80,18 @@ class InvolutionFCNMaskHead(FCNMaskHead):
                 out_norm_cfg=self.norm_cfg,
                 out_act_cfg=dict(type='ReLU'),
                 **involution_cfg) for _ in range(self.num_convs))
+        self.init_involutions()
+
+    def init_involutions(self) -> None:
+        """Start every involution as the identity plus its input-dependent
+        term (:meth:`Involution.init_span_conv` with ``identity=True``): a
+        stack of zero-mean involutions, with ReLUs and no norm between,
+        predicted a constant mask for hundreds of iterations."""
+        for involution in self.convs:
+            involution.init_span_conv(identity=True)
+
+    def init_weights(self) -> None:
+        """FCNMaskHead's initialisation (it takes no ``init_cfg``), then
+        :meth:`init_involutions`."""
+        super().init_weights()
+        self.init_involutions()

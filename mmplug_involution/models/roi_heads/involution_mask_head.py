@@ -19,6 +19,9 @@ class InvolutionFCNMaskHead(FCNMaskHead):
     ``conv_kernel_size`` and ``conv_cfg`` describe the replaced convs: a
     value other than FCNMaskHead's default (3, None) is an error, since it
     would be silently unused; the window is ``involution_kernel_size``.
+    The involutions start as the identity plus their input-dependent term
+    (:meth:`init_involutions`), so the RoI features reach the logits
+    linearly from the first step, as through FCNMaskHead's convs.
 
     Args:
         involution_kernel_size (int): K, odd. Default 7.

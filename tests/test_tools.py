@@ -7,7 +7,8 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 from mmengine.config import Config
-from mmengine.registry import MODELS
+
+from mmplug_involution.runtime import build_config_model
 
 ROOT = Path(__file__).parents[1]
 
@@ -23,7 +24,8 @@ def test_get_complexity_cli():
     result = subprocess.run([
         sys.executable,
         str(ROOT / 'tools' / 'analysis' / 'get_complexity.py'),
-        str(ROOT / 'configs' / 'rednet' / 'rednet26_in1k.py'), '--shape',
+        str(ROOT / 'configs' / 'rednet' /
+            'rednet26_32xb64-warmup-coslr_in1k.py'), '--shape',
         '224'
     ], capture_output=True, text=True, check=True, cwd=ROOT)
     assert 'params:  9.23 M' in result.stdout
@@ -34,8 +36,9 @@ def test_get_complexity_cli():
 @pytest.mark.parametrize('depth', [26, 38, 50, 101, 152])
 def test_rednet_imagenet_configs_build(depth):
     cfg = Config.fromfile(
-        str(ROOT / 'configs' / 'rednet' / f'rednet{depth}_in1k.py'))
-    model = MODELS.build(cfg.model)
+        str(ROOT / 'configs' / 'rednet' /
+            f'rednet{depth}_32xb64-warmup-coslr_in1k.py'))
+    model = build_config_model(cfg)
     assert model.backbone.depth == depth
     assert model.backbone.stem_kernel_size == 3
     assert model.head.fc.out_features == 1000

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Bootstrap the project's virtual environment at .venv/ (idempotent, cheap to re-run).
 #
-# Installs: torch (an existing install is kept), setuptools<82, mmengine 0.10.7,
-# mmcv 2.1.0 built from source with its ops (the wheel is cached outside the repo so a
-# re-run or a fresh clone does not rebuild it), mmdet 3.3.0, mmsegmentation 1.2.2 and their
-# runtime extras, onnx/onnxruntime/onnxscript (ONNX export), CuPy matched to torch's
+# Installs: torch 2.14.1 with torchvision 0.29.1 (a torch of the base interpreter is
+# kept, with the torchvision built for it), setuptools<82, mmengine 0.10.7,
+# mmcv 2.1.0 built from source with its ops against that torch (the wheel is cached outside
+# the repo so a re-run or a fresh clone does not rebuild it), mmdet 3.3.0,
+# mmsegmentation 1.2.2, mmpretrain 1.2.0 and their runtime extras, onnx/onnxruntime/onnxscript (ONNX export), CuPy matched to torch's
 # CUDA version, pytest, this package (editable),
 # and builds its C++ CPU kernels (cached the same way, rebuilt when their source changes).
 #
@@ -19,7 +20,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 BASE_PY="${PYTHON:-python3}"
 CACHE="${MMPLUG_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mmplug-involution}"
-TORCH_SPEC="torch==2.13.0"
+TORCH_SPEC=(torch==2.14.1 torchvision==0.29.1)
 MMCV_VERSION="2.1.0"
 
 log() { printf '[setup_env] %s\n' "$*" >&2; }
@@ -56,16 +57,33 @@ fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip install --disable-pip-version-check --quiet)
 
-# 2. torch: keep what is importable; otherwise the pinned CPU-capable build. Never let a
-#    later install replace it (everything after this is installed with torch pinned).
-if ! "$PY" -c 'import torch' >/dev/null 2>&1; then
-  log "installing $TORCH_SPEC"
-  "${PIP[@]}" "$TORCH_SPEC" numpy
+# 2. torch and torchvision. A torch seen from the base interpreter is kept (with the
+#    torchvision release built for it); the venv's own torch is the pinned pair, which
+#    replaces an older venv's torch. mmpretrain imports torchvision, and PyPI's
+#    torchvision only loads beside the CUDA build of the same torch release (it runs on
+#    the CPU too). Every later install is pinned to the torch chosen here.
+if grep -q '^include-system-site-packages = true' "$VENV/pyvenv.cfg" \
+    && "$PY" -c 'import torch' >/dev/null 2>&1; then
+  if ! "$PY" -c 'import torchvision' >/dev/null 2>&1; then
+    log "installing the torchvision built for the base interpreter's torch"
+    "${PIP[@]}" -c <(echo "torch==$("$PY" -c 'import torch; print(torch.__version__)')") \
+      torchvision
+  fi
+elif ! "$PY" -c 'import torch, torchvision, sys
+sys.exit([v.split("+")[0] for v in (torch.__version__, torchvision.__version__)]
+         != ["2.14.1", "0.29.1"])' >/dev/null 2>&1; then
+  log "installing ${TORCH_SPEC[*]} (about 2 minutes; 5.5 GB in the venv)"
+  "${PIP[@]}" "${TORCH_SPEC[@]}" numpy
 fi
+"$PY" -c 'import torchvision.ops' >/dev/null 2>&1 || {
+  log "torchvision does not load beside this torch; install the torchvision release" \
+      "built for torch $("$PY" -c 'import torch; print(torch.__version__)') (mmpretrain needs it)"
+  exit 1; }
 TORCH_VERSION="$("$PY" -c 'import torch; print(torch.__version__)')"
 TORCH_CUDA="$("$PY" -c 'import torch; print(torch.version.cuda or "")')"
 CONSTRAINTS="$VENV/torch-constraint.txt"
-echo "torch==$TORCH_VERSION" > "$CONSTRAINTS"
+"$PY" -c 'import torch, torchvision
+print(f"torch=={torch.__version__}\ntorchvision=={torchvision.__version__}")' > "$CONSTRAINTS"
 PIP+=(-c "$CONSTRAINTS")
 log "torch $TORCH_VERSION (CUDA: ${TORCH_CUDA:-none})"
 
@@ -74,7 +92,11 @@ log "torch $TORCH_VERSION (CUDA: ${TORCH_CUDA:-none})"
 "${PIP[@]}" "setuptools<82" wheel ninja "mmengine==0.10.7"
 
 # 4. mmcv with compiled ops, built once per (torch, python, cuda) and cached as a wheel.
-if ! "$PY" -c 'import mmcv, mmcv._ext; assert mmcv.__version__ == "'$MMCV_VERSION'"' >/dev/null 2>&1; then
+#    pip's own wheel cache is off for the build: it would hand back an mmcv compiled
+#    against another torch under the same name. A marker in the venv records the torch
+#    the installed mmcv was built for, so a venv whose torch changed gets it rebuilt.
+MMCV_MARKER="$VENV/.mmcv-$MMCV_VERSION-built-for-torch-$TORCH_VERSION"
+if [[ ! -f "$MMCV_MARKER" ]] || ! "$PY" -c 'import mmcv, mmcv._ext; assert mmcv.__version__ == "'$MMCV_VERSION'"' >/dev/null 2>&1; then
   PY_TAG="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
   FORCE_CUDA_FLAG="${MMCV_FORCE_CUDA:-0}"
   WHEEL_DIR="$CACHE/wheels/mmcv-$MMCV_VERSION-torch-$TORCH_VERSION-$PY_TAG-cuda$FORCE_CUDA_FLAG"
@@ -82,26 +104,38 @@ if ! "$PY" -c 'import mmcv, mmcv._ext; assert mmcv.__version__ == "'$MMCV_VERSIO
   if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
     log "building mmcv $MMCV_VERSION with ops (about 10 minutes on 2 cores; cached in $WHEEL_DIR)"
     BUILD_TMP="$(mktemp -d)"
+    # mmcv's setup.py compiles as C++17; torch's headers need C++20 from torch 2.14
+    # on. Build from its source distribution with that one flag changed.
+    "$PY" -m pip download --disable-pip-version-check --quiet --no-cache-dir \
+      --no-deps --no-binary :all: --no-build-isolation "mmcv==$MMCV_VERSION" \
+      -d "$BUILD_TMP"
+    tar -xzf "$BUILD_TMP/mmcv-$MMCV_VERSION.tar.gz" -C "$BUILD_TMP"
+    sed -i "s/'-std=c++17'/'-std=c++20'/" "$BUILD_TMP/mmcv-$MMCV_VERSION/setup.py"
     MMCV_WITH_OPS=1 FORCE_CUDA="$FORCE_CUDA_FLAG" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-      "$PY" -m pip wheel --disable-pip-version-check --quiet --no-build-isolation --no-deps \
-      "mmcv==$MMCV_VERSION" -w "$BUILD_TMP"
+      "$PY" -m pip wheel --disable-pip-version-check --quiet --no-cache-dir \
+      --no-build-isolation --no-deps "$BUILD_TMP/mmcv-$MMCV_VERSION" -w "$BUILD_TMP"
     # Move into place only once complete, so an interrupted build never leaves a bad cache.
     mv "$BUILD_TMP"/mmcv-*.whl "$WHEEL_DIR"/
     rm -rf "$BUILD_TMP"
   fi
-  "${PIP[@]}" --find-links "$WHEEL_DIR" --no-index --no-deps "mmcv==$MMCV_VERSION"
+  "${PIP[@]}" --find-links "$WHEEL_DIR" --no-index --no-deps --force-reinstall \
+    "mmcv==$MMCV_VERSION"
   "${PIP[@]}" --find-links "$WHEEL_DIR" "mmcv==$MMCV_VERSION"
+  rm -f "$VENV"/.mmcv-*-built-for-torch-*
+  touch "$MMCV_MARKER"
 fi
 
 # 5. The toolkits and their runtime extras (mmseg's models import ftfy and regex).
-"${PIP[@]}" "mmdet==3.3.0" "mmsegmentation==1.2.2" ftfy regex pycocotools \
-  pytest rich
+"${PIP[@]}" "mmdet==3.3.0" "mmsegmentation==1.2.2" "mmpretrain==1.2.0" ftfy regex \
+  pycocotools pytest rich
 # ONNX export and its checks (tools/deploy/export_onnx.py, the export tests).
 "${PIP[@]}" "onnx>=1.17" "onnxruntime>=1.20" "onnxscript>=0.5"
 
-# 6. CuPy matched to torch's CUDA. On a CPU-only build, the CUDA 12 flavour plus its NVRTC
-#    (which still targets sm_70) so the kernel-compile tests can run without a GPU.
-case "$TORCH_CUDA" in
+# 6. CuPy matched to torch's CUDA where a GPU is visible. Without one (a CPU machine,
+#    whose torch 2.14.1 is a CUDA build that runs on the CPU), the CUDA 12 flavour plus
+#    its NVRTC (which still targets sm_70) so the kernel-compile tests can run.
+GPU_CUDA="$("$PY" -c 'import torch; print(torch.version.cuda if torch.cuda.is_available() else "")')"
+case "$GPU_CUDA" in
   13.*) CUPY=(cupy-cuda13x "nvidia-cuda-nvrtc==13.*") ;;
   *)    CUPY=(cupy-cuda12x "nvidia-cuda-nvrtc-cu12==12.*") ;;
 esac
@@ -110,7 +144,7 @@ esac
 # 7. This package, editable, without touching the pinned dependencies.
 "${PIP[@]}" --no-build-isolation --no-deps -e "$ROOT"
 
-"$PY" -c 'import mmcv._ext, mmdet, mmseg, cupy, mmplug_involution' \
+"$PY" -c 'import mmcv._ext, mmdet, mmseg, mmpretrain, cupy, mmplug_involution' \
   || { log "import check failed: see the messages above"; exit 1; }
 # 8. The vectorised C++ CPU kernels of involution (torch's C++ extension machinery).
 build_cpu_kernels

@@ -17,11 +17,13 @@ from mmengine.analysis.jit_handles import get_shape
 
 __all__ = [
     'involution_flop_jit', 'generated_involution_flop_jit',
+    'attention_flop_jit',
     'model_complexity', 'register_complexity_handles'
 ]
 
 INVOLUTION_OP = 'mmplug_involution::involution2d'
 GENERATED_INVOLUTION_OP = 'mmplug_involution::generated_involution2d'
+ATTENTION_OP = 'aten::scaled_dot_product_attention'
 
 
 def involution_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
@@ -40,12 +42,22 @@ def generated_involution_flop_jit(inputs: List[Any],
     return span + prod(get_shape(outputs[0])) * kernel_size * kernel_size
 
 
+def attention_flop_jit(inputs: List[Any], outputs: List[Any]) -> int:
+    """Multiply-adds of one ``scaled_dot_product_attention`` (X-volution's
+    global attention): q k^T and the weighted sum of v, (..., L_q, E) x
+    (..., L_k, E) x (..., L_k, E_v) -> L_q * L_k * (E + E_v) per batch."""
+    *batch, queries, channels = get_shape(inputs[0])
+    keys, value_channels = get_shape(inputs[2])[-2:]
+    return prod(batch) * queries * keys * (channels + value_channels)
+
+
 def _activation_count(inputs: List[Any], outputs: List[Any]) -> int:
     return prod(get_shape(outputs[0]))
 
 
 def register_complexity_handles() -> None:
-    """Add the involution handles to mmengine's default flop/activation ops."""
+    """Add the involution (and attention) handles to mmengine's default
+    flop/activation ops."""
     complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS[INVOLUTION_OP] = (
         involution_flop_jit)
     complexity_analysis._DEFAULT_SUPPORTED_ACT_OPS[INVOLUTION_OP] = (
@@ -54,12 +66,15 @@ def register_complexity_handles() -> None:
         GENERATED_INVOLUTION_OP] = generated_involution_flop_jit
     complexity_analysis._DEFAULT_SUPPORTED_ACT_OPS[
         GENERATED_INVOLUTION_OP] = _activation_count
+    complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS[ATTENTION_OP] = (
+        attention_flop_jit)
 
 
 def model_complexity(model, input_shape=(3, 224, 224)) -> dict:
     """Parameters and FLOPs (multiply-adds) of ``model`` on one input.
 
-    Counts what the papers count: for mmseg segmentors ``model._forward``
+    Counts what the papers count: for mmpretrain classifiers ``model(x)``
+    (backbone, neck and head), for mmseg segmentors ``model._forward``
     (backbone, neck and decode head; auxiliary heads only train), for mmdet
     detectors ``model.extract_feat`` (backbone and neck), and ``model(x)``
     otherwise. The model's ``forward`` is replaced by the counted method.
@@ -73,7 +88,10 @@ def model_complexity(model, input_shape=(3, 224, 224)) -> dict:
 
     register_complexity_handles()
     counted = 'forward'
-    if hasattr(model, 'decode_head'):
+    if hasattr(model, 'head') and hasattr(model, 'extract_feat'):
+        # an mmpretrain classifier: its forward is backbone, neck and head
+        counted = 'forward (backbone, neck, head)'
+    elif hasattr(model, 'decode_head'):
         counted = '_forward (backbone, neck, decode head)'
         model.forward = model._forward
     elif hasattr(model, 'extract_feat'):

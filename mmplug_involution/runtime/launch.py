@@ -35,7 +35,7 @@ __all__ = [
     'replace_sync_bn'
 ]
 
-TOOLKITS = ('mmdet', 'mmseg')
+TOOLKITS = ('mmdet', 'mmseg', 'mmpretrain')
 _own_process_group = False
 
 
@@ -161,8 +161,8 @@ def load_tool_config(args: argparse.Namespace) -> Config:
         raise ValueError(
             f'{args.config} has default_scope={scope!r}; the tools run '
             f'{" and ".join(TOOLKITS)} configs, which choose their toolkit '
-            'there: inherit an mmdet:: or mmseg:: base config, or set '
-            'default_scope = \'mmdet\' or \'mmseg\'.')
+            'there: inherit an mmdet::, mmseg:: or mmpretrain:: base '
+            'config, or set default_scope to one of them.')
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)
@@ -176,9 +176,17 @@ def load_tool_config(args: argparse.Namespace) -> Config:
 
 
 def build_config_model(cfg: Config) -> nn.Module:
-    """``cfg.model`` built in the config's toolkit scope, in eval mode."""
+    """``cfg.model`` built in the config's toolkit scope, in eval mode.
+
+    A top-level ``data_preprocessor`` (where mmpretrain's dataset bases put
+    the normalisation and class count) goes to a model without its own, as
+    mmengine's Runner does.
+    """
+    model_cfg = cfg.model.copy()
+    if cfg.get('data_preprocessor') is not None:
+        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
-        model = MODELS.build(cfg.model)
+        model = MODELS.build(model_cfg)
     model.eval()  # mmdet's ResNet.train returns None: no chaining
     return model
 

@@ -6,8 +6,9 @@ import torch
 from mmengine.config import Config
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmplug_involution.models import GlobalPoolClassifier, RedNet
-from mmplug_involution.runtime import UnsafeCheckpointError, model_complexity
+from mmplug_involution.models import RedNet
+from mmplug_involution.runtime import (UnsafeCheckpointError,
+                                       build_config_model, model_complexity)
 
 CONFIGS = pathlib.Path(__file__).parents[2] / 'configs'
 CHANNELS = (256, 512, 1024, 2048)
@@ -183,6 +184,8 @@ def test_bad_arguments():
      r"type='Involution'"),
     (dict(multi_grid=(1, 2)), 'RedNet-50 has 3 there'),
     (dict(style='tf'), "style must be 'pytorch' or 'caffe'"),
+    (dict(expansion=2), 'expand by 4, got expansion=2: remove expansion'),
+    (dict(drop_path_rate=0.05), 'no stochastic depth .* drop_path_rate=0'),
 ])
 def test_arguments_without_a_rednet_meaning_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -191,7 +194,8 @@ def test_arguments_without_a_rednet_meaning_are_refused(kwargs, match):
 
 def test_toolkit_defaults_of_those_arguments_are_accepted():
     model = RedNet(26, deep_stem=False, dcn=None,
-                   stage_with_dcn=(False, True, True, True))
+                   stage_with_dcn=(False, True, True, True), expansion=4,
+                   drop_path_rate=0.)
     assert type(model.layer2[0].conv2).__name__ == 'Involution'
 
 
@@ -304,10 +308,16 @@ def test_reference_key_layout():
     assert not any(k.startswith(('stem.3', 'maxpool')) for k in shapes)
 
 
+def _imagenet_classifier(depth):
+    """The project's mmpretrain ImageNet classifier of RedNet-``depth``."""
+    cfg = Config.fromfile(
+        str(CONFIGS / 'rednet' / f'rednet{depth}_32xb64-warmup-coslr_in1k.py'))
+    return build_config_model(cfg)
+
+
 def _reference_checkpoint(path, depth=26):
     """An mmcls-format RedNet checkpoint (stem K=3) with random weights."""
-    source = GlobalPoolClassifier(
-        dict(type='RedNet', depth=depth, stem_kernel_size=3))
+    source = _imagenet_classifier(depth)
     state = {k: torch.randn_like(v.float()).to(v.dtype)
              for k, v in source.state_dict().items()}
     torch.save(
@@ -353,8 +363,7 @@ def test_reference_checkpoint_loads_key_for_key(tmp_path, mmengine_log):
     assert 'missing keys' not in log and 'unexpected key' not in log
     assert 'size mismatch' not in log and 'stem involution head' not in log
     # the whole classifier loads the same file strictly
-    classifier = GlobalPoolClassifier(
-        dict(type='RedNet', depth=26, stem_kernel_size=3))
+    classifier = _imagenet_classifier(26)
     classifier.load_state_dict(torch.load(path)['state_dict'], strict=True)
 
 
@@ -452,9 +461,7 @@ PAPER = {26: (9.23, 1.73), 50: (15.54, 2.71)}
 
 @pytest.mark.parametrize('depth', sorted(PAPER))
 def test_paper_params_and_flops_within_2_percent(depth):
-    cfg = Config.fromfile(str(CONFIGS / 'rednet' / f'rednet{depth}_in1k.py'))
-    from mmengine.registry import MODELS
-    result = model_complexity(MODELS.build(cfg.model), (3, 224, 224))
+    result = model_complexity(_imagenet_classifier(depth), (3, 224, 224))
     params, flops = PAPER[depth]
     assert abs(result['params'] / 1e6 / params - 1) < 0.02
     assert abs(result['flops'] / 1e9 / flops - 1) < 0.02

@@ -10,7 +10,8 @@ from mmengine.config import Config
 from mmplug_involution.runtime import build_config_model
 
 ROOT = Path(__file__).parents[2]
-CLASSIFIER = ROOT / 'configs' / 'rednet' / 'rednet50_in1k.py'
+CLASSIFIER = (ROOT / 'configs' / 'rednet' /
+              'rednet50_32xb64-warmup-coslr_in1k.py')
 DETECTOR = ROOT / 'configs' / 'rednet' / 'mask-rcnn_rednet50_fpn_1x_coco.py'
 
 

@@ -1,12 +1,14 @@
 """tools/train.py, tools/test.py and tools/dist_train.sh end to end on CPU.
 
-For both toolkits, on tiny generated shapes datasets: a tiny Mask R-CNN
-(RedNet, involution FPN, RPN and mask heads; mmdet) and a tiny Semantic FPN
-(the segmentation demo's RedNet with involution FPN at 64 px; mmseg). A few
-iterations each, checking the mechanics (resume, 2-process gloo,
-evaluation, --show-dir), not accuracy.
+For the three toolkits, on tiny generated shapes datasets: a tiny Mask
+R-CNN (RedNet, involution FPN, RPN and mask heads; mmdet), a tiny Semantic
+FPN (the segmentation demo's RedNet with involution FPN at 64 px; mmseg) and
+the classification demo's RedNet classifier (mmpretrain). A few iterations
+each, checking the mechanics (resume, 2-process gloo, evaluation,
+--show-dir), not accuracy.
 """
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -15,14 +17,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from mmengine.config import Config
 
-from mmplug_involution.datasets import (SHAPES_CLASSES, generate_coco_shapes,
+from mmplug_involution.datasets import (SHAPES_CLASSES, generate_cls_shapes,
+                                        generate_coco_shapes,
                                         generate_seg_shapes)
 from mmplug_involution.runtime import load_tool_config
 
 ROOT = Path(__file__).parents[2]
 SEG_DEMO = ROOT / 'configs' / 'demo' / \
     'inv-fpn_rednet26-w16_1xb16-1500_seg-shapes-128x128.py'
+CLS_DEMO = ROOT / 'configs' / 'demo' / \
+    'rednet26-w16_1xb32-ITERS_cls-shapes-64px.py'
 
 DET_CONFIG = '''
 _base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
@@ -108,12 +114,27 @@ default_hooks = dict(
     logger=dict(interval=1), checkpoint=dict(interval=1))
 '''
 
+CLS_CONFIG = '''
+_base_ = ['{demo}']
+data_root = '{data}/'
+train_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root))
+val_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+train_cfg = dict(max_iters=2, val_interval=100)
+param_scheduler = []
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
+'''
+
 NUM_VAL = 3
 
 
-@pytest.fixture(scope='module', params=['det', 'seg'])
+@pytest.fixture(scope='module', params=['det', 'seg', 'cls'])
 def tiny_config(request, tmp_path_factory):
-    """(task, config path) of a tiny detector or segmentor."""
+    """(task, config path) of a tiny detector, segmentor or classifier."""
     root = tmp_path_factory.mktemp(f'tiny_{request.param}')
     data = root / 'shapes'
     if request.param == 'det':
@@ -122,11 +143,17 @@ def tiny_config(request, tmp_path_factory):
         cfg = root / 'mask-rcnn_rednet-tiny_inv-fpn-head_coco-shapes.py'
         cfg.write_text(DET_CONFIG.format(root=ROOT, data=data,
                                          classes=SHAPES_CLASSES))
-    else:  # odd sizes; the whole 73x81 image at test time
+    elif request.param == 'seg':
+        # odd sizes; the whole 73x81 image at test time
         generate_seg_shapes(data, num_train=8, num_val=NUM_VAL,
                             image_size=(81, 73), seed=1, progress=False)
         cfg = root / 'inv-fpn_rednet-tiny_1xb2-2_seg-shapes-64x64.py'
         cfg.write_text(SEG_CONFIG.format(demo=SEG_DEMO, data=data))
+    else:  # the demo at 48x40: any image size goes through
+        generate_cls_shapes(data, num_train=8, num_val=NUM_VAL,
+                            image_size=(48, 40), seed=1, progress=False)
+        cfg = root / 'rednet26-w16_1xb2-2_cls-shapes-48x40.py'
+        cfg.write_text(CLS_CONFIG.format(demo=CLS_DEMO, data=data))
     return request.param, cfg
 
 
@@ -175,9 +202,12 @@ def test_train_resume_and_test_with_show_dir(tiny_config, tmp_path):
     if task == 'det':
         assert 'coco/bbox_mAP' in log and 'coco/segm_mAP' in log
         drawn = list((tmp_path / 'test').glob(f'*/{show}/*.png'))
-    else:
+    elif task == 'seg':
         assert 'mIoU' in log and 'aAcc' in log
         drawn = list((tmp_path / 'test').glob(f'*/vis_data/{show}/*.png'))
+    else:
+        assert 'accuracy/top1' in log
+        drawn = list((tmp_path / 'test').glob(f'*/{show}/*.png'))
     assert len(drawn) == NUM_VAL
 
 
@@ -328,6 +358,7 @@ DEMOS = {
             generate_coco_shapes, DET_METRICS),
     'seg': (SEG_DEMO, generate_seg_shapes,
             ('aAcc:', 'mIoU:', 'mAcc:', '| background |', '|    ring    |')),
+    'cls': (CLS_DEMO, generate_cls_shapes, ('accuracy/top1:', )),
 }
 
 
@@ -347,7 +378,7 @@ def test_demo_config_is_seeded_and_repeats_bit_for_bit(task, tmp_path):
         f'{split}_dataloader.dataset.data_root={data}/'
         for split in ('train', 'val', 'test')
     ]
-    if task != 'seg':
+    if generate is generate_coco_shapes:
         ann = data / 'annotations' / 'instances_val.json'
         options += [
             f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}'
@@ -380,6 +411,31 @@ def test_config_without_a_toolkit_scope_is_a_clear_error(tmp_path):
     args = argparse.Namespace(
         config=str(config), local_rank=0, launcher='none',
         cfg_options=None, work_dir=None)
-    with pytest.raises(ValueError, match="default_scope=None.*mmdet:: or "
-                       'mmseg::'):
+    with pytest.raises(ValueError, match='default_scope=None.*mmdet::, '
+                       'mmseg:: or mmpretrain::'):
         load_tool_config(args)
+
+
+def test_show_options_turn_on_mmpretrain_visualization_hook():
+    """mmpretrain's VisualizationHook is turned on by ``enable`` (the
+    ``draw`` of mmdet's and mmseg's hooks would reach its visualizer and
+    fail); ``--show-dir`` is placed on the built runner, as the end-to-end
+    test above checks."""
+    spec = importlib.util.spec_from_file_location('test_tool',
+                                                  ROOT / 'tools' / 'test.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    hook = dict(type='VisualizationHook', enable=False, resize=256)
+    cfg = Config(
+        dict(
+            default_scope='mmpretrain',
+            default_hooks=dict(visualization=hook)))
+    tool.enable_visualization(
+        cfg, argparse.Namespace(show=True, show_dir='shown', wait_time=0.5))
+    assert cfg.default_hooks.visualization == dict(
+        hook, enable=True, interval=1, show=True, wait_time=0.5)
+    cfg.default_hooks.pop('visualization')
+    with pytest.raises(ValueError, match='mmdet/mmseg/mmpretrain bases'):
+        tool.enable_visualization(
+            cfg, argparse.Namespace(show=False, show_dir='shown',
+                                    wait_time=2))

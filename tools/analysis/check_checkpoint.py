@@ -2,7 +2,8 @@
 
 Loads the checkpoint (through the package's safe loader: corrupt and unsafe
 files are reported as such), takes the keys under ``--prefix`` (``backbone.``
-for an mmcls ImageNet classifier checkpoint, as RedNet's are published) and
+for an mmcls/mmpretrain ImageNet classifier checkpoint, as
+``tools/model_converters/paddleclas2mm.py`` writes them) and
 compares them with the state dict of the config's backbone (``--part
 backbone``, the default) or whole model (``--part model``): how many keys
 match, and which are missing, unexpected or of another shape. Exit status 0
@@ -26,7 +27,7 @@ def parse_args():
     parser = argparse.ArgumentParser(
         description='Report the missing, unexpected and mismatched keys of '
         'a checkpoint against a config\'s backbone or model.')
-    parser.add_argument('config', help='an mmdet or mmseg config')
+    parser.add_argument('config', help='an mmdet, mmseg or mmpretrain config')
     parser.add_argument('checkpoint', help='the checkpoint to check')
     parser.add_argument(
         '--part', choices=('backbone', 'model'), default='backbone',

@@ -2,12 +2,14 @@
 
 FLOPs are multiply-adds (one multiply-add = one FLOP, as the involution and
 ResNet papers count), traced by mmengine's FlopAnalyzer with this package's
-handle for the involution op. Detectors are counted through ``extract_feat``
+handle for the involution op. Classifiers are counted whole (backbone, neck,
+head), detectors through ``extract_feat``
 (backbone + neck), segmentors through ``_forward`` (backbone, neck and
 decode head; not the auxiliary head, which only trains).
 
 Example:
-    python tools/analysis/get_complexity.py configs/rednet/rednet50_in1k.py
+    python tools/analysis/get_complexity.py \
+        configs/rednet/rednet50_32xb64-warmup-coslr_in1k.py
     python tools/analysis/get_complexity.py CONFIG --shape 800 1216
 """
 import argparse

@@ -82,7 +82,10 @@ class RedNet(ResNet):
             out_indices, style, avg_down, frozen_stages, norm_cfg,
             plugins, multi_grid, contract_dilation, with_cp,
             zero_init_residual, pretrained, init_cfg: as mmseg's and
-            mmdet's ``ResNet``. ``frozen_stages=0`` freezes the stem;
+            mmdet's ``ResNet``; ``expansion`` and ``drop_path_rate``, which
+            mmpretrain's ``ResNet`` adds, only as None/4 and 0 (RedNet's
+            bottlenecks expand by 4 and have no stochastic depth).
+            ``frozen_stages=0`` freezes the stem;
             ``dilations`` reach the involutions (``strides=(1, 2, 1, 1),
             dilations=(1, 1, 2, 4)`` gives output stride 8);
             ``multi_grid`` gives the dilations of the last stage's blocks,
@@ -159,6 +162,8 @@ class RedNet(ResNet):
                  zero_init_residual: bool = True,
                  pretrained: Optional[str] = None,
                  init_cfg=None,
+                 expansion: Optional[int] = None,
+                 drop_path_rate: float = 0.,
                  stem_kernel_size: int = 7,
                  kernel_size: int = 7,
                  group_channels: int = 16,
@@ -180,6 +185,16 @@ class RedNet(ResNet):
                 "into some stages of a ResNet, keep type='ResNet' and set "
                 "dcn=dict(type='Involution', window_size=7) with "
                 'stage_with_dcn.')
+        if expansion not in (None, Bottleneck.expansion):
+            raise ValueError(
+                f'RedNet bottlenecks expand by {Bottleneck.expansion}, got '
+                f'expansion={expansion}: remove expansion (mmpretrain\'s '
+                'ResNet argument).')
+        if drop_path_rate:
+            raise ValueError(
+                f'RedNet has no stochastic depth (got drop_path_rate='
+                f'{drop_path_rate}, an argument of mmpretrain\'s ResNet): '
+                'set drop_path_rate=0.')
         if style not in ('pytorch', 'caffe'):
             raise ValueError(
                 f"style must be 'pytorch' or 'caffe', got {style!r}.")

@@ -1,2 +1,0 @@
-_base_ = ['./rednet50_in1k.py']
-model = dict(backbone=dict(depth=101))

@@ -1,3 +1,0 @@
-from .global_pool_classifier import GlobalPoolClassifier
-
-__all__ = ['GlobalPoolClassifier']

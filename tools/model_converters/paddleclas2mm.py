@@ -1,0 +1,420 @@
+"""Convert a PaddleClas RedNet ImageNet checkpoint to an mmpretrain one.
+
+PaddleClas publishes RedNet-26/38/50/101/152 ImageNet weights
+(``RedNet50_pretrained.pdparams``, ...; ``ppcls/arch/backbone/model_zoo/
+rednet.py``). This tool turns one into the checkpoint of the classifier of
+``configs/rednet/rednet{depth}_32xb64-warmup-coslr_in1k.py`` (mmpretrain
+``ImageClassifier``: ``RedNet(depth, stem_kernel_size=3)``, global average
+pooling, ``LinearClsHead``), every key and shape of it::
+
+    {'state_dict': {'backbone.stem.0.conv.weight': ..., ...,
+                    'head.fc.weight': ..., 'head.fc.bias': ...},
+     'meta': {'source': ..., 'sha256': ..., 'arch': 'RedNet-50', ...}}
+
+The ``.pdparams`` file (``paddle.save`` of a state dict: a pickle of a dict
+name -> numpy array) is read without running any of it: only what numpy
+arrays and plain containers need is let through. The depth is found from
+the file's blocks per stage. Paddle's module names are the backbone's; its
+BatchNorm ``_mean``/``_variance`` become ``running_mean``/``running_var``
+(``num_batches_tracked`` is set to 0) and its ``fc.weight``, stored (in,
+out), is transposed. Missing, left-over and wrong-shape keys are all
+reported, and then nothing is written. The output is written atomically and
+an existing file is replaced only with ``--overwrite``.
+
+Example:
+    python tools/model_converters/paddleclas2mm.py \\
+        RedNet50_pretrained.pdparams checkpoints/rednet50_in1k.pth
+"""
+import argparse
+import datetime
+import hashlib
+import io
+import os.path as osp
+import pickle
+import re
+import sys
+import zipfile
+from collections import OrderedDict
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from mmplug_involution.runtime import atomic_write
+
+#: blocks per stage of each RedNet depth (PaddleClas's ``layer_cfg``)
+REDNET_STAGE_BLOCKS = {
+    26: (1, 2, 4, 1),
+    38: (2, 3, 5, 2),
+    50: (3, 4, 6, 3),
+    101: (3, 4, 23, 3),
+    152: (3, 8, 36, 3),
+}
+#: the entry ``paddle.save`` adds (structured name -> Paddle parameter name)
+PADDLE_NAME_TABLE = 'StructuredToParameterName@@'
+STEM_KERNEL_SIZE = 3  # the stem involution of the ImageNet models
+KERNEL_SIZE = 7  # the bottleneck involutions
+GROUP_CHANNELS = 16
+REDUCTION_RATIO = 4
+EXPANSION = 4
+FEATURE_CHANNELS = 512 * EXPANSION
+#: Paddle BatchNorm2D state -> torch BatchNorm2d state
+_BN_NAMES = (('weight', 'weight'), ('bias', 'bias'), ('_mean', 'running_mean'),
+             ('_variance', 'running_var'))
+_BLOCK_KEY = re.compile(r'layer([1-4])\.(\d+)\.')
+_INVOLUTION_KEY = re.compile(r'(stem\.1|layer[1-4]\.\d+\.conv2)\.conv1\.conv'
+                             r'\.weight')
+#: keys of paddle.vision's ResNet and of PaddleClas's own ResNet family
+_RESNET_KEY = re.compile(r'(conv1|layer\d\.\d+\.conv\d)\.weight'
+                         r'|(conv1_1\._conv|blocks\.\d+\.conv\d\.conv)\.weight'
+                         r'|res\d\w+_branch\w+')
+
+
+class ConversionError(Exception):
+    """The input cannot be converted; the message says why."""
+
+
+class UnsafePickleError(ConversionError):
+    """The pickle asks for something other than numpy arrays and plain
+    containers (it could run code)."""
+
+
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """Stands in for ``_codecs.encode``: how protocol-2 pickles of Python 3
+    store bytes (numpy array data); only the latin-1 codec is allowed."""
+    if not (isinstance(text, str) and isinstance(encoding, str)
+            and encoding.lower().replace('-', '') == 'latin1'):
+        raise UnsafePickleError(
+            f'refused: the pickle calls _codecs.encode with {encoding!r}; '
+            'a .pdparams file needs it only for latin-1 bytes.')
+    return text.encode('latin-1')
+
+
+def _allowed_globals() -> Dict[Tuple[str, str], object]:
+    """(module, name) -> object for every import a .pdparams file needs."""
+    multiarray = getattr(np, '_core', None) or np.core
+    multiarray = multiarray.multiarray
+    allowed = {
+        ('numpy', 'ndarray'): np.ndarray,
+        ('numpy', 'dtype'): np.dtype,
+        ('collections', 'OrderedDict'): OrderedDict,
+        ('_codecs', 'encode'): _latin1_bytes,
+    }
+    for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
+        allowed[module, '_reconstruct'] = multiarray._reconstruct
+        allowed[module, 'scalar'] = multiarray.scalar
+    return allowed
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """An unpickler that builds numpy arrays and plain containers only."""
+
+    allowed = _allowed_globals()
+
+    def find_class(self, module: str, name: str):
+        try:
+            return self.allowed[module, name]
+        except KeyError:
+            raise UnsafePickleError(
+                f'refused: the file would import {module}.{name}, which a '
+                '.pdparams file (numpy arrays in a dict) never needs and '
+                'which could run code; nothing of it was run.') from None
+
+    def persistent_load(self, pid):
+        raise UnsafePickleError(
+            f'refused: the pickle asks for an external object ({pid!r}), '
+            'which a .pdparams file never does.')
+
+
+def load_pdparams(path: str) -> Dict[str, np.ndarray]:
+    """Read a ``.pdparams`` file without running any of its code.
+
+    Returns:
+        dict: parameter name -> numpy array (``StructuredToParameterName@@``
+        and any other non-array entry are kept as they are).
+
+    Raises:
+        ConversionError: the file is not a complete .pdparams pickle, or
+            holds object arrays; UnsafePickleError: it imports anything
+            numpy arrays and containers do not need (named).
+    """
+    if zipfile.is_zipfile(path):
+        raise ConversionError(
+            f'{path} is a zip archive (a torch checkpoint?), not a '
+            'PaddlePaddle .pdparams file (a pickle of numpy arrays).')
+    with open(path, 'rb') as f:
+        try:
+            params = _ArrayUnpickler(f, encoding='latin1').load()
+        except UnsafePickleError as error:
+            raise UnsafePickleError(f'{path}: {error}') from None
+        except Exception as error:
+            raise ConversionError(
+                f'{path} is not a complete PaddlePaddle .pdparams file (a '
+                'pickle of numpy arrays): it is truncated, damaged or '
+                f'another kind of file ({type(error).__name__}: {error}). '
+                'Download it again.') from error
+    if not isinstance(params, dict):
+        raise ConversionError(
+            f'{path} holds a {type(params).__name__}, not the dict of '
+            'arrays of a PaddlePaddle .pdparams file.')
+    objects = sorted(
+        str(key) for key, value in params.items()
+        if isinstance(value, np.ndarray) and value.dtype.hasobject)
+    if objects:
+        raise ConversionError(
+            f'{path} holds arrays of Python objects ({", ".join(objects)}); '
+            'a .pdparams file holds numbers only.')
+    return params
+
+
+def _found_blocks(params: dict) -> Tuple[int, ...]:
+    """Blocks per stage, from the highest ``layerS.B.`` index of each."""
+    counts = [0, 0, 0, 0]
+    for key in params:
+        match = _BLOCK_KEY.match(str(key))
+        if match:
+            stage, block = int(match.group(1)) - 1, int(match.group(2))
+            counts[stage] = max(counts[stage], block + 1)
+    return tuple(counts)
+
+
+def rednet_depth(params: dict) -> int:
+    """RedNet's depth (26, 38, 50, 101 or 152) from the blocks per stage.
+
+    Raises:
+        ConversionError: the keys are not a RedNet's (no involution), or
+            their blocks per stage match no depth.
+    """
+    keys = [str(key) for key in params if key != PADDLE_NAME_TABLE]
+    if not any(_INVOLUTION_KEY.fullmatch(key) for key in keys):
+        resnet = [key for key in keys if _RESNET_KEY.fullmatch(key)]
+        if resnet:
+            looks = f'its keys are a ResNet\'s (e.g. {", ".join(resnet[:3])})'
+        else:
+            looks = (f'its keys are {", ".join(keys[:3]) or "none"}'
+                     f'{", ..." if len(keys) > 3 else ""}')
+        raise ConversionError(
+            'not a RedNet checkpoint: it has no involution (no '
+            "'stem.1.conv1.conv.weight', no 'layerS.B.conv2.conv1.conv."
+            f"weight'); {looks}. Convert one of PaddleClas's "
+            'RedNet{26,38,50,101,152}_pretrained.pdparams.')
+    blocks = _found_blocks(params)
+    for depth, stage_blocks in REDNET_STAGE_BLOCKS.items():
+        if blocks == stage_blocks:
+            return depth
+    known = '; '.join(f'{depth}: {stage_blocks}'
+                      for depth, stage_blocks in REDNET_STAGE_BLOCKS.items())
+    raise ConversionError(
+        f'the file has {blocks} blocks in layer1..layer4, which is no RedNet '
+        f'depth ({known}).')
+
+
+def _bn_shapes(name: str, channels: int) -> List[Tuple[str, tuple]]:
+    return [(f'{name}.{paddle}', (channels, )) for paddle, _ in _BN_NAMES]
+
+
+def _conv_bn_shapes(name: str, out: int, inp: int,
+                    kernel: int) -> List[Tuple[str, tuple]]:
+    return [(f'{name}.conv.weight', (out, inp, kernel, kernel)),
+            *_bn_shapes(f'{name}.bn', out)]
+
+
+def _involution_shapes(name: str, channels: int,
+                       kernel: int) -> List[Tuple[str, tuple]]:
+    reduced = channels // REDUCTION_RATIO
+    span = kernel * kernel * channels // GROUP_CHANNELS
+    shapes = _conv_bn_shapes(f'{name}.conv1', reduced, channels, 1)
+    shapes += [(f'{name}.conv2.conv.weight', (span, reduced, 1, 1)),
+               (f'{name}.conv2.conv.bias', (span, ))]
+    return shapes
+
+
+def _bottleneck_shapes(name: str, inplanes: int, planes: int,
+                       downsample: bool) -> List[Tuple[str, tuple]]:
+    out = planes * EXPANSION
+    shapes = [(f'{name}.conv1.weight', (planes, inplanes, 1, 1))]
+    shapes += _bn_shapes(f'{name}.bn1', planes)
+    shapes += _involution_shapes(f'{name}.conv2', planes, KERNEL_SIZE)
+    shapes += _bn_shapes(f'{name}.bn2', planes)
+    shapes += [(f'{name}.conv3.weight', (out, planes, 1, 1))]
+    shapes += _bn_shapes(f'{name}.bn3', out)
+    if downsample:
+        shapes += [(f'{name}.downsample.0.weight', (out, inplanes, 1, 1))]
+        shapes += _bn_shapes(f'{name}.downsample.1', out)
+    return shapes
+
+
+def paddle_shapes(depth: int, num_classes: int = 1000) -> Dict[str, tuple]:
+    """Every key of PaddleClas's RedNet-``depth`` with its (Paddle) shape,
+    in the order of the converted model's state dict."""
+    shapes = _conv_bn_shapes('stem.0', 32, 3, 3)
+    shapes += _involution_shapes('stem.1', 32, STEM_KERNEL_SIZE)
+    shapes += _bn_shapes('stem.2', 32)
+    shapes += _conv_bn_shapes('stem.4', 64, 32, 3)
+    inplanes = 64
+    for stage, blocks in enumerate(REDNET_STAGE_BLOCKS[depth]):
+        planes = 64 * 2**stage
+        for block in range(blocks):
+            shapes += _bottleneck_shapes(f'layer{stage + 1}.{block}', inplanes,
+                                         planes, block == 0)
+            inplanes = planes * EXPANSION
+    # paddle.nn.Linear stores its weight as (in_features, out_features)
+    shapes += [('fc.weight', (FEATURE_CHANNELS, num_classes)),
+               ('fc.bias', (num_classes, ))]
+    return OrderedDict(shapes)
+
+
+def _num_classes(params: dict) -> int:
+    """The classes of the file's fc layer (1000 when it has none)."""
+    for key, axis in (('fc.bias', 0), ('fc.weight', 1)):
+        value = params.get(key)
+        if isinstance(value, np.ndarray) and value.ndim > axis:
+            return int(value.shape[axis])
+    return 1000
+
+
+def _mm_key(paddle_key: str) -> str:
+    """The mmpretrain classifier's key for a Paddle key."""
+    if paddle_key.startswith('fc.'):
+        return f'head.{paddle_key}'
+    module, _, name = paddle_key.rpartition('.')
+    name = dict(_BN_NAMES).get(name, name)
+    return f'backbone.{module}.{name}'
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """A torch tensor (own memory, native byte order) of ``array``."""
+    array = array.astype(array.dtype.newbyteorder('='), copy=False)
+    return torch.from_numpy(np.ascontiguousarray(array)).clone()
+
+
+def convert(params: dict) -> Dict[str, torch.Tensor]:
+    """The mmpretrain classifier state dict of a PaddleClas RedNet.
+
+    Args:
+        params (dict): Paddle name -> numpy array, as :func:`load_pdparams`
+            returns.
+
+    Returns:
+        OrderedDict: ``backbone.*`` (with ``num_batches_tracked`` = 0 for
+        every BatchNorm), ``head.fc.weight`` (num_classes, 2048) and
+        ``head.fc.bias`` -> torch tensors.
+
+    Raises:
+        ConversionError: not a RedNet, or keys missing, left over or of
+            the wrong shape (all of them listed).
+    """
+    depth = rednet_depth(params)
+    expected = paddle_shapes(depth, _num_classes(params))
+    missing = [key for key in expected if key not in params]
+    unexpected = sorted(
+        str(key) for key in params
+        if key not in expected and key != PADDLE_NAME_TABLE)
+    wrong = []
+    for key, shape in expected.items():
+        if key not in params:
+            continue
+        value = params[key]
+        if not isinstance(value, np.ndarray):
+            wrong.append(f'{key}: RedNet-{depth} needs an array of shape '
+                         f'{shape}, the file has a {type(value).__name__}')
+        elif tuple(value.shape) != shape:
+            wrong.append(f'{key}: RedNet-{depth} needs {shape}, the file '
+                         f'has {tuple(value.shape)}')
+    if missing or unexpected or wrong:
+        lines = [
+            f'the file does not fit PaddleClas\'s RedNet-{depth} (the '
+            'depth of its blocks per stage):'
+        ]
+        for title, keys in (('missing', missing), ('left over', unexpected),
+                            ('wrong shape', wrong)):
+            if keys:
+                lines.append(f'  {title} ({len(keys)}):')
+                lines += [f'    {key}' for key in keys]
+        raise ConversionError('\n'.join(lines))
+    state_dict = OrderedDict()
+    for key in expected:
+        value = params[key].T if key == 'fc.weight' else params[key]
+        state_dict[_mm_key(key)] = _tensor(value)
+        if key.endswith('._variance'):
+            bn = _mm_key(key).rpartition('.')[0]
+            state_dict[f'{bn}.num_batches_tracked'] = torch.tensor(0)
+    return state_dict
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog='paddleclas2mm',
+        description='Convert a PaddleClas RedNet ImageNet checkpoint '
+        '(.pdparams) to the mmpretrain classifier checkpoint of '
+        'configs/rednet/rednet{depth}_32xb64-warmup-coslr_in1k.py.')
+    parser.add_argument(
+        'src', help='the PaddleClas file, e.g. RedNet50_pretrained.pdparams')
+    parser.add_argument('dst', help='the checkpoint to write (.pth)')
+    parser.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='replace DST if it exists (default: refuse)')
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Convert ``src`` to ``dst``; errors exit with a message."""
+    args = parse_args(argv)
+    if not osp.isfile(args.src):
+        sys.exit(f'paddleclas2mm: error: {args.src} not found.')
+    if osp.isdir(args.dst):
+        sys.exit(f'paddleclas2mm: error: {args.dst} is a folder; give the '
+                 'file to write.')
+    if osp.exists(args.dst):
+        if osp.samefile(args.src, args.dst):
+            sys.exit('paddleclas2mm: error: the output would replace the '
+                     'input; give another output file.')
+        if not args.overwrite:
+            sys.exit(f'paddleclas2mm: error: {args.dst} exists; pass '
+                     '--overwrite to replace it.')
+    try:
+        params = load_pdparams(args.src)
+    except ConversionError as error:
+        sys.exit(f'paddleclas2mm: error: {error}\n{args.dst} was not '
+                 'written.')
+    try:
+        state_dict = convert(params)
+    except ConversionError as error:
+        sys.exit(f'paddleclas2mm: error: {args.src}: {error}\n{args.dst} '
+                 'was not written.')
+    depth = rednet_depth(params)
+    num_classes = state_dict['head.fc.bias'].shape[0]
+    meta = dict(
+        source=osp.basename(args.src),
+        sha256=_sha256(args.src),
+        converter='tools/model_converters/paddleclas2mm.py',
+        arch=f'RedNet-{depth}',
+        depth=depth,
+        stem_kernel_size=STEM_KERNEL_SIZE,
+        num_classes=num_classes,
+        date=datetime.date.today().isoformat())
+    buffer = io.BytesIO()
+    torch.save(dict(state_dict=state_dict, meta=meta), buffer)
+    atomic_write(args.dst, buffer.getvalue())
+    parameters = sum(value.numel() for key, value in state_dict.items()
+                     if not key.endswith(('running_mean', 'running_var',
+                                          'num_batches_tracked')))
+    print(f'{args.src} -> {args.dst}: RedNet-{depth} (stem_kernel_size='
+          f'{STEM_KERNEL_SIZE}, {num_classes} classes), {len(state_dict)} '
+          f'tensors, {parameters:,} parameters.')
+    if num_classes != 1000:
+        print(f'note: the configs have 1000 classes; set '
+              f'model.head.num_classes={num_classes}.')
+
+
+if __name__ == '__main__':
+    main()

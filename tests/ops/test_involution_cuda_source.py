@@ -46,14 +46,23 @@ TOLERANCE = {
 
 
 def _find_nvrtc():
+    """The oldest NVRTC installed (CUDA 12's still targets sm_70; torch's
+    CUDA 13 build brings a CUDA 13 one beside it)."""
     roots = [Path(p) for p in sys.path if p.endswith('site-packages')]
     patterns = [str(r / 'nvidia' / '**' / 'libnvrtc.so*') for r in roots]
     patterns.append('/usr/local/cuda/lib64/libnvrtc.so*')
-    for pattern in patterns:
-        for path in sorted(glob.glob(pattern, recursive=True)):
-            if 'builtins' not in path and 'alt' not in path:
-                return path
-    return None
+    found = [
+        path for pattern in patterns
+        for path in glob.glob(pattern, recursive=True)
+        if 'builtins' not in path and 'alt' not in path
+    ]
+    return min(found, key=_soname_version, default=None)
+
+
+def _soname_version(path):
+    """(12, 0) for ``.../libnvrtc.so.12``; unversioned names sort last."""
+    suffix = path.rpartition('.so')[2].lstrip('.')
+    return tuple(map(int, suffix.split('.'))) if suffix else (1 << 30, )
 
 
 @pytest.fixture(scope='module')

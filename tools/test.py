@@ -1,11 +1,14 @@
-"""Evaluate a checkpoint with an mmdet/mmseg config (COCO AP, mIoU, ...).
+"""Evaluate a checkpoint with an mmdet/mmseg/mmpretrain config (COCO AP,
+mIoU, top-1 accuracy, ...).
 
 Example:
     python tools/test.py CONFIG CHECKPOINT [--show-dir DIR] [--work-dir DIR]
 ``--show-dir DIR`` writes every test image with its predictions drawn under
 the work dir's timestamped folder: boxes and masks for detectors in
 ``<timestamp>/DIR/``, the coloured ground truth beside the coloured
-prediction for segmentors in ``<timestamp>/vis_data/DIR/``.
+prediction for segmentors in ``<timestamp>/vis_data/DIR/``, the true and
+the predicted class (with its score) for classifiers in ``<timestamp>/DIR/``
+(``<image file name>_0.png``).
 """
 import argparse
 import os.path as osp
@@ -41,7 +44,17 @@ def enable_visualization(cfg, args):
     hook = cfg.default_hooks.get('visualization')
     if hook is None:
         raise ValueError('--show/--show-dir need a `visualization` hook in '
-                         'default_hooks (the mmdet/mmseg bases have one).')
+                         'default_hooks (the mmdet/mmseg/mmpretrain bases '
+                         'have one).')
+    if cfg.get('default_scope') == 'mmpretrain':
+        # its VisualizationHook: `enable`, not `draw`; every test image;
+        # `out_dir` is set on the built runner (see show_dir_in_log_dir)
+        hook['enable'] = True
+        hook['interval'] = 1
+        if args.show:
+            hook['show'] = True
+            hook['wait_time'] = args.wait_time
+        return
     hook['draw'] = True
     if args.show:
         hook['show'] = True
@@ -61,6 +74,31 @@ def enable_visualization(cfg, args):
         hook['test_out_dir'] = args.show_dir
 
 
+def show_dir_in_log_dir(runner, show_dir):
+    """Point mmpretrain's VisualizationHook at ``<log dir>/<show_dir>/``
+    (the runner's timestamped folder, as mmdet's hook does itself; the
+    hook takes its ``out_dir`` as given)."""
+    hooks = [
+        hook for hook in runner.hooks
+        if type(hook).__name__ == 'VisualizationHook'
+        and hasattr(hook, 'out_dir')
+    ]
+    if not hooks:
+        raise ValueError('--show-dir needs mmpretrain\'s VisualizationHook '
+                         'in default_hooks.visualization (the mmpretrain '
+                         'bases have one).')
+    for hook in hooks:
+        hook.out_dir = osp.join(runner.log_dir, show_dir)
+
+
+def run_test(cfg, args):
+    """Build the runner and test; return the metrics."""
+    runner = build_runner(cfg)
+    if args.show_dir and cfg.get('default_scope') == 'mmpretrain':
+        show_dir_in_log_dir(runner, args.show_dir)
+    return runner.test()
+
+
 def main():
     args = parse_args()
     kill_forked_children_with_parent()  # data-loader workers
@@ -70,7 +108,7 @@ def main():
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
-    metrics = launch(cfg, args.launcher, lambda: build_runner(cfg).test())
+    metrics = launch(cfg, args.launcher, lambda: run_test(cfg, args))
     if is_main_process():
         print_metrics(metrics, f'{osp.basename(args.config)}, '
                       f'{osp.basename(args.checkpoint)}')

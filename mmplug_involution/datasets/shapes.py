@@ -7,8 +7,10 @@ noise, gradient); later shapes occlude earlier ones. A shape is *kept*
 pixels, ``MIN_AREA_FRACTION`` of the image and ``MIN_VISIBLE_FRACTION`` of
 the shape's own drawn area. Image ``i`` (from 1) of split ``s`` (0 train,
 1 val) draws from its own ``numpy.random.default_rng([seed, s, i])``, so
-the output is a function of the seed and the image size alone, and every
-writer of a seed and size renders the same images.
+the output is a function of the seed and the image size alone, and the
+COCO and semantic segmentation writers of a seed and size render the same
+images (the classification writer draws one shape of a chosen class an
+image from the same generators).
 """
 import shutil
 from pathlib import Path
@@ -22,6 +24,7 @@ SHAPES_CLASSES = ('circle', 'rectangle', 'triangle', 'star', 'ellipse', 'ring')
 SPLITS = ('train', 'val')
 MAX_OBJECTS = 6
 RADIUS_RANGE = (0.07, 0.22)  # outer radius, fraction of the shorter side
+MARGIN = 0.4  # centre to border, fraction of the radius: 60 % may leave
 MIN_AREA = 16  # visible pixels a kept shape has, at least ...
 MIN_AREA_FRACTION = 0.0015  # ... and this fraction of the image
 MIN_VISIBLE_FRACTION = 0.2  # and of the shape's own drawn area
@@ -148,27 +151,53 @@ def _draw_shape(mask, label, centre, radius, rng):
         cv2.circle(mask, centre_px, min(inner, outer - 1), 0, -1)
 
 
-def render_shapes_image(rng, width, height):
+def render_shapes_image(rng,
+                        width,
+                        height,
+                        labels=None,
+                        radius_range=RADIUS_RANGE,
+                        margin=MARGIN):
     """Draw one image.
 
     Args:
         rng (np.random.Generator): The image's own generator.
         width (int): Image width.
         height (int): Image height.
+        labels (Sequence[int], optional): The labels (indices of
+            SHAPES_CLASSES) of the shapes to draw, in draw order. By
+            default 1 to ``MAX_OBJECTS`` shapes of random labels, drawn
+            from ``rng``.
+        radius_range (tuple[float, float]): Range of a shape's outer
+            radius, a fraction of the shorter image side. Defaults to
+            ``RADIUS_RANGE``.
+        margin (float): Least distance of a shape's centre from the image
+            border, a fraction of its outer radius: 1 keeps every shape
+            whole. Defaults to ``MARGIN``, which lets up to about 60 % of
+            the radius leave the image.
 
     Returns:
         ShapesImage: The image, the owner map and every drawn shape's label
         and kept flag.
     """
+    wanted = None if labels is None else [int(label) for label in labels]
+    if wanted is not None and not all(0 <= label < len(SHAPES_CLASSES)
+                                      for label in wanted):
+        raise ValueError(f'labels are indices of SHAPES_CLASSES, 0 to '
+                         f'{len(SHAPES_CLASSES) - 1}; got {labels}')
     canvas = _background(rng, height, width)
     owner = np.full((height, width), -1, np.int16)
+    # random: the count here, each label as its shape is drawn
+    count = rng.integers(1, MAX_OBJECTS + 1) if wanted is None else len(wanted)
     labels, drawn_areas = [], []
-    for index in range(rng.integers(1, MAX_OBJECTS + 1)):
-        label = int(rng.integers(len(SHAPES_CLASSES)))
-        radius = rng.uniform(*RADIUS_RANGE) * min(width, height)
-        # at most about 60 % of the radius may leave the image
-        centre = rng.uniform(0.4 * radius,
-                             (width - 0.4 * radius, height - 0.4 * radius))
+    for index in range(count):
+        if wanted is None:
+            label = int(rng.integers(len(SHAPES_CLASSES)))
+        else:
+            label = wanted[index]
+        radius = rng.uniform(*radius_range) * min(width, height)
+        centre = rng.uniform(
+            margin * radius,
+            (width - margin * radius, height - margin * radius))
         mask = np.zeros((height, width), np.uint8)
         _draw_shape(mask, label, centre, radius, rng)
         ys, xs = np.nonzero(mask)
@@ -235,14 +264,19 @@ class SplitImages:
         image_size (tuple[int, int]): ``(width, height)``.
         seed (int): The dataset seed.
         bar (rich.progress.Progress): Progress bar to advance.
+        render (callable, optional): ``render(rng, image_id, width,
+            height)`` returns the :class:`ShapesImage` of an image; by
+            default :func:`render_shapes_image`.
     """
 
-    def __init__(self, split, num, image_size, seed, bar):
+    def __init__(self, split, num, image_size, seed, bar, render=None):
         self.split = split
         self.num = num
         self.image_size = image_size
         self.seed = seed
         self._bar = bar
+        self._render = render or (lambda rng, _, width, height:
+                                  render_shapes_image(rng, width, height))
 
     def __iter__(self):
         """Yield ``(image_id, file_name, ShapesImage)``."""
@@ -250,13 +284,21 @@ class SplitImages:
         task = self._bar.add_task(f'{self.split} images', total=self.num)
         for image_id in range(1, self.num + 1):
             rng = np.random.default_rng([self.seed, split_index, image_id])
-            yield image_id, f'{image_id:06d}.png', render_shapes_image(
-                rng, *self.image_size)
+            yield image_id, f'{image_id:06d}.png', self._render(
+                rng, image_id, *self.image_size)
             self._bar.advance(task)
 
 
-def generate_shapes_dataset(write_split, out_dir, folders, num_train, num_val,
-                            image_size, seed, overwrite, progress):
+def generate_shapes_dataset(write_split,
+                            out_dir,
+                            folders,
+                            num_train,
+                            num_val,
+                            image_size,
+                            seed,
+                            overwrite,
+                            progress,
+                            render=None):
     """Check the arguments, prepare ``out_dir`` and write both splits.
 
     Args:
@@ -273,6 +315,8 @@ def generate_shapes_dataset(write_split, out_dir, folders, num_train, num_val,
         seed (int): Non-negative seed; equal seeds write identical files.
         overwrite (bool): Replace an existing dataset.
         progress (bool): Show a progress bar.
+        render (callable, optional): Renders the images, see
+            :class:`SplitImages`; by default :func:`render_shapes_image`.
 
     Returns:
         dict: ``out_dir`` and, per split name, what ``write_split``
@@ -285,6 +329,6 @@ def generate_shapes_dataset(write_split, out_dir, folders, num_train, num_val,
     result = dict(out_dir=str(out_dir))
     with Progress(disable=not progress) as bar:
         for split, num in zip(SPLITS, (num_train, num_val)):
-            images = SplitImages(split, num, image_size, seed, bar)
+            images = SplitImages(split, num, image_size, seed, bar, render)
             result[split] = write_split(out_dir, images)
     return result

@@ -28,7 +28,7 @@ ROOT = Path(__file__).parents[2]
 SEG_DEMO = ROOT / 'configs' / 'demo' / \
     'inv-fpn_rednet26-w16_1xb16-1500_seg-shapes-128x128.py'
 CLS_DEMO = ROOT / 'configs' / 'demo' / \
-    'rednet26-w16_1xb32-ITERS_cls-shapes-64px.py'
+    'rednet26-w16_1xb32-2k_cls-shapes-64px.py'
 
 DET_CONFIG = '''
 _base_ = ['mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
@@ -439,3 +439,14 @@ def test_show_options_turn_on_mmpretrain_visualization_hook():
         tool.enable_visualization(
             cfg, argparse.Namespace(show=False, show_dir='shown',
                                     wait_time=2))
+
+    class VisualizationHook:
+        out_dir = None
+
+    runner = argparse.Namespace(
+        hooks=[VisualizationHook()], log_dir='work/20250101_000000')
+    tool.show_dir_in_log_dir(runner, 'shown')
+    assert runner.hooks[0].out_dir == 'work/20250101_000000/shown'
+    runner.hooks = []
+    with pytest.raises(ValueError, match="mmpretrain's VisualizationHook"):
+        tool.show_dir_in_log_dir(runner, 'shown')

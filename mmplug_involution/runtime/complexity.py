@@ -5,9 +5,11 @@ traces models with JIT and skips ops it has no handle for. The involution op
 appears as ``mmplug_involution::involution2d``; registering a handle in
 mmengine's defaults, when the package is imported, makes every such tool count
 it: one multiply-add per kernel tap and output element (N * C * H_out * W_out *
-K * K), as the paper counts FLOPs. ``mmplug_involution::generated_involution2d``
-(the involution layer's op, which applies the kernel generator's last 1x1 conv
-itself) counts that conv's multiply-adds as well.
+K * K), as the paper counts FLOPs.
+``mmplug_involution::generated_involution2d`` (the involution layer's op, which
+applies the kernel generator's last 1x1 conv itself) counts that conv's
+multiply-adds as well; ``scaled_dot_product_attention`` (X-volution's global
+attention) is counted too.
 """
 from math import prod
 from typing import Any, List

@@ -30,7 +30,7 @@ if [[ "$TASK" == det ]]; then
   DATA_DONE="$DATA/annotations/instances_val.json"  # written last
   WORK=work_dirs/demo_mask-rcnn_coco-shapes
   FINAL="$WORK/iter_1000.pth"
-  SHOWN="$WORK/test/<timestamp>/predictions/"
+  SHOWN="$WORK/test/<timestamp>/predictions/ (ground truth beside them)"
 elif [[ "$TASK" == seg ]]; then
   CONFIG=configs/demo/inv-fpn_rednet26-w16_1xb16-1500_seg-shapes-128x128.py
   FORMAT=seg
@@ -38,7 +38,7 @@ elif [[ "$TASK" == seg ]]; then
   DATA_DONE="$DATA/ann_dir/val/000100.png"  # written last
   WORK=work_dirs/demo_inv-fpn_seg-shapes
   FINAL="$WORK/iter_1500.pth"
-  SHOWN="$WORK/test/<timestamp>/vis_data/predictions/"
+  SHOWN="$WORK/test/<timestamp>/vis_data/predictions/ (ground truth beside them)"
 else
   CONFIG=configs/demo/rednet26-w16_1xb32-2k_cls-shapes-64px.py
   FORMAT=cls
@@ -46,7 +46,7 @@ else
   DATA_DONE="$DATA/meta/classes.txt"  # written last
   WORK=work_dirs/demo_rednet26_cls-shapes
   FINAL="$WORK/iter_2000.pth"
-  SHOWN="$WORK/test/<timestamp>/predictions/"
+  SHOWN="$WORK/test/<timestamp>/predictions/ (ground truth and prediction written on each)"
 fi
 
 if [[ ! -e "$DATA_DONE" ]]; then
@@ -58,4 +58,4 @@ if [[ ! -f "$FINAL" ]]; then
 fi
 "$PY" tools/test.py "$CONFIG" "$FINAL" --work-dir "$WORK/test" \
   --show-dir predictions
-echo "Images with predictions (ground truth beside them): $SHOWN"
+echo "Images with predictions: $SHOWN"

@@ -12,11 +12,8 @@ the files it must not overwrite.
 """
 import datetime
 import hashlib
-import importlib.util
 import os
 import pickle
-import subprocess
-import sys
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -30,6 +27,7 @@ from mmengine.config import Config
 from mmplug_involution.runtime import (build_config_model,
                                        load_checkpoint_file,
                                        load_config_checkpoint)
+from .common import load_tool, run_script
 
 ROOT = Path(__file__).parents[2]
 TOOL = ROOT / 'tools' / 'model_converters' / 'paddleclas2mm.py'
@@ -46,23 +44,10 @@ STAGE_BLOCKS = {
 NAME_TABLE = 'StructuredToParameterName@@'
 
 
-def _run(*args):
-    """``python TOOL args`` in the repository; the finished process."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, *map(str, args)],
-                          cwd=ROOT,
-                          env=env,
-                          capture_output=True,
-                          text=True)
-
-
 @pytest.fixture(scope='module')
 def tool():
     """The tool's module, to call ``main`` in this process."""
-    spec = importlib.util.spec_from_file_location('paddleclas2mm', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(TOOL)
 
 
 def _main(tool, *args):
@@ -282,7 +267,7 @@ def test_converted_classifier_predicts_as_paddleclas(tool, tmp_path, capsys,
         assert _main(tool, src, dst) is None
         stdout = capsys.readouterr().out
     else:
-        result = _run(TOOL, src, dst)
+        result = run_script(TOOL, src, dst)
         assert result.returncode == 0, result.stdout + result.stderr
         stdout = result.stdout
 
@@ -349,7 +334,7 @@ def test_a_pickle_that_runs_code_is_refused_and_not_run(
     src = tmp_path / 'RedNet26_pretrained.pdparams'
     _write_pdparams(src, params)
     dst = tmp_path / 'out.pth'
-    result = _run(TOOL, src, dst)
+    result = run_script(TOOL, src, dst)
     assert result.returncode != 0
     assert f'would import {os.system.__module__}.system' in result.stderr
     assert 'paddleclas2mm: error:' in result.stderr
@@ -494,7 +479,7 @@ def test_check_checkpoint_reports_the_conversion_complete(
     dst = tmp_path / 'rednet26_in1k.pth'
     assert _main(tool, rednet26[1], dst) is None
     assert not zipfile.is_zipfile(rednet26[1]) and zipfile.is_zipfile(dst)
-    result = _run(CHECKER, CONFIG.format(26), dst, '--part', 'model')
+    result = run_script(CHECKER, CONFIG.format(26), dst, '--part', 'model')
     assert result.returncode == 0, result.stdout + result.stderr
     assert 'missing: 0' in result.stdout
     assert 'unexpected: 0' in result.stdout

@@ -6,9 +6,6 @@ statistics so that the folding is exercised: its deploy config and
 checkpoint load strictly and predict what the training form predicts, and
 ``tools/test.py`` evaluates them.
 """
-import importlib.util
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +19,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmplug_involution.datasets import SHAPES_CLASSES, generate_coco_shapes
 from mmplug_involution.layers import XVolution
+from .common import load_tool, run_script
 
 ROOT = Path(__file__).parents[2]
 TOOL = ROOT / 'tools' / 'deploy' / 'xvolution_to_deploy.py'
@@ -96,24 +94,10 @@ def _relative_error(actual, expected):
             expected.abs().max().clamp_min(1e-12)).item()
 
 
-def _run(script, *args):
-    """``python script args`` in the repository; the finished process."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, str(script), *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True)
-
-
 @pytest.fixture(scope='module')
 def tool():
     """The tool's module, to call ``main`` in this process."""
-    spec = importlib.util.spec_from_file_location('xvolution_to_deploy', TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(TOOL)
 
 
 def _main(tool, monkeypatch, *args):
@@ -139,7 +123,7 @@ def converted(request, tmp_path_factory):
     torch.save(
         dict(meta=dict(iter=7), state_dict=model.state_dict()), checkpoint)
     out = root / 'deploy'
-    result = _run(TOOL, config, checkpoint, out)
+    result = run_script(TOOL, config, checkpoint, out)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     return model, config, checkpoint, out, result.stdout
 
@@ -181,8 +165,9 @@ def test_round_trip_predicts_as_the_training_form(converted):
 
 def test_deploy_outputs_evaluate_with_tools_test(converted, tmp_path):
     _, config, _, out, _ = converted
-    result = _run(ROOT / 'tools' / 'test.py', out / f'{config.stem}_deploy.py',
-                  out / 'iter_7_deploy.pth', '--work-dir', tmp_path)
+    result = run_script(ROOT / 'tools' / 'test.py',
+                        out / f'{config.stem}_deploy.py',
+                        out / 'iter_7_deploy.pth', '--work-dir', tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert 'coco/bbox_mAP' in result.stdout
 
@@ -238,7 +223,7 @@ def test_all_sa_is_nothing_to_fuse(tmp_path):
     checkpoint = tmp_path / 'iter_1.pth'
     checkpoint.touch()
     config = _write_config(tmp_path, attention='sa')
-    result = _run(TOOL, config, checkpoint, tmp_path / 'out')
+    result = run_script(TOOL, config, checkpoint, tmp_path / 'out')
     assert result.returncode != 0
     assert "use attention='sa'" in result.stderr
     assert 'nothing to fuse' in result.stderr

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import cv2
+import mmpretrain
 import numpy as np
 import pytest
 
-import mmpretrain
 from mmplug_involution.runtime import load_checkpoint_file
 
 TOOLS = Path(mmpretrain.__file__).parent / '.mim' / 'tools'

@@ -40,15 +40,14 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from mmplug_involution.models import RedNet
 from mmplug_involution.runtime import atomic_write
 
-#: blocks per stage of each RedNet depth (PaddleClas's ``layer_cfg``)
+#: blocks per stage of each RedNet depth (PaddleClas's ``layer_cfg`` is the
+#: same), from the backbone the checkpoint is converted for
 REDNET_STAGE_BLOCKS = {
-    26: (1, 2, 4, 1),
-    38: (2, 3, 5, 2),
-    50: (3, 4, 6, 3),
-    101: (3, 4, 23, 3),
-    152: (3, 8, 36, 3),
+    depth: tuple(stage_blocks)
+    for depth, (_, stage_blocks) in RedNet.arch_settings.items()
 }
 #: the entry ``paddle.save`` adds (structured name -> Paddle parameter name)
 PADDLE_NAME_TABLE = 'StructuredToParameterName@@'

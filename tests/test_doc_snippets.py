@@ -42,7 +42,10 @@ def test_snippet_runs(snippet, tmp_path):
     path = tmp_path / 'user_config.py'
     path.write_text(snippet)
     cfg = Config.fromfile(str(path))
-    assert cfg.custom_imports.imports == ['mmplug_involution']
+    assert cfg.custom_imports.imports == [
+        'mmplug_involution', 'mmplug_involution.runtime'
+    ]
+    assert cfg.runner_type == 'SafeCheckpointRunner'
     scope = cfg.get('default_scope', 'mmdet')
     with DefaultScope.overwrite_default_scope(scope):
         model = MODELS.build(cfg.model).eval()

@@ -29,7 +29,7 @@ log() { printf '[setup_env] %s\n' "$*" >&2; }
 # instruction set) into the cache and only loaded afterwards: a second or so when
 # present.
 build_cpu_kernels() {
-  "$VENV/bin/python" -c 'from mmplug_involution.ops.involution_cpu import build_cpu_kernels
+  "$VENV/bin/python" -c 'from mmplug_involution.ops.backends.cpp import build_cpu_kernels
 print("[setup_env] involution CPU kernels:", build_cpu_kernels())' \
     || { log "building the involution CPU kernels failed: see the messages above"; exit 1; }
 }
@@ -128,6 +128,8 @@ fi
 # 5. The toolkits and their runtime extras (mmseg's models import ftfy and regex).
 "${PIP[@]}" "mmdet==3.3.0" "mmsegmentation==1.2.2" "mmpretrain==1.2.0" ftfy regex \
   pycocotools pytest rich
+# The linters setup.cfg configures, which tools/run_tests.sh runs.
+"${PIP[@]}" "flake8==7.5.0" "isort==9.0.2" "yapf==0.43.0"
 # ONNX export and its checks (tools/deploy/export_onnx.py, the export tests).
 "${PIP[@]}" "onnx>=1.17" "onnxruntime>=1.20" "onnxscript>=0.5"
 

@@ -18,7 +18,7 @@ into the channels, ``groups = batch * groups``), so every sample gets its own
 kernel.
 """
 import math
-from typing import Optional, Tuple, Union
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -28,11 +28,11 @@ from torch import Tensor
 from torch.nn.modules.utils import _pair
 
 from ..ops import per_sample_conv2d
+from ..ops.per_sample_conv import IntPair
 from ..registry import MODELS
+from .conv_attributes import ConvAttributesMixin
 
 __all__ = ['CondConv2d', 'DynamicConv2d', 'DCDConv2d', 'hard_sigmoid2']
-
-IntPair = Union[int, Tuple[int, int]]
 
 
 def hard_sigmoid2(x: Tensor) -> Tensor:
@@ -40,24 +40,24 @@ def hard_sigmoid2(x: Tensor) -> Tensor:
     return F.relu6(x + 3) / 3
 
 
-class _ConvAttributes(BaseModule):
-    """The attributes of ``nn.Conv2d`` that mmcv's ConvModule reads."""
+class _DynamicConvBase(ConvAttributesMixin, BaseModule):
+    """A conv layer type with ``nn.Conv2d``'s attributes, as pairs."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride,
-                 padding, dilation, groups, init_cfg):
+    def __init__(self, in_channels: int, out_channels: int,
+                 kernel_size: IntPair, stride: IntPair, padding: IntPair,
+                 dilation: IntPair, groups: int,
+                 init_cfg: Optional[dict]) -> None:
         super().__init__(init_cfg=init_cfg)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f'groups={groups} must divide in_channels='
                              f'{in_channels} and out_channels='
                              f'{out_channels}.')
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size = _pair(kernel_size)
-        self.stride, self.padding = _pair(stride), _pair(padding)
-        self.dilation, self.groups = _pair(dilation), groups
-        self.transposed, self.output_padding = False, (0, 0)
+        self.set_conv_attributes(in_channels, out_channels,
+                                 _pair(kernel_size), _pair(stride),
+                                 _pair(padding), _pair(dilation), groups)
 
 
-class _MixtureConv2d(_ConvAttributes):
+class _MixtureConv2d(_DynamicConvBase):
     """A convolution whose kernel mixes ``num_experts`` static kernels.
 
     Subclasses define :meth:`routing`: (N, C_in) pooled input -> (N, E)
@@ -225,7 +225,7 @@ class DynamicConv2d(_MixtureConv2d):
 
 
 @MODELS.register_module()
-class DCDConv2d(_ConvAttributes):
+class DCDConv2d(_DynamicConvBase):
     """Dynamic convolution decomposition: ``W(x) = Lambda(x) W0 + P Phi(x)
     Q^T``.
 

@@ -1,6 +1,5 @@
 """The involution layer (a kernel generator plus :func:`involution2d`) and
 its ConvModule-like variant with an output norm and activation."""
-import warnings
 from typing import Optional, Sequence, Union
 
 import torch
@@ -11,6 +10,7 @@ from torch import Tensor
 
 from ..ops import generated_involution2d
 from ..registry import MODELS
+from .conv_attributes import ConvAttributesMixin
 
 
 def _single_int(name: str, value: Union[int, Sequence[int]]) -> int:
@@ -24,7 +24,7 @@ def _single_int(name: str, value: Union[int, Sequence[int]]) -> int:
 
 
 @MODELS.register_module()
-class Involution(BaseModule):
+class Involution(ConvAttributesMixin, BaseModule):
     """Involution (Li et al., CVPR 2021) with its kernel generator.
 
     The kernel for each output pixel is generated from the input at that pixel
@@ -130,15 +130,16 @@ class Involution(BaseModule):
         if channels % reduction_ratio != 0:
             raise ValueError(f'channels={channels} must be divisible by '
                              f'reduction_ratio={reduction_ratio}.')
-        self.channels = self.in_channels = self.out_channels = channels
-        self.kernel_size = kernel_size
-        self.stride = stride
-        self.dilation = dilation
-        self.padding = dilation * (kernel_size - 1) // 2
+        self.channels = channels
         self.group_channels = group_channels
-        self.groups = channels // group_channels
-        # read by mmcv's ConvModule (conv_cfg=dict(type='Involution'))
-        self.transposed, self.output_padding = False, (0, 0)
+        self.set_conv_attributes(
+            channels,
+            channels,
+            kernel_size,
+            stride,
+            padding=dilation * (kernel_size - 1) // 2,
+            dilation=dilation,
+            groups=channels // group_channels)
         self.conv1 = ConvModule(
             channels,
             channels // reduction_ratio,
@@ -167,18 +168,14 @@ class Involution(BaseModule):
         kernel then add up to a variance of about the second moment of the
         normalised generator features (at most 1), so at initialisation the
         output is no larger than the input, as with a LeCun-initialised
-        conv. ConvModule's Kaiming fan-out draw made every involution scale
-        its input up 4-6x (measured in the demo's mask head), which in necks
-        and heads without a norm compounds (the demo's mask logits reached
-        hundreds, its mask loss started above 20).
+        conv (ConvModule's Kaiming fan-out draw scales it up several times,
+        which compounds in necks and heads without a norm).
 
         ``identity=True`` also sets the centre tap's bias to 1: the layer
         then starts as the identity plus that input-dependent term, a path
         along which the input reaches the output linearly from the first
-        step. A stack of zero-mean involutions without one multiplies two
-        near-random factors per layer and can sit on a plateau (the demo's
-        involution mask head predicted a constant mask for 300-550
-        iterations).
+        step (a stack of zero-mean involutions without one multiplies two
+        near-random factors per layer).
         """
         span = self.conv2.conv
         nn.init.normal_(
@@ -186,8 +183,9 @@ class Involution(BaseModule):
             std=(self.kernel_size**2 * span.in_channels)**-0.5)
         nn.init.zeros_(span.bias)
         if identity:
+            centre = self.kernel_size**2 // 2
             with torch.no_grad():
-                span.bias.view(self.groups, -1)[:, self.kernel_size**2 // 2] = 1
+                span.bias.view(self.groups, -1)[:, centre] = 1
 
     def init_weights(self) -> None:
         """mmengine's initialisation, then :meth:`init_span_conv`; with an
@@ -236,37 +234,17 @@ HEAD_INVOLUTION_CFG = dict(
     window_size=7, group_channels=16, reduction_ratio=4,
     norm_cfg=dict(type='BN'))
 
-_LEGACY_INVOLUTION_ARGS = dict(
-    involution_kernel_size='window_size',
-    involution_group_channels='group_channels',
-    involution_reduction_ratio='reduction_ratio',
-    involution_norm_cfg='norm_cfg')
 
-
-def merge_involution_cfg(involution_cfg: dict, kwargs: dict,
-                         owner: str) -> dict:
-    """``involution_cfg`` with the older ``involution_*`` arguments merged in.
-
-    Pops ``involution_kernel_size``, ``involution_group_channels``,
-    ``involution_reduction_ratio`` and ``involution_norm_cfg`` from
-    ``kwargs`` (the names the necks and heads took before
-    ``involution_cfg``), warning once per name, and returns a new dict of
-    :class:`Involution` keyword arguments.
-    """
-    merged = dict(involution_cfg)
-    if 'type' in merged:
+def involution_kwargs(involution_cfg: dict, owner: str) -> dict:
+    """A copy of a neck's or head's ``involution_cfg``: :class:`Involution`
+    keyword arguments, refused if it names a layer ``type``."""
+    if 'type' in involution_cfg:
         raise ValueError(
             f'{owner}: involution_cfg holds Involution\'s own arguments '
             f'(window_size, group_channels, reduction_ratio, norm_cfg, '
             f'act_cfg); the layer type is fixed, remove type='
-            f'{merged["type"]!r}.')
-    for old, new in _LEGACY_INVOLUTION_ARGS.items():
-        if old in kwargs:
-            warnings.warn(
-                f'{owner}: {old} is deprecated, set involution_cfg='
-                f'dict({new}=...) instead.', DeprecationWarning)
-            merged[new] = kwargs.pop(old)
-    return merged
+            f'{involution_cfg["type"]!r}.')
+    return dict(involution_cfg)
 
 
 class InvolutionModule(Involution):

@@ -20,6 +20,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..ops import involution2d, pixel_shift_attention, xvolution_fused2d
 from ..registry import MODELS
+from .conv_attributes import ConvAttributesMixin
 from .involution import Involution
 
 __all__ = [
@@ -105,7 +106,7 @@ class GlobalSelfAttention(BaseModule):
 
 
 @MODELS.register_module()
-class XVolution(BaseModule):
+class XVolution(ConvAttributesMixin, BaseModule):
     """X-volution: a K x K convolution branch plus an attention branch.
 
     ``y = BN_c(conv(x)) + BN_a(att(x))`` with ``att`` one of
@@ -201,13 +202,9 @@ class XVolution(BaseModule):
         if deploy and attention == 'sa':
             raise ValueError("attention='sa' has no deploy form: global "
                              'attention does not fold into a local kernel.')
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride = kernel_size, stride
-        self.padding, self.dilation = window_padding, dilation
-        self.groups, self.attention_type = groups, attention
-        self.deploy = deploy
-        # read by mmcv's ConvModule (conv_cfg=dict(type='XVolution'))
-        self.transposed, self.output_padding = False, (0, 0)
+        self.set_conv_attributes(in_channels, out_channels, kernel_size,
+                                 stride, window_padding, dilation, groups)
+        self.attention_type, self.deploy = attention, deploy
         if attention == 'pssa':
             self.attention = PixelShiftAttention(out_channels, kernel_size,
                                                  stride, dilation, groups,

@@ -1,6 +1,6 @@
 """``involution2d``: argument checks, backend choice, ``torch.library`` op.
 
-Backends:
+Backends (one module each in :mod:`.backends`, under these names):
   * ``cupy``    CUDA kernels compiled through CuPy (CUDA tensors, the default
     there).
   * ``cpp``     vectorised C++ CPU kernels (NCHW and channels_last), built by
@@ -11,14 +11,15 @@ Backends:
 The environment variable ``MMPLUG_INVOLUTION_BACKEND`` (``auto``, ``cupy``,
 ``cpp`` or ``pytorch``; read at every call) forces one.
 
-The op is registered as ``torch.ops.mmplug_involution.involution2d`` with a
-fake (meta) implementation and an autograd formula, so ``torch.compile``
-traces models that use it without graph breaks. So is
-``generated_involution2d``, the involution whose kernel is a 1x1 conv of
-reduced features (the involution layer's kernel generator ends in one): on
-CPU tensors in channels_last the C++ kernels compute that conv inside the
-aggregation, never writing the kernel tensor, and its backward recomputes the
-kernel instead of keeping it from the forward pass.
+The op is registered as ``torch.ops.mmplug_involution.involution2d``
+(:data:`INVOLUTION_OP`) with a fake (meta) implementation and an autograd
+formula, so ``torch.compile`` traces models that use it without graph
+breaks. So is ``generated_involution2d`` (:data:`GENERATED_INVOLUTION_OP`),
+the involution whose kernel is a 1x1 conv of reduced features (the
+involution layer's kernel generator ends in one): each backend computes it
+its own way (on CPU tensors in channels_last the C++ kernels compute that
+conv inside the aggregation, never writing the kernel tensor), and its
+backward recomputes the kernel instead of keeping it from the forward pass.
 """
 import os
 import warnings
@@ -28,21 +29,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .involution_cpu import (cpu_kernels_error,
-                             generated_involution_forward_cpp,
-                             involution_backward_cpp, involution_forward_cpp)
-from .involution_cuda import (cupy_import_error, involution_backward_cuda,
-                              involution_forward_cuda)
-from .involution_pytorch import (involution_backward_pytorch,
-                                 involution_forward_pytorch)
+from .backends import BACKEND_MODULES, native_backend
 
 __all__ = [
-    'involution2d', 'generated_involution2d', 'involution_output_size', 'select_backend', 'BACKEND_ENV',
-    'BACKENDS'
+    'involution2d', 'generated_involution2d', 'involution_output_size',
+    'select_backend', 'BACKEND_ENV', 'BACKENDS', 'INVOLUTION_OP',
+    'GENERATED_INVOLUTION_OP'
 ]
 
+INVOLUTION_OP = 'mmplug_involution::involution2d'
+GENERATED_INVOLUTION_OP = 'mmplug_involution::generated_involution2d'
 BACKEND_ENV = 'MMPLUG_INVOLUTION_BACKEND'
-BACKENDS = ('auto', 'cupy', 'cpp', 'pytorch')
+BACKENDS = ('auto', *BACKEND_MODULES)  # auto, cupy, cpp, pytorch
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32,
                     torch.float64)
 _warned = set()
@@ -65,49 +63,39 @@ def memory_format_of(tensor: Tensor) -> torch.memory_format:
 
 
 def select_backend(device: torch.device) -> str:
-    """The backend that runs on ``device``.
+    """The name of the backend that runs on ``device``.
 
-    Honours ``MMPLUG_INVOLUTION_BACKEND``.
+    Honours ``MMPLUG_INVOLUTION_BACKEND``; ``auto`` is the device's native
+    backend, or ``pytorch`` (with one warning) where that cannot run.
     """
     forced = os.environ.get(BACKEND_ENV, 'auto').strip().lower() or 'auto'
     if forced not in BACKENDS:
         raise ValueError(f'{BACKEND_ENV}={forced!r} is not a backend; use one '
                          f'of {", ".join(BACKENDS)}.')
-    if forced == 'pytorch':
-        return 'pytorch'
-    native, missing_of = (('cupy', cupy_import_error) if device.type == 'cuda'
-                          else ('cpp', cpu_kernels_error))
-    if forced not in ('auto', native):
-        needs = 'CUDA' if forced == 'cupy' else 'CPU'
-        raise ValueError(f'{BACKEND_ENV}={forced} needs {needs} tensors, got '
-                         f'tensors on {device}.')
-    missing = missing_of()
+    name = native_backend(device) if forced == 'auto' else forced
+    backend = BACKEND_MODULES[name]
+    if backend.DEVICE_TYPE not in (None, device.type):
+        raise ValueError(f'{BACKEND_ENV}={forced} needs '
+                         f'{backend.DEVICE_TYPE.upper()} tensors, got tensors '
+                         f'on {device}.')
+    missing = backend.unavailable_reason(device)
     if missing is None:
-        return native
-    if forced == native:
+        return name
+    if forced != 'auto':
         raise RuntimeError(missing)
-    if native not in _warned:
+    if name not in _warned:
         warnings.warn(f'{missing} Falling back to the slower PyTorch '
                       f'implementation of involution on {device.type}.')
-        _warned.add(native)
+        _warned.add(name)
     return 'pytorch'
 
 
-_FORWARD = dict(
-    cupy=involution_forward_cuda,
-    cpp=involution_forward_cpp,
-    pytorch=involution_forward_pytorch)
-_BACKWARD = dict(
-    cupy=involution_backward_cuda,
-    cpp=involution_backward_cpp,
-    pytorch=involution_backward_pytorch)
-
-
-@torch.library.custom_op('mmplug_involution::involution2d', mutates_args=())
+@torch.library.custom_op(INVOLUTION_OP, mutates_args=())
 def _involution2d_op(input: Tensor, kernel: Tensor, kernel_size: int,
                      stride: int, padding: int, dilation: int) -> Tensor:
-    forward = _FORWARD[select_backend(input.device)]
-    out = forward(input, kernel, kernel_size, stride, padding, dilation)
+    backend = BACKEND_MODULES[select_backend(input.device)]
+    out = backend.forward(input, kernel, kernel_size, stride, padding,
+                          dilation)
     return out.contiguous(memory_format=memory_format_of(input))
 
 
@@ -124,9 +112,10 @@ def _involution2d_backward_op(grad_output: Tensor, input: Tensor,
                               kernel: Tensor, kernel_size: int, stride: int,
                               padding: int,
                               dilation: int) -> Tuple[Tensor, Tensor]:
-    backward = _BACKWARD[select_backend(input.device)]
-    grad_input, grad_kernel = backward(grad_output, input, kernel,
-                                       kernel_size, stride, padding, dilation)
+    backend = BACKEND_MODULES[select_backend(input.device)]
+    grad_input, grad_kernel = backend.backward(grad_output, input, kernel,
+                                               kernel_size, stride, padding,
+                                               dilation)
     return (grad_input.contiguous(memory_format=memory_format_of(input)),
             grad_kernel.contiguous(memory_format=memory_format_of(kernel)))
 
@@ -154,22 +143,15 @@ def _backward(ctx, grad_output):
 _involution2d_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-@torch.library.custom_op(
-    'mmplug_involution::generated_involution2d', mutates_args=())
+@torch.library.custom_op(GENERATED_INVOLUTION_OP, mutates_args=())
 def _generated_involution2d_op(input: Tensor, reduced: Tensor,
                                weight: Tensor, bias: Optional[Tensor],
                                kernel_size: int, stride: int, padding: int,
                                dilation: int) -> Tensor:
-    backend = select_backend(input.device)
-    fmt = memory_format_of(input)
-    if backend == 'cpp' and fmt == torch.channels_last:
-        out = generated_involution_forward_cpp(input, reduced, weight, bias,
-                                               kernel_size, stride, padding,
-                                               dilation)
-    else:
-        out = _FORWARD[backend](input, F.conv2d(reduced, weight, bias),
-                                kernel_size, stride, padding, dilation)
-    return out.contiguous(memory_format=fmt)
+    backend = BACKEND_MODULES[select_backend(input.device)]
+    out = backend.generated_forward(input, reduced, weight, bias, kernel_size,
+                                    stride, padding, dilation)
+    return out.contiguous(memory_format=memory_format_of(input))
 
 
 @_generated_involution2d_op.register_fake

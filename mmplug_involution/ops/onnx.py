@@ -13,25 +13,28 @@ result.
 * TorchScript exporter (``torch.onnx.export(..., dynamo=False)``): symbolics
   registered when the package is imported (:func:`register_onnx_symbolics`).
 * dynamo exporter (``torch.onnx.export(..., dynamo=True)``, torch's default):
-  torch has no public global registration for a custom op's translation.
-  The package puts its onnxscript translations into onnxscript's torchlib
-  registry (which the exporter reads at every export) when onnxscript is
-  imported, before or after the package (:func:`register_onnx_translations`),
-  so a plain ``torch.onnx.export(model, args, f)`` works; should a future
-  onnxscript move that registry, :func:`onnx_translation_table` still gives
-  the table to pass as ``custom_translation_table``.
+  torch has no public global registration for a custom op's translation,
+  and it reads onnxscript's torchlib registry before it traces the model.
+  When onnxscript is installed, importing the package adds the onnxscript
+  translations to that registry with onnxscript's own ``torch_op``
+  decorator (:func:`register_onnx_translations`; it imports onnxscript,
+  about 0.6 s), so a plain ``torch.onnx.export(model, args, f)`` works.
+  Should a future onnxscript move that registry,
+  :func:`onnx_translation_table` gives the table to pass as
+  ``custom_translation_table``.
 
 One graph builder serves both: it is written against an ``emit(op_type,
 *inputs, **attributes)`` callable and an ``ints(values)`` constant maker,
 which each exporter supplies.
 """
-import importlib.abc
+import importlib
 import importlib.util
-import sys
 import warnings
 from typing import Callable, Dict, Sequence
 
 import torch
+
+from .involution import GENERATED_INVOLUTION_OP, INVOLUTION_OP
 
 __all__ = [
     'ONNX_OPSET', 'onnx_translation_table', 'register_onnx_symbolics',
@@ -41,8 +44,6 @@ __all__ = [
 ONNX_OPSET = 17  # what the package's exports use
 SYMBOLIC_MIN_OPSET = 11  # the oldest opset the nodes below exist in (Pad,
 # Slice and Reshape with tensor inputs): mmdeploy's configs export at 11
-INVOLUTION_OP = 'mmplug_involution::involution2d'
-GENERATED_INVOLUTION_OP = 'mmplug_involution::generated_involution2d'
 
 
 def _zero_after(emit: Callable, ints: Callable, tensor):
@@ -211,6 +212,9 @@ def onnx_translation_table() -> Dict[Callable, Callable]:
 _TORCHLIB_REGISTRATION = 'onnxscript.function_libs.torch_lib.registration'
 
 
+_registered_in_torchlib = False
+
+
 def _register_in_torchlib(registration) -> None:
     try:
         for name, function in ((INVOLUTION_OP, _involution2d_onnxscript),
@@ -225,33 +229,13 @@ def _register_in_torchlib(registration) -> None:
             'torch.onnx.export(dynamo=True).')
 
 
-class _RegisterWhenImported(importlib.abc.MetaPathFinder):
-    """Adds the translations the moment onnxscript's torchlib registry
-    module is first imported (importing onnxscript costs seconds, which the
-    package does not spend unless an export does)."""
-
-    def find_spec(self, name, path=None, target=None):
-        if name != _TORCHLIB_REGISTRATION:
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None:
-            return spec
-        exec_module = spec.loader.exec_module
-
-        def exec_and_register(module):
-            exec_module(module)
-            _register_in_torchlib(module)
-
-        spec.loader.exec_module = exec_and_register
-        return spec
-
-
 def register_onnx_translations() -> None:
-    """Make the dynamo exporter translate the package's custom ops without a
-    ``custom_translation_table``: now if onnxscript's registry is loaded,
-    otherwise as soon as it is."""
-    if _TORCHLIB_REGISTRATION in sys.modules:
-        _register_in_torchlib(sys.modules[_TORCHLIB_REGISTRATION])
-    elif not any(isinstance(f, _RegisterWhenImported) for f in sys.meta_path):
-        sys.meta_path.insert(0, _RegisterWhenImported())
+    """Add the package's onnxscript translations to onnxscript's torchlib
+    registry, which the dynamo exporter reads; nothing when onnxscript is
+    not installed. Idempotent; run when the package is imported."""
+    global _registered_in_torchlib
+    if _registered_in_torchlib or importlib.util.find_spec(
+            'onnxscript') is None:
+        return
+    _register_in_torchlib(importlib.import_module(_TORCHLIB_REGISTRATION))
+    _registered_in_torchlib = True

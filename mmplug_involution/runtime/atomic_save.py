@@ -5,8 +5,10 @@ writes through the ``local`` file backend, whose ``put`` opens the target and
 writes into it: a crash or a full disk mid-write leaves a truncated file
 under the checkpoint's name. :class:`AtomicLocalBackend` writes to a
 temporary file in the same folder, flushes it to disk and renames it over
-the target, so the target is either the old file or the complete new one. It
-is registered as mmengine's ``local`` backend when the package is imported.
+the target, so the target is either the old file or the complete new one.
+It is registered as the file backend ``atomic_local`` (mmengine's ``local``
+stays as it is), which :class:`~.checkpoint_hook.SafeCheckpointHook` writes
+through unless its config names another backend.
 """
 import os
 import os.path as osp
@@ -14,12 +16,14 @@ import tempfile
 from pathlib import Path
 from typing import Union
 
-from mmengine.fileio import io as mmengine_io
 from mmengine.fileio.backends import LocalBackend, register_backend
 
 __all__ = [
-    'AtomicLocalBackend', 'atomic_write', 'register_atomic_local_backend'
+    'ATOMIC_LOCAL_BACKEND', 'AtomicLocalBackend', 'atomic_write',
+    'register_atomic_local_backend'
 ]
+
+ATOMIC_LOCAL_BACKEND = 'atomic_local'
 
 
 def atomic_write(filepath: Union[str, Path], data: bytes) -> None:
@@ -58,9 +62,6 @@ class AtomicLocalBackend(LocalBackend):
 
 
 def register_atomic_local_backend() -> None:
-    """Make :class:`AtomicLocalBackend` mmengine's ``local`` backend."""
-    register_backend('local', AtomicLocalBackend, force=True, prefixes='')
-    # drop cached plain LocalBackend instances created before this call
-    for key, backend in list(mmengine_io.backend_instances.items()):
-        if type(backend) is LocalBackend:
-            del mmengine_io.backend_instances[key]
+    """Register :class:`AtomicLocalBackend` as mmengine's file backend
+    ``atomic_local`` (``backend_args=dict(backend='atomic_local')``)."""
+    register_backend(ATOMIC_LOCAL_BACKEND, AtomicLocalBackend, force=True)

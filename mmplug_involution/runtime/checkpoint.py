@@ -4,9 +4,10 @@ torch >= 2.6 loads with ``weights_only=True`` by default, and mmengine 0.10.7
 checkpoints (resume, ``load_from``, ``init_cfg=dict(type='Pretrained')``) then
 fail on the non-tensor objects they carry: mmengine's ``HistoryBuffer`` (whose
 pickled state names its statistic methods through ``getattr``) and numpy
-arrays, scalars and dtypes. This module allow-lists exactly those globals, in
-one place, when the package is imported, and makes mmengine's local-file
-checkpoint loader use ``weights_only=True`` explicitly with clear errors: a
+arrays, scalars and dtypes. :func:`register_safe_checkpoint_loading` (run
+when :mod:`mmplug_involution.runtime` is imported) allow-lists exactly those
+globals, in one place, and makes mmengine's local-file checkpoint loader use
+``weights_only=True`` explicitly with clear errors: a
 pickle that would run code is refused (naming what it would import), a corrupt
 file is reported as corrupt. Zip checkpoints (every ``torch.save`` since 1.6)
 carry a CRC-32 of every member, which the loader verifies first, so a flipped
@@ -29,7 +30,8 @@ from mmengine.runner.checkpoint import CheckpointLoader
 __all__ = [
     'UnsafeCheckpointError', 'CorruptCheckpointError',
     'safe_checkpoint_globals',
-    'register_safe_checkpoint_globals', 'load_checkpoint_file'
+    'register_safe_checkpoint_loading', 'load_checkpoint_file',
+    'verify_checkpoint_archive'
 ]
 
 # Statistic methods HistoryBuffer stores in its state
@@ -85,11 +87,11 @@ def safe_checkpoint_globals() -> List[Any]:
     ]
 
 
-def register_safe_checkpoint_globals() -> None:
-    """Allow-list :func:`safe_checkpoint_globals`.
+def register_safe_checkpoint_loading() -> None:
+    """Allow-list :func:`safe_checkpoint_globals` in torch and make
+    :func:`load_checkpoint_file` mmengine's loader of local paths.
 
-    Also route mmengine's local loads here. Idempotent; called when
-    :mod:`mmplug_involution` is imported.
+    Idempotent; run when :mod:`mmplug_involution.runtime` is imported.
     """
     torch.serialization.add_safe_globals(safe_checkpoint_globals())
     CheckpointLoader.register_scheme(
@@ -103,7 +105,7 @@ def _corrupt(filename: str, why: str) -> CorruptCheckpointError:
         'of an earlier one).')
 
 
-def _verify_archive(filename: str) -> bool:
+def verify_checkpoint_archive(filename: str) -> bool:
     """Checks the CRC-32 of every member of a zip checkpoint.
 
     Returns False for a file that is not a zip archive (a legacy checkpoint,
@@ -170,7 +172,7 @@ def load_checkpoint_file(filename: str, map_location=None) -> Any:
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint {filename} can not be found.')
-    is_zip = _verify_archive(filename)
+    is_zip = verify_checkpoint_archive(filename)
     try:
         return torch.load(
             filename, map_location=map_location, weights_only=True)

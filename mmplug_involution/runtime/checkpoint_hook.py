@@ -4,14 +4,15 @@ mmengine's ``CheckpointHook`` removes the oldest kept checkpoint *before*
 writing the new one (with ``max_keep_ckpts=1`` a kill during the write
 leaves nothing), and writes ``last_checkpoint`` with a plain ``open``; its
 auto-resume trusts ``last_checkpoint`` alone. :class:`SafeCheckpointHook`
-(which ``build_runner`` puts in place of ``CheckpointHook``) writes the new
-checkpoint (atomically, through the atomic local backend), then
+(which :class:`~.runner.SafeCheckpointRunner` puts in place of
+``CheckpointHook``) writes the new checkpoint (atomically, through the
+``atomic_local`` file backend), then
 ``last_checkpoint`` (atomically), and only then removes old checkpoints; it
 removes temporary files that killed writes left behind.
-:func:`find_resumable_checkpoint` (mmengine's ``find_latest_checkpoint`` once
-the package is imported) resumes from the newest complete checkpoint, also
-when ``last_checkpoint`` is missing, names a missing file or an older one,
-and says which it took.
+:func:`find_resumable_checkpoint` (what
+:class:`~.runner.SafeCheckpointRunner` resumes from) finds the newest
+complete checkpoint, also when ``last_checkpoint`` is missing, names a
+missing file or an older one, and says which it took.
 """
 import glob
 import os
@@ -26,14 +27,13 @@ from mmengine.dist import all_gather_object, get_rank, is_main_process
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
-from mmengine.runner import runner as mmengine_runner
 
-from .atomic_save import atomic_write
-from .checkpoint import CorruptCheckpointError, _verify_archive
+from .atomic_save import ATOMIC_LOCAL_BACKEND, atomic_write
+from .checkpoint import CorruptCheckpointError, verify_checkpoint_archive
 
 __all__ = [
-    'SafeCheckpointHook', 'find_resumable_checkpoint',
-    'register_resumable_checkpoint_finder', 'remove_stale_temp_files'
+    'LAST_CHECKPOINT', 'SafeCheckpointHook', 'find_resumable_checkpoint',
+    'remove_stale_temp_files'
 ]
 
 LAST_CHECKPOINT = 'last_checkpoint'
@@ -52,7 +52,7 @@ def remove_stale_temp_files(folder: str) -> List[str]:
 
 def _complete(path: str) -> bool:
     try:
-        return osp.isfile(path) and _verify_archive(path)
+        return osp.isfile(path) and verify_checkpoint_archive(path)
     except CorruptCheckpointError:
         return False
 
@@ -95,12 +95,6 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
              if chosen else '; no complete checkpoint to resume from.'),
             logger='current')
     return chosen
-
-
-def register_resumable_checkpoint_finder() -> None:
-    """Make :func:`find_resumable_checkpoint` what mmengine's runner calls
-    for an auto resume."""
-    mmengine_runner.find_latest_checkpoint = find_resumable_checkpoint
 
 
 def _random_states() -> dict:
@@ -148,9 +142,11 @@ class SafeCheckpointHook(CheckpointHook):
     """mmengine's ``CheckpointHook`` that never loses a checkpoint.
 
     Same arguments. The order of a save is: the new checkpoint (complete on
-    disk, or not there at all), ``last_checkpoint`` (atomically), then the
-    removal of checkpoints beyond ``max_keep_ckpts``. Before training, the
-    temporary files of killed writes are removed.
+    disk, or not there at all: written through the ``atomic_local`` file
+    backend unless ``backend_args``/``file_client_args`` name another),
+    ``last_checkpoint`` (atomically), then the removal of checkpoints beyond
+    ``max_keep_ckpts``. Before training, the temporary files of killed
+    writes are removed.
 
     Every checkpoint also carries each rank's random states (Python, numpy,
     torch: ``random_states``); a resumed run sets them again, and the data
@@ -159,6 +155,13 @@ class SafeCheckpointHook(CheckpointHook):
     random numbers (augmentation, anchor and RoI sampling, dropout) as the
     uninterrupted run would.
     """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        local = self.out_dir is None or '://' not in str(self.out_dir)
+        if local and self.backend_args is None and (
+                self.file_client_args is None):
+            self.backend_args = dict(backend=ATOMIC_LOCAL_BACKEND)
 
     def _save_checkpoint(self, runner) -> None:
         # Every rank runs this; ``runner.save_checkpoint`` (and so

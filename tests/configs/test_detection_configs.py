@@ -42,7 +42,10 @@ def test_reference_table_is_covered():
 @pytest.mark.parametrize('path', DETECTION_CONFIGS, ids=lambda p: p.name)
 def test_config_trains_one_iteration_and_predicts(path):
     cfg = Config.fromfile(str(path))
-    assert cfg.custom_imports.imports == ['mmplug_involution']
+    assert cfg.custom_imports.imports == [
+        'mmplug_involution', 'mmplug_involution.runtime'
+    ]
+    assert cfg.runner_type == 'SafeCheckpointRunner'
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         model = MODELS.build(cfg.model)
         torch.manual_seed(0)

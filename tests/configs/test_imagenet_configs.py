@@ -3,7 +3,7 @@
 Each config builds its mmpretrain ``ImageClassifier``, trains one step on a
 small batch (the config's own loss and batch augments) and predicts; its
 parameters and multiply-adds at 224 px
-(:func:`~mmplug_involution.runtime.model_complexity`, mmengine's counting)
+(:func:`~mmplug_involution.analysis.model_complexity`, mmengine's counting)
 are within 2% of the figure it is held to:
 
 * the plain baselines (mmpretrain's own ResNet-18/50 and MobileNetV2
@@ -22,7 +22,10 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmplug_involution.runtime import build_config_model, model_complexity
+from mmplug_involution.analysis import model_complexity
+from ..tools.common import tool_module
+
+build_config_model = tool_module('tool_support').build_config_model
 
 ROOT = Path(__file__).parents[2]
 CONFIGS = {

@@ -33,7 +33,10 @@ REFERENCE_PARAMS = {
 
 def build_segmentor(path):
     cfg = Config.fromfile(str(path))
-    assert cfg.custom_imports.imports == ['mmplug_involution']
+    assert cfg.custom_imports.imports == [
+        'mmplug_involution', 'mmplug_involution.runtime'
+    ]
+    assert cfg.runner_type == 'SafeCheckpointRunner'
     assert cfg.default_scope == 'mmseg'
     cfg.model.backbone.init_cfg = None  # no ImageNet checkpoint in tests
     with DefaultScope.overwrite_default_scope('mmseg'):

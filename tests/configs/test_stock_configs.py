@@ -17,8 +17,9 @@ from mmplug_involution.models import RedNet
 
 from .test_segmentation_configs import seg_batch
 
-HEADER = ("custom_imports = dict(imports=['mmplug_involution'], "
-          'allow_failed_imports=False)\n')
+HEADER = ("custom_imports = dict(imports=['mmplug_involution', "
+          "'mmplug_involution.runtime'], allow_failed_imports=False)\n"
+          "runner_type = 'SafeCheckpointRunner'\n")
 NO_CHECKPOINT = dict(backbone=dict(type='RedNet', init_cfg=None))
 
 # base config -> the model edit (besides the backbone type, where given)

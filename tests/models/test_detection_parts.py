@@ -163,18 +163,7 @@ def test_fpn_involution_arguments():
     (InvolutionFCNMaskHead, (),
      dict(in_channels=64, conv_out_channels=64, num_classes=3)),
 ])
-def test_legacy_involution_arguments_still_work(cls, args, kwargs):
-    with pytest.warns(DeprecationWarning, match='involution_cfg'):
-        old = cls(*args, involution_kernel_size=5,
-                  involution_group_channels=32, involution_reduction_ratio=2,
-                  involution_norm_cfg=None, **kwargs)
-    new = cls(*args, involution_cfg=dict(window_size=5, group_channels=32,
-                                         reduction_ratio=2, norm_cfg=None),
-              **kwargs)
-    assert {k: v.shape for k, v in old.state_dict().items()} == \
-        {k: v.shape for k, v in new.state_dict().items()}
-    inv = next(m for m in old.modules() if isinstance(m, Involution))
-    assert (inv.kernel_size, inv.groups) == (5, 2)
+def test_involution_cfg_takes_no_layer_type(cls, args, kwargs):
     with pytest.raises(ValueError, match='layer type is fixed'):
         cls(*args, involution_cfg=dict(type='Involution'), **kwargs)
 
@@ -384,7 +373,8 @@ def test_every_involution_of_the_detector_starts_from_its_own_init():
                  mask_head=dict(type='InvolutionFCNMaskHead', in_channels=64,
                                 conv_out_channels=64, num_classes=3)),
              train_cfg=None, test_cfg=ConfigDict(rpn=None, rcnn=None)))
-    for involution in (m for m in model.modules() if isinstance(m, Involution)):
+    for involution in (m for m in model.modules()
+                       if isinstance(m, Involution)):
         involution.conv2.conv.weight.data.fill_(1.0)
     model.init_weights()
     scales = {

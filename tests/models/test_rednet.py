@@ -6,9 +6,12 @@ import torch
 from mmengine.config import Config
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from mmplug_involution.analysis import model_complexity
 from mmplug_involution.models import RedNet
-from mmplug_involution.runtime import (UnsafeCheckpointError,
-                                       build_config_model, model_complexity)
+from mmplug_involution.runtime import UnsafeCheckpointError
+from ..tools.common import tool_module
+
+build_config_model = tool_module('tool_support').build_config_model
 
 CONFIGS = pathlib.Path(__file__).parents[2] / 'configs'
 CHANNELS = (256, 512, 1024, 2048)
@@ -146,6 +149,7 @@ def test_with_cp_same_outputs_and_gradients():
             n: p.grad
             for n, p in model.named_parameters()
         }))
+
     def assert_close(a, b, msg=None):
         # the recomputed forward sums in another order: float32 noise
         # relative to the largest value (train-mode BN makes these large)

@@ -1,7 +1,7 @@
 // Runs the involution CUDA kernels on the CPU, one emulated thread at a time, so that
 // their index arithmetic, bounds checks, grid-stride loops and 16-bit conversions can
 // be tested against the float64 reference on a machine without a GPU.
-// Built by test_involution_cuda_source.py with g++; not part of the package.
+// Built by test_backend_cupy_source.py with g++; not part of the package.
 #include <cstring>
 
 #define MMPLUG_HOST_EMULATION

@@ -111,7 +111,9 @@ def test_missing_native_backend_warns_once_then_falls_back(
     """CUDA without CuPy, CPU without the C++ kernels: one warning saying
     what to do, then the PyTorch path; forcing the native backend fails."""
     from mmplug_involution.ops import involution as involution_module
-    monkeypatch.setattr(involution_module, probe, lambda: message)
+    from mmplug_involution.ops.backends import BACKEND_MODULES
+    backend = BACKEND_MODULES[native]  # its probe behind unavailable_reason
+    monkeypatch.setattr(backend, probe, lambda: message)
     monkeypatch.setattr(involution_module, '_warned', set())
     with pytest.warns(UserWarning, match=re.escape(message) +
                       '.*Falling back to the slower PyTorch implementation '
@@ -127,5 +129,5 @@ def test_missing_native_backend_warns_once_then_falls_back(
     monkeypatch.setenv('MMPLUG_INVOLUTION_BACKEND', native)
     with pytest.raises(RuntimeError, match=re.escape(message)):
         involution_module.select_backend(device)
-    monkeypatch.setattr(involution_module, probe, lambda: None)
+    monkeypatch.setattr(backend, probe, lambda: None)
     assert involution_module.select_backend(device) == native

@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmplug_involution.deploy import export_onnx
 from mmplug_involution.ops import (generated_involution2d, involution2d,
                                    onnx_translation_table)
-from mmplug_involution.runtime import export_onnx
+from ..tools.common import tool_module
 from .reference import involution_reference, output_size
 
 # (channels, groups, K, stride, padding, dilation)
@@ -169,16 +170,21 @@ def test_no_intermediate_of_the_unfolded_size(exporter, tmp_path):
 
 def test_plain_dynamo_export_needs_no_translation_table(tmp_path):
     """``import mmplug_involution`` then ``torch.onnx.export(model, args,
-    f)``, onnxscript imported only by the export itself."""
+    f)`` in a fresh process, for both ops, with no import hook of ours."""
     script = f'''
 import sys, torch
 import mmplug_involution
+from mmplug_involution.layers import Involution
 from mmplug_involution.ops import involution2d
-assert 'onnxscript' not in sys.modules
+assert not any('mmplug' in type(f).__module__ for f in sys.meta_path)
 class M(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = Involution(16, kernel_size=3)
     def forward(self, x, k):
-        return involution2d(x, k, 3)
-torch.onnx.export(M(), (torch.randn(1, 4, 5, 6), torch.randn(1, 9, 5, 6)),
+        return involution2d(x, k, 3), self.layer(x)
+torch.onnx.export(M().eval(),
+                  (torch.randn(1, 16, 5, 6), torch.randn(1, 9, 5, 6)),
                   {str(tmp_path / 'plain.onnx')!r})
 '''
     result = subprocess.run([sys.executable, '-c', script],
@@ -210,7 +216,7 @@ def test_onnx_runtime_holds_few_windows_at_once(exporter, tmp_path):
     run stays near input + kernel, far below K*K windows (every tap's Slice
     waits for the previous tap's sum; without that ordering ONNX Runtime runs
     all 49 Slices first: 320 MiB here, against 57 MiB)."""
-    from mmplug_involution.utils.benchmark import peak_mib
+    peak_mib = tool_module('harness', 'benchmarks').peak_mib
     x = torch.randn(8, 64, 56, 56)
     kernel = torch.randn(8, 4 * 49, 56, 56)
     path = str(tmp_path / 'order.onnx')

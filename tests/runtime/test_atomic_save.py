@@ -1,18 +1,37 @@
-"""Checkpoint writes are all-or-nothing."""
+"""Checkpoint writes through the ``atomic_local`` backend are
+all-or-nothing."""
+import functools
 import os
 
 import pytest
 import torch
-from mmengine.fileio import get_file_backend
-from mmengine.runner.checkpoint import save_checkpoint
+from mmengine.fileio import LocalBackend, get_file_backend
+from mmengine.runner import checkpoint
 
-import mmplug_involution  # noqa: F401  (registers the atomic backend)
-from mmplug_involution.runtime import AtomicLocalBackend
+from mmplug_involution.runtime import (ATOMIC_LOCAL_BACKEND,
+                                       AtomicLocalBackend, SafeCheckpointHook)
+
+save_checkpoint = functools.partial(
+    checkpoint.save_checkpoint,
+    backend_args=dict(backend=ATOMIC_LOCAL_BACKEND))
 
 
-def test_local_backend_is_atomic(tmp_path):
-    assert isinstance(get_file_backend(str(tmp_path / 'x.pth')),
-                      AtomicLocalBackend)
+def test_atomic_backend_is_added_and_local_is_kept(tmp_path):
+    path = str(tmp_path / 'x.pth')
+    assert isinstance(
+        get_file_backend(path, backend_args=dict(backend='atomic_local')),
+        AtomicLocalBackend)
+    assert type(get_file_backend(path)) is LocalBackend
+
+
+def test_the_safe_hook_writes_atomically_unless_told_otherwise():
+    assert SafeCheckpointHook(interval=1).backend_args == dict(
+        backend=ATOMIC_LOCAL_BACKEND)
+    assert SafeCheckpointHook(
+        interval=1, backend_args=dict(backend='local')).backend_args == dict(
+            backend='local')
+    assert SafeCheckpointHook(interval=1,
+                              out_dir='s3://bucket/run').backend_args is None
 
 
 def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -14,7 +14,6 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint
 from torch.utils.data import Dataset
 
-import mmplug_involution  # noqa: F401  (applies the allow-list)
 from mmplug_involution.runtime import (CorruptCheckpointError,
                                        UnsafeCheckpointError,
                                        load_checkpoint_file)

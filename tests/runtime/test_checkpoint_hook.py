@@ -2,11 +2,10 @@
 whatever point of a save a run is killed at."""
 import pytest
 import torch
-from mmengine.runner import Runner
 
-import mmplug_involution  # noqa: F401  (registers the hook and the finder)
-from mmplug_involution.runtime import find_resumable_checkpoint
-from mmplug_involution.runtime import atomic_save
+from mmplug_involution.runtime import (SafeCheckpointHook,
+                                       SafeCheckpointRunner, atomic_save,
+                                       find_resumable_checkpoint)
 from .test_checkpoint import _TinyData, _TinyModel
 
 
@@ -16,7 +15,7 @@ class _Killed(BaseException):
 
 def _runner(work_dir, max_iters, resume=False, keep=1, load_from=None):
     torch.manual_seed(0)  # the model is built before the Runner seeds
-    return Runner(
+    return SafeCheckpointRunner(
         model=_TinyModel(),
         work_dir=str(work_dir),
         train_dataloader=dict(
@@ -150,3 +149,24 @@ def test_load_from_without_resume_starts_fresh_random_numbers(
     assert a['random_states'][0]['torch'].equal(
         b['random_states'][0]['torch'])
     assert b['meta']['iter'] == 2
+
+
+def test_the_runner_swaps_in_the_safe_hook_and_resumes_the_newest(
+        tmp_path, monkeypatch):
+    work = tmp_path / 'work'
+    _runner(work, 2).train()
+    _kill_when(monkeypatch, 'last_checkpoint')
+    with pytest.raises(_Killed):
+        _runner(work, 3, resume=True).train()
+    monkeypatch.undo()
+    runner = _runner(work, 4, resume=True)
+    stock = SafeCheckpointRunner(
+        model=_TinyModel(), work_dir=str(tmp_path / 'stock'),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook',
+                                           interval=2)))
+    assert [type(h) for h in stock.hooks
+            if 'Checkpoint' in type(h).__name__] == [SafeCheckpointHook]
+    # last_checkpoint names iter_2; the run continues from iter_3
+    runner.train()
+    assert _iter_of(work / 'iter_4.pth') == 4
+    assert runner._load_from.endswith('iter_3.pth')

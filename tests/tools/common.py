@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[2]
+TOOLS = ROOT / 'tools'
 
 
 def run_script(script, *args) -> subprocess.CompletedProcess:
@@ -16,6 +17,17 @@ def run_script(script, *args) -> subprocess.CompletedProcess:
                           env=env,
                           capture_output=True,
                           text=True)
+
+
+def tool_module(name: str, folder: str = ''):
+    """The module ``name`` the scripts in ``tools/<folder>`` import from
+    beside them (``tool_support`` in ``tools/``, ``harness`` in
+    ``tools/benchmarks``, ``shapes`` in ``tools/data``, ...), imported as they
+    import it: with that folder on ``sys.path`` (appended, once)."""
+    path = str(TOOLS / folder)
+    if path not in sys.path:
+        sys.path.append(path)
+    return importlib.import_module(name)
 
 
 def load_tool(path: Path):

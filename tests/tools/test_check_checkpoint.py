@@ -7,7 +7,9 @@ from pathlib import Path
 import torch
 from mmengine.config import Config
 
-from mmplug_involution.runtime import build_config_model
+from .common import tool_module
+
+build_config_model = tool_module('tool_support').build_config_model
 
 ROOT = Path(__file__).parents[2]
 CLASSIFIER = (ROOT / 'configs' / 'rednet' /

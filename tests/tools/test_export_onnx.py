@@ -15,9 +15,12 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from mmplug_involution.deploy import (TensorOutputs, compare_with_onnxruntime,
+                                      export_onnx)
 from mmplug_involution.layers import switch_xvolution_to_deploy
-from mmplug_involution.runtime import (TensorOutputs, build_config_model,
-                                       compare_with_onnxruntime, export_onnx)
+from .common import tool_module
+
+build_config_model = tool_module('tool_support').build_config_model
 
 ROOT = Path(__file__).parents[2]
 DEMOS = ROOT / 'configs' / 'demo'
@@ -75,7 +78,7 @@ def _build(source, deploy):
 @pytest.mark.parametrize('exporter', ['dynamo', 'torchscript'])
 @pytest.mark.parametrize('family', sorted(FAMILIES))
 def test_the_family_exports_and_onnx_runtime_agrees(family, exporter,
-                                                     tmp_path):
+                                                    tmp_path):
     source, deploy, shape = FAMILIES[family]
     module = _build(source, deploy)
     generator = torch.Generator().manual_seed(1)

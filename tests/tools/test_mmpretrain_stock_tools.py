@@ -17,8 +17,10 @@ from mmplug_involution.runtime import load_checkpoint_file
 
 TOOLS = Path(mmpretrain.__file__).parent / '.mim' / 'tools'
 USER_CONFIG = """_base_ = ['mmpretrain::resnet/resnet50_8xb32_in1k.py']
-custom_imports = dict(imports=['mmplug_involution'],
-                      allow_failed_imports=False)
+custom_imports = dict(
+    imports=['mmplug_involution', 'mmplug_involution.runtime'],
+    allow_failed_imports=False)
+runner_type = 'SafeCheckpointRunner'
 model = dict(backbone=dict(type='RedNet'))
 """
 #: the user's own data instead of ImageNet: one folder per class

@@ -17,10 +17,11 @@ from mmengine.registry import MODELS, DefaultScope
 from mmengine.runner import load_checkpoint
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from mmplug_involution.datasets import SHAPES_CLASSES, generate_coco_shapes
 from mmplug_involution.layers import XVolution
-from .common import load_tool, run_script
+from .common import load_tool, run_script, tool_module
 
+SHAPES_CLASSES = tool_module('shapes', 'data').SHAPES_CLASSES
+generate_coco_shapes = tool_module('coco_shapes', 'data').generate_coco_shapes
 ROOT = Path(__file__).parents[2]
 TOOL = ROOT / 'tools' / 'deploy' / 'xvolution_to_deploy.py'
 

@@ -17,7 +17,7 @@ import argparse
 from mmengine.config import Config, DictAction
 from mmengine.registry import MODELS, init_default_scope
 
-from mmplug_involution.runtime import model_complexity
+from mmplug_involution.analysis import model_complexity
 
 
 def parse_args():

@@ -17,6 +17,7 @@ import argparse
 import os
 import os.path as osp
 import sys
+from pathlib import Path
 from typing import Dict, List, Tuple
 
 import matplotlib
@@ -28,8 +29,10 @@ import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
 from mmplug_involution.layers import Involution, XVolution  # noqa: E402
-from mmplug_involution.runtime import (build_config_model,  # noqa: E402
-                                       load_config_checkpoint)
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/
+from tool_support import build_config_model  # noqa: E402
+from tool_support import load_config_checkpoint  # noqa: E402
 
 
 def parse_args():

@@ -21,9 +21,9 @@ Example:
 """
 import argparse
 
-from mmplug_involution.datasets import (generate_cls_shapes,
-                                        generate_coco_shapes,
-                                        generate_seg_shapes)
+from cls_shapes import generate_cls_shapes
+from coco_shapes import generate_coco_shapes
+from seg_shapes import generate_seg_shapes
 
 GENERATORS = dict(
     coco=generate_coco_shapes,

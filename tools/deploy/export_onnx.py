@@ -19,15 +19,18 @@ import os
 import os.path as osp
 import sys
 import tempfile
+from pathlib import Path
 from typing import NoReturn
 
 import torch
 from mmengine.config import Config, DictAction
 
-from mmplug_involution.runtime import (TensorOutputs, build_config_model,
-                                       compare_with_onnxruntime, export_onnx,
-                                       load_config_checkpoint)
-from mmplug_involution.runtime.onnx_export import EXPORTERS
+from mmplug_involution.deploy import (EXPORTERS, TensorOutputs,
+                                      compare_with_onnxruntime, export_onnx)
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/
+from tool_support import build_config_model  # noqa: E402
+from tool_support import load_config_checkpoint  # noqa: E402
 
 
 def parse_args():

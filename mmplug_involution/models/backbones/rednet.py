@@ -1,7 +1,8 @@
 """RedNet (Li et al., CVPR 2021): ResNet with involution bottlenecks."""
+import inspect
 import logging
 import re
-from typing import Optional, Sequence
+from typing import Optional, Tuple
 
 import torch.nn as nn
 from mmcv.cnn import ConvModule, build_conv_layer, build_norm_layer
@@ -9,6 +10,8 @@ from mmengine.logging import print_log
 from mmengine.model import Sequential
 from mmseg.models.backbones import ResNet
 from mmseg.models.backbones.resnet import Bottleneck
+from mmseg.models.utils import ResLayer
+from torch import Tensor
 
 from ...layers import Involution
 from ...registry import MODELS
@@ -26,6 +29,8 @@ _CHECKPOINT_ADVICE = (
     "docs/rednet.md) or set init_cfg=None to train from scratch; in mmseg "
     "configs the ResNet checkpoint usually sits at the segmentor: set "
     "model.pretrained=None")
+#: where mmseg's Bottleneck runs plugins
+_PLUGIN_POSITIONS = ('after_conv1', 'after_conv2', 'after_conv3')
 
 
 def _pretrained_checkpoints(init_cfg, pretrained) -> list:
@@ -62,50 +67,108 @@ def check_not_resnet_checkpoint(checkpoint: str) -> None:
             f'{_CHECKPOINT_ADVICE}.')
 
 
+class InvolutionBottleneck(Bottleneck):
+    """mmseg's ``Bottleneck`` whose ``conv2`` is a K x K involution.
+
+    The modules, their names (``conv1``, ``bn1``, ``conv2``, ``bn2``,
+    ``conv3``, ``bn3``, ``downsample``, plugins) and the forward are
+    Bottleneck's; ``conv2`` is an :class:`Involution` with the block's
+    stride (``style``) and dilation, and the 1x1 convs follow
+    ``conv_cfg``.
+
+    Args:
+        involution_cfg (dict): :class:`Involution` keyword arguments of
+            ``conv2`` (``kernel_size``, ``group_channels``,
+            ``reduction_ratio``, ``norm_cfg``).
+        Others: as mmseg's ``Bottleneck``, which also takes a ``dcn``.
+
+    Shapes:
+        (N, inplanes, H, W) -> (N, 4 * planes, ceil(H / stride),
+        ceil(W / stride)).
+    """
+
+    def __init__(self,
+                 inplanes: int,
+                 planes: int,
+                 stride: int = 1,
+                 dilation: int = 1,
+                 downsample: Optional[nn.Module] = None,
+                 style: str = 'pytorch',
+                 with_cp: bool = False,
+                 conv_cfg: Optional[dict] = None,
+                 norm_cfg: dict = dict(type='BN'),
+                 plugins: Optional[list] = None,
+                 init_cfg: Optional[dict] = None,
+                 *,
+                 involution_cfg: dict) -> None:
+        # Bottleneck builds conv2 as a conv, or from a dcn only without a
+        # conv_cfg: skip to its BaseModule and build the same modules with
+        # an involution as conv2
+        super(Bottleneck, self).__init__(init_cfg)
+        self.inplanes, self.planes = inplanes, planes
+        self.stride, self.dilation = stride, dilation
+        self.style, self.with_cp = style, with_cp
+        self.conv_cfg, self.norm_cfg = conv_cfg, norm_cfg
+        self.dcn, self.with_dcn = None, False
+        self.plugins, self.with_plugins = plugins, plugins is not None
+        for position in _PLUGIN_POSITIONS:
+            setattr(self, f'{position}_plugins', [
+                plugin['cfg'] for plugin in plugins or []
+                if plugin['position'] == position
+            ])
+        if style == 'pytorch':
+            self.conv1_stride, self.conv2_stride = 1, stride
+        else:
+            self.conv1_stride, self.conv2_stride = stride, 1
+        self.norm1_name, norm1 = build_norm_layer(norm_cfg, planes, postfix=1)
+        self.norm2_name, norm2 = build_norm_layer(norm_cfg, planes, postfix=2)
+        self.norm3_name, norm3 = build_norm_layer(
+            norm_cfg, planes * self.expansion, postfix=3)
+        self.conv1 = build_conv_layer(
+            conv_cfg,
+            inplanes,
+            planes,
+            1,
+            stride=self.conv1_stride,
+            bias=False)
+        self.add_module(self.norm1_name, norm1)
+        self.conv2 = Involution(
+            planes,
+            planes,
+            stride=self.conv2_stride,
+            dilation=dilation,
+            **involution_cfg)
+        self.add_module(self.norm2_name, norm2)
+        self.conv3 = build_conv_layer(
+            conv_cfg, planes, planes * self.expansion, 1, bias=False)
+        self.add_module(self.norm3_name, norm3)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        if self.with_plugins:
+            widths = (planes, planes, planes * self.expansion)
+            for position, width in zip(_PLUGIN_POSITIONS, widths):
+                names = self.make_block_plugins(
+                    width, getattr(self, f'{position}_plugins'))
+                setattr(self, f'{position}_plugin_names', names)
+
+
 @MODELS.register_module()
 class RedNet(ResNet):
     """RedNet backbone: the toolkit's ResNet with involution bottlenecks.
 
     mmseg's ``ResNet`` (which takes every argument of mmdet's and adds
     ``multi_grid`` and ``contract_dilation``) with RedNet's stem (3x3 conv
-    s2, involution, norm, ReLU, 3x3 conv, max-pool) and, in every
-    bottleneck, a K x K involution as ``conv2``. Stages, strides,
-    dilations, ``style``, ``avg_down``, ``plugins``, ``with_cp``, freezing,
-    ``norm_eval`` and initialisation are the toolkit's. The state dict is
-    the reference implementation's key for key (``stem.0.conv.weight``,
-    ``stem.1.conv1.conv.weight``, ``layer1.0.conv2.conv1.conv.weight``,
-    ``layer1.0.bn1.*``, ``layer1.0.downsample.0.weight``, ...).
+    s2, involution, norm, ReLU, 3x3 conv, max-pool) and
+    :class:`InvolutionBottleneck` blocks: a K x K involution as every
+    ``conv2``. Stages, strides, dilations, ``style``, ``avg_down``,
+    ``plugins``, ``with_cp``, freezing, ``norm_eval`` and initialisation are
+    the toolkit's. The state dict is the reference implementation's key for
+    key (``stem.0.conv.weight``, ``stem.1.conv1.conv.weight``,
+    ``layer1.0.conv2.conv1.conv.weight``, ``layer1.0.bn1.*``,
+    ``layer1.0.downsample.0.weight``, ...).
 
     Args:
         depth (int): 26, 38, 50, 101 or 152.
-        in_channels, base_channels, num_stages, strides, dilations,
-            out_indices, style, avg_down, frozen_stages, norm_cfg,
-            plugins, multi_grid, contract_dilation, with_cp,
-            zero_init_residual, pretrained, init_cfg: as mmseg's and
-            mmdet's ``ResNet``; ``expansion`` and ``drop_path_rate``, which
-            mmpretrain's ``ResNet`` adds, only as None/4 and 0 (RedNet's
-            bottlenecks expand by 4 and have no stochastic depth).
-            ``frozen_stages=0`` freezes the stem;
-            ``dilations`` reach the involutions (``strides=(1, 2, 1, 1),
-            dilations=(1, 1, 2, 4)`` gives output stride 8);
-            ``multi_grid`` gives the dilations of the last stage's blocks,
-            one per block, as mmseg does. ``pretrained`` and a Pretrained
-            ``init_cfg`` must name a RedNet checkpoint: a ResNet one (a
-            stock base's ``torchvision://resnet50``,
-            ``open-mmlab://resnet50_v1c``) is refused by name before any
-            download and, by its keys, when it loads.
-        stem_channels (int, optional): stem output channels (None: as
-            ``base_channels``, as mmdet's ResNet); the stem involution works
-            on half of them. Default 64.
-        conv_cfg (dict, optional): config of the 1x1 convs (bottleneck and
-            downsample) and the stem convs.
-        norm_eval (bool): keep BN in eval mode while training. Default
-            True, as mmdet's ResNet (mmseg configs set False).
-        deep_stem (bool): False, the toolkits' default: RedNet has its own
-            stem. True (ResNetV1c's three-conv stem) is refused.
-        dcn (dict, optional): None: every ``conv2`` already is an
-            involution. A config is refused; ``stage_with_dcn`` is then
-            unused, as in ResNet.
         stem_kernel_size (int): K of the stem involution: 3 in the published
             ImageNet models, 7 (the default) in the reference detection and
             segmentation models; loading an ImageNet checkpoint then keeps
@@ -115,6 +178,24 @@ class RedNet(ResNet):
         group_channels (int): channels per involution group. Default 16.
         reduction_ratio (int): involution kernel-generator reduction.
             Default 4.
+        expansion, drop_path_rate: arguments of mmpretrain's ``ResNet``,
+            taken only as None/4 and 0 (RedNet's bottlenecks expand by 4
+            and have no stochastic depth).
+        **kwargs: the other arguments of mmseg's ``ResNet``, with these
+            differences: ``stem_channels`` may be None (as
+            ``base_channels``, as in mmdet's ResNet; the stem involution
+            works on half of them); ``norm_eval`` defaults to True, as in
+            mmdet's ResNet; ``conv_cfg`` configures the 1x1 and the stem
+            convs; ``frozen_stages=0`` freezes the stem; ``dilations`` reach
+            the involutions (``strides=(1, 2, 1, 1), dilations=(1, 1, 2,
+            4)`` gives output stride 8) and ``multi_grid`` gives one
+            dilation per block of the last stage. ``deep_stem=True`` and a
+            ``dcn`` are refused (RedNet has its own stem, and every
+            ``conv2`` is an involution). ``pretrained`` and a Pretrained
+            ``init_cfg`` must name a RedNet checkpoint: a ResNet one (a
+            stock base's ``torchvision://resnet50``,
+            ``open-mmlab://resnet50_v1c``) is refused by name before any
+            download and, by its keys, when it loads.
 
     Shapes:
         (N, in_channels, H, W) -> one map per ``out_indices`` entry; stage i
@@ -128,6 +209,9 @@ class RedNet(ResNet):
         [(1, 256, 25, 33), (1, 512, 13, 17), (1, 1024, 7, 9), (1, 2048, 4, 5)]
     """
 
+    #: depth -> (block, blocks per stage). The block is mmseg's Bottleneck,
+    #: whose expansion and zero-init ResNet reads; :meth:`make_res_layer`
+    #: builds :class:`InvolutionBottleneck` blocks.
     arch_settings = {
         26: (Bottleneck, (1, 2, 4, 1)),
         38: (Bottleneck, (2, 3, 5, 2)),
@@ -138,39 +222,51 @@ class RedNet(ResNet):
 
     def __init__(self,
                  depth: int,
-                 in_channels: int = 3,
-                 stem_channels: Optional[int] = 64,
-                 base_channels: int = 64,
-                 num_stages: int = 4,
-                 strides: Sequence[int] = (1, 2, 2, 2),
-                 dilations: Sequence[int] = (1, 1, 1, 1),
-                 out_indices: Sequence[int] = (0, 1, 2, 3),
-                 style: str = 'pytorch',
-                 deep_stem: bool = False,
-                 avg_down: bool = False,
-                 frozen_stages: int = -1,
-                 conv_cfg: Optional[dict] = None,
-                 norm_cfg: dict = dict(type='BN', requires_grad=True),
-                 norm_eval: bool = True,
-                 dcn: Optional[dict] = None,
-                 stage_with_dcn: Sequence[bool] = (False, False, False,
-                                                   False),
-                 plugins: Optional[list] = None,
-                 multi_grid: Optional[Sequence[int]] = None,
-                 contract_dilation: bool = False,
-                 with_cp: bool = False,
-                 zero_init_residual: bool = True,
-                 pretrained: Optional[str] = None,
-                 init_cfg=None,
-                 expansion: Optional[int] = None,
-                 drop_path_rate: float = 0.,
+                 *,
                  stem_kernel_size: int = 7,
                  kernel_size: int = 7,
                  group_channels: int = 16,
-                 reduction_ratio: int = 4) -> None:
+                 reduction_ratio: int = 4,
+                 expansion: Optional[int] = None,
+                 drop_path_rate: float = 0.,
+                 **kwargs) -> None:
         if depth not in self.arch_settings:
             raise ValueError(f'invalid depth {depth} for RedNet; choose from '
                              f'{sorted(self.arch_settings)}.')
+        if expansion not in (None, Bottleneck.expansion):
+            raise ValueError(
+                f'RedNet bottlenecks expand by {Bottleneck.expansion}, got '
+                f'expansion={expansion}: remove expansion (mmpretrain\'s '
+                'ResNet argument).')
+        if drop_path_rate:
+            raise ValueError(
+                f'RedNet has no stochastic depth (got drop_path_rate='
+                f'{drop_path_rate}, an argument of mmpretrain\'s ResNet): '
+                'set drop_path_rate=0.')
+        kwargs.setdefault('norm_eval', True)
+        resnet_args = inspect.signature(super().__init__).bind(
+            depth, **kwargs)
+        resnet_args.apply_defaults()
+        args = resnet_args.arguments
+        self._check_resnet_arguments(**args)
+        if args['stem_channels'] is None:
+            args['stem_channels'] = args['base_channels']
+        # read by _make_stem_layer and make_res_layer, which ResNet calls
+        self.stem_kernel_size = stem_kernel_size
+        self.involution_cfg = dict(
+            kernel_size=kernel_size,
+            group_channels=group_channels,
+            reduction_ratio=reduction_ratio,
+            norm_cfg=args['norm_cfg'])
+        super().__init__(**args)
+
+    @classmethod
+    def _check_resnet_arguments(cls, depth, num_stages, strides, dilations,
+                                out_indices, style, deep_stem, frozen_stages,
+                                dcn, multi_grid, pretrained, init_cfg,
+                                **_) -> None:
+        """Refuse the ResNet arguments RedNet cannot honour, with a
+        ValueError that says why (where ResNet asserts or ignores them)."""
         if deep_stem:
             raise ValueError(
                 'RedNet has its own stem (3x3 conv, involution, 3x3 conv); '
@@ -185,21 +281,9 @@ class RedNet(ResNet):
                 "into some stages of a ResNet, keep type='ResNet' and set "
                 "dcn=dict(type='Involution', window_size=7) with "
                 'stage_with_dcn.')
-        if expansion not in (None, Bottleneck.expansion):
-            raise ValueError(
-                f'RedNet bottlenecks expand by {Bottleneck.expansion}, got '
-                f'expansion={expansion}: remove expansion (mmpretrain\'s '
-                'ResNet argument).')
-        if drop_path_rate:
-            raise ValueError(
-                f'RedNet has no stochastic depth (got drop_path_rate='
-                f'{drop_path_rate}, an argument of mmpretrain\'s ResNet): '
-                'set drop_path_rate=0.')
         if style not in ('pytorch', 'caffe'):
             raise ValueError(
                 f"style must be 'pytorch' or 'caffe', got {style!r}.")
-        if not 1 <= num_stages <= 4:
-            raise ValueError(f'num_stages must be 1 to 4, got {num_stages}.')
         if len(strides) != num_stages or len(dilations) != num_stages:
             raise ValueError(f'strides {tuple(strides)} and dilations '
                              f'{tuple(dilations)} need one entry per stage '
@@ -210,54 +294,18 @@ class RedNet(ResNet):
         if not out_indices or max(out_indices) >= num_stages:
             raise ValueError(f'out_indices {tuple(out_indices)} must name '
                              f'stages 0..{num_stages - 1}.')
-        last_blocks = self.arch_settings[depth][1][num_stages - 1]
+        last_blocks = cls.arch_settings[depth][1][:num_stages][-1]
         if multi_grid is not None and len(multi_grid) != last_blocks:
             raise ValueError(
                 f'multi_grid {tuple(multi_grid)} needs one dilation per block '
                 f'of the last stage: RedNet-{depth} has {last_blocks} there.')
         for name in _pretrained_checkpoints(init_cfg, pretrained):
             check_not_resnet_checkpoint(name)
-        if stem_channels is None:
-            stem_channels = base_channels
-        # read by _make_stem_layer and make_res_layer, which ResNet calls
-        self.stem_kernel_size = stem_kernel_size
-        self.involution_cfg = dict(
-            type='Involution',
-            window_size=kernel_size,
-            group_channels=group_channels,
-            reduction_ratio=reduction_ratio,
-            norm_cfg=norm_cfg)
-        # deep_stem=True: ResNet runs and freezes `self.stem`, RedNet's stem
-        super().__init__(
-            depth,
-            in_channels=in_channels,
-            stem_channels=stem_channels,
-            base_channels=base_channels,
-            num_stages=num_stages,
-            strides=strides,
-            dilations=dilations,
-            out_indices=out_indices,
-            style=style,
-            deep_stem=True,
-            avg_down=avg_down,
-            frozen_stages=frozen_stages,
-            conv_cfg=conv_cfg,
-            norm_cfg=norm_cfg,
-            norm_eval=norm_eval,
-            stage_with_dcn=stage_with_dcn,
-            plugins=plugins,
-            multi_grid=multi_grid,
-            contract_dilation=contract_dilation,
-            with_cp=with_cp,
-            zero_init_residual=zero_init_residual,
-            pretrained=pretrained,
-            init_cfg=init_cfg)
 
     def _make_stem_layer(self, in_channels: int, stem_channels: int) -> None:
-        """Conv 3x3 s2 -> involution -> norm -> ReLU -> conv 3x3; max-pool."""
+        """``stem``: conv 3x3 s2 -> involution -> norm -> ReLU -> conv 3x3;
+        then ``maxpool``."""
         mid = stem_channels // 2
-        involution = dict(self.involution_cfg, window_size=None)
-        del involution['type']
         # mmengine's Sequential, so that init_weights reaches the
         # involution's own initialisation (a torch one hides it)
         self.stem = Sequential(
@@ -269,7 +317,11 @@ class RedNet(ResNet):
                 padding=1,
                 conv_cfg=self.conv_cfg,
                 norm_cfg=self.norm_cfg),
-            Involution(mid, mid, self.stem_kernel_size, **involution),
+            Involution(
+                mid,
+                mid,
+                **dict(self.involution_cfg,
+                       kernel_size=self.stem_kernel_size)),
             build_norm_layer(self.norm_cfg, mid)[1],
             nn.ReLU(inplace=True),
             ConvModule(
@@ -281,40 +333,37 @@ class RedNet(ResNet):
                 norm_cfg=self.norm_cfg))
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
 
-    def make_res_layer(self, conv_cfg: Optional[dict], **kwargs):
-        """The toolkit's ResLayer with an involution as every ``conv2``.
+    def make_res_layer(self, dcn: None, **kwargs) -> ResLayer:
+        """mmseg's ResLayer of :class:`InvolutionBottleneck` blocks (``dcn``
+        is None: RedNet takes none)."""
+        return super().make_res_layer(
+            **dict(
+                kwargs,
+                block=InvolutionBottleneck,
+                involution_cfg=self.involution_cfg))
 
-        The toolkit builds ``conv2`` from its ``dcn`` config, which it
-        allows only without a ``conv_cfg``; a ``conv_cfg`` is then applied
-        to the 1x1 convs here.
-        """
-        kwargs['dcn'] = dict(self.involution_cfg)
-        layer = super().make_res_layer(conv_cfg=None, **kwargs)
-        if conv_cfg is not None:
-            for block in layer:
-                block.conv1 = build_conv_layer(
-                    conv_cfg,
-                    block.inplanes,
-                    block.planes,
-                    1,
-                    stride=block.conv1_stride,
-                    bias=False)
-                block.conv3 = build_conv_layer(
-                    conv_cfg,
-                    block.planes,
-                    block.planes * block.expansion,
-                    1,
-                    bias=False)
-                if block.downsample is not None:  # [AvgPool,] conv, norm
-                    conv = block.downsample[-2]
-                    block.downsample[-2] = build_conv_layer(
-                        conv_cfg,
-                        conv.in_channels,
-                        conv.out_channels,
-                        1,
-                        stride=conv.stride,
-                        bias=False)
-        return layer
+    def _freeze_stages(self) -> None:
+        """Freeze the stem (``frozen_stages >= 0``) and ``layer1`` to
+        ``layer{frozen_stages}``: eval mode, no gradients."""
+        frozen = [self.stem] if self.frozen_stages >= 0 else []
+        frozen += [
+            getattr(self, f'layer{i}')
+            for i in range(1, self.frozen_stages + 1)
+        ]
+        for module in frozen:
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        """(N, C, H, W) -> the outputs of the ``out_indices`` stages."""
+        x = self.maxpool(self.stem(x))
+        outs = []
+        for i, layer_name in enumerate(self.res_layers):
+            x = getattr(self, layer_name)(x)
+            if i in self.out_indices:
+                outs.append(x)
+        return tuple(outs)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata,
                               strict, missing_keys, unexpected_keys,

@@ -1,9 +1,10 @@
 """RPN head whose 3x3 conv is an involution (Li et al., CVPR 2021)."""
+import torch.nn as nn
 from mmdet.models.dense_heads import RPNHead
 from mmengine.model import Sequential
 
 from ...layers.involution import (HEAD_INVOLUTION_CFG, Involution,
-                                 InvolutionModule, merge_involution_cfg)
+                                  InvolutionModule, involution_kwargs)
 from ...registry import MODELS
 
 
@@ -22,8 +23,7 @@ class InvolutionRPNHead(RPNHead):
         in_channels (int): channels of the input features.
         involution_cfg (dict): :class:`Involution` arguments, as in
             :class:`InvolutionFPN` (default ``HEAD_INVOLUTION_CFG``: 7x7, 16
-            channels a group, reduction 4, BN; the older ``involution_*``
-            arguments still work, with a deprecation warning).
+            channels a group, reduction 4, BN).
         **kwargs: the other :class:`mmdet.models.dense_heads.RPNHead`
             arguments. ``feat_channels`` (default 256) must equal
             ``in_channels``: an involution keeps its channels.
@@ -47,18 +47,17 @@ class InvolutionRPNHead(RPNHead):
                  involution_cfg: dict = HEAD_INVOLUTION_CFG,
                  **kwargs) -> None:
         # read by _init_layers, which RPNHead.__init__ calls
-        self.involution_cfg = merge_involution_cfg(involution_cfg, kwargs,
-                                                   'InvolutionRPNHead')
+        self.involution_cfg = involution_kwargs(involution_cfg,
+                                                'InvolutionRPNHead')
         super().__init__(in_channels, **kwargs)
 
     def _init_layers(self) -> None:
-        """Build RPNHead's layers with ``rpn_conv`` as involution(s)."""
+        """RPNHead's layers, with ``rpn_conv`` built as involution(s)."""
         if self.feat_channels != self.in_channels:
             raise ValueError(
                 'InvolutionRPNHead needs feat_channels == in_channels (an '
                 f'involution keeps its channels), got in_channels='
                 f'{self.in_channels}, feat_channels={self.feat_channels}.')
-        super()._init_layers()
         if self.num_convs > 1:
             # mmengine's Sequential: init_weights reaches each involution's
             self.rpn_conv = Sequential(*[
@@ -77,3 +76,9 @@ class InvolutionRPNHead(RPNHead):
                 3,
                 padding=1,
                 **self.involution_cfg)
+        self.rpn_cls = nn.Conv2d(self.feat_channels,
+                                 self.num_base_priors * self.cls_out_channels,
+                                 1)
+        self.rpn_reg = nn.Conv2d(
+            self.feat_channels,
+            self.num_base_priors * self.bbox_coder.encode_size, 1)

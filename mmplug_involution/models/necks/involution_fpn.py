@@ -1,11 +1,8 @@
 """FPN whose 3x3 output convs are involutions (Li et al., CVPR 2021)."""
-from typing import List
-
 from mmdet.models.necks import FPN
-from mmdet.utils import OptConfigType
 
 from ...layers.involution import (HEAD_INVOLUTION_CFG, InvolutionModule,
-                                 loads_checkpoint, merge_involution_cfg)
+                                  involution_kwargs, loads_checkpoint)
 from ...registry import MODELS
 
 
@@ -24,27 +21,16 @@ class InvolutionFPN(FPN):
     (``fpn_convs.0.conv1.conv.weight``, ``fpn_convs.0.conv2.conv.weight``).
 
     Args:
-        in_channels (list[int]): channels of each backbone input.
-        out_channels (int): channels of every output; must be divisible by
-            the involution's ``group_channels`` and ``reduction_ratio``.
-        num_outs (int): number of output levels.
+        *args, **kwargs: the :class:`mmdet.models.necks.FPN` arguments
+            (``in_channels``, ``out_channels``, ``num_outs``,
+            ``start_level``, ``add_extra_convs``, ``norm_cfg``,
+            ``act_cfg``, ...); ``out_channels`` must be divisible by the
+            involution's ``group_channels`` and ``reduction_ratio``.
         involution_cfg (dict): :class:`Involution` arguments of the output
             involutions (``window_size``, ``group_channels``,
             ``reduction_ratio``, ``norm_cfg`` of the kernel generator,
             ``act_cfg``). Default ``HEAD_INVOLUTION_CFG``: 7x7, 16 channels
-            a group, reduction 4, BN. The older ``involution_kernel_size``,
-            ``involution_group_channels``, ``involution_reduction_ratio``
-            and ``involution_norm_cfg`` still work, with a deprecation
-            warning.
-        norm_cfg (dict, optional): norm on every output (after the
-            involution or the extra conv) and on the laterals, as in FPN.
-            Default None.
-        act_cfg (dict, optional): activation after it, as in FPN.
-            Default None.
-        **kwargs: the other :class:`mmdet.models.necks.FPN` arguments
-            (``start_level``, ``end_level``, ``add_extra_convs``,
-            ``relu_before_extra_convs``, ``no_norm_on_lateral``,
-            ``conv_cfg``, ``upsample_cfg``, ``init_cfg``).
+            a group, reduction 4, BN.
 
     Shapes:
         inputs[i]: (N, in_channels[i], H_i, W_i) -> outputs: ``num_outs``
@@ -60,31 +46,21 @@ class InvolutionFPN(FPN):
     """
 
     def __init__(self,
-                 in_channels: List[int],
-                 out_channels: int,
-                 num_outs: int,
-                 *,
+                 *args,
                  involution_cfg: dict = HEAD_INVOLUTION_CFG,
-                 norm_cfg: OptConfigType = None,
-                 act_cfg: OptConfigType = None,
                  **kwargs) -> None:
-        involution_cfg = merge_involution_cfg(involution_cfg, kwargs,
-                                              'InvolutionFPN')
-        super().__init__(
-            in_channels,
-            out_channels,
-            num_outs,
-            norm_cfg=norm_cfg,
-            act_cfg=act_cfg,
-            **kwargs)
-        for i in range(len(self.lateral_convs)):
+        involution_cfg = involution_kwargs(involution_cfg, 'InvolutionFPN')
+        super().__init__(*args, **kwargs)
+        # FPN builds its convs inline, with no hook to build others: each
+        # level output conv gives way to an involution with its norm and act
+        for i, conv in enumerate(self.fpn_convs[:len(self.lateral_convs)]):
             self.fpn_convs[i] = InvolutionModule(
-                out_channels,
-                out_channels,
+                self.out_channels,
+                self.out_channels,
                 3,
                 padding=1,
-                out_norm_cfg=norm_cfg,
-                out_act_cfg=act_cfg,
+                out_norm_cfg=conv.norm_cfg,
+                out_act_cfg=conv.act_cfg,
                 **involution_cfg)
 
     def init_weights(self) -> None:

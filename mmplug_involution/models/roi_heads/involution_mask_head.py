@@ -1,9 +1,8 @@
 """FCN mask head whose convs are involutions (Li et al., CVPR 2021)."""
 from mmdet.models.roi_heads.mask_heads import FCNMaskHead
-from mmengine.model import ModuleList
 
 from ...layers.involution import (HEAD_INVOLUTION_CFG, InvolutionModule,
-                                 merge_involution_cfg)
+                                  involution_kwargs)
 from ...registry import MODELS
 
 
@@ -11,30 +10,27 @@ from ...registry import MODELS
 class InvolutionFCNMaskHead(FCNMaskHead):
     """FCN mask head whose ``convs`` are K x K involutions.
 
-    Each of the ``num_convs`` 3x3 ConvModules (conv, ``norm_cfg``, ReLU)
-    becomes an involution followed by the same norm and ReLU; its state
-    dict reads ``convs.{i}.conv1.*``, ``convs.{i}.conv2.*`` (plus
-    ``convs.{i}.norm.*`` with a ``norm_cfg``). ``upsample``,
-    ``conv_logits``, targets, loss and mask pasting are FCNMaskHead's.
-    ``conv_kernel_size`` and ``conv_cfg`` describe the replaced convs: a
-    value other than FCNMaskHead's default (3, None) is an error, since it
-    would be silently unused; the window is ``involution_kernel_size``.
-    The involutions start as the identity plus their input-dependent term
-    (:meth:`init_involutions`), so the RoI features reach the logits
-    linearly from the first step, as through FCNMaskHead's convs.
+    Each of the ``num_convs`` convs is an :class:`InvolutionModule`
+    (involution, ``norm_cfg``, ReLU: FCNMaskHead's ConvModule with an
+    involution as its conv); its state dict reads ``convs.{i}.conv1.*``,
+    ``convs.{i}.conv2.*`` (plus ``convs.{i}.norm.*`` with a ``norm_cfg``).
+    ``upsample``, ``conv_logits``, targets, loss and mask pasting are
+    FCNMaskHead's. The involutions start as the identity plus their
+    input-dependent term (:meth:`init_involutions`), so the RoI features
+    reach the logits linearly from the first step, as through FCNMaskHead's
+    convs.
 
     Args:
-        involution_kernel_size (int): K, odd. Default 7.
-        involution_group_channels (int): channels sharing one kernel.
-            Default 16.
-        involution_reduction_ratio (int): channel reduction in the kernel
-            generator. Default 4.
-        involution_norm_cfg (dict, optional): norm inside the kernel
-            generator. Default ``dict(type='BN')``.
-        **kwargs: the :class:`mmdet.models.roi_heads.FCNMaskHead` arguments.
-            With ``num_convs > 0``, ``conv_out_channels`` must equal
-            ``in_channels`` (both 256 by default): an involution keeps its
-            channels.
+        num_convs (int): number of involutions. Default 4.
+        involution_cfg (dict): :class:`Involution` arguments, as in
+            :class:`InvolutionFPN` (default ``HEAD_INVOLUTION_CFG``: 7x7, 16
+            channels a group, reduction 4, BN). ``window_size=None`` takes
+            K from ``conv_kernel_size``.
+        **kwargs: the other :class:`mmdet.models.roi_heads.FCNMaskHead`
+            arguments. With ``num_convs > 0``, ``conv_out_channels`` must
+            equal ``in_channels`` (both 256 by default): an involution keeps
+            its channels. ``conv_cfg`` and a ``conv_kernel_size`` other than
+            3 beside a ``window_size`` would be unused and are refused.
 
     Shapes:
         (R, in_channels, S, S) RoI features -> (R, num_classes, 2S, 2S)
@@ -51,10 +47,11 @@ class InvolutionFCNMaskHead(FCNMaskHead):
 
     def __init__(self,
                  *,
+                 num_convs: int = 4,
                  involution_cfg: dict = HEAD_INVOLUTION_CFG,
                  **kwargs) -> None:
-        involution_cfg = merge_involution_cfg(involution_cfg, kwargs,
-                                              'InvolutionFCNMaskHead')
+        involution_cfg = involution_kwargs(involution_cfg,
+                                           'InvolutionFCNMaskHead')
         if kwargs.get('conv_cfg') is not None:
             raise ValueError(
                 'InvolutionFCNMaskHead does not use conv_cfg='
@@ -67,14 +64,16 @@ class InvolutionFCNMaskHead(FCNMaskHead):
                 f'{kwargs["conv_kernel_size"]} would be unused beside '
                 f'involution_cfg window_size={involution_cfg["window_size"]};'
                 ' set one of them (window_size=None takes conv_kernel_size).')
-        super().__init__(**kwargs)
-        if self.num_convs > 0 and self.conv_out_channels != self.in_channels:
+        # FCNMaskHead builds no convs; the involutions are built below
+        super().__init__(num_convs=0, **kwargs)
+        self.num_convs = num_convs
+        if num_convs > 0 and self.conv_out_channels != self.in_channels:
             raise ValueError(
                 'InvolutionFCNMaskHead needs conv_out_channels == in_channels '
                 '(an involution keeps its channels), got in_channels='
                 f'{self.in_channels}, conv_out_channels='
                 f'{self.conv_out_channels}.')
-        self.convs = ModuleList(
+        self.convs.extend(
             InvolutionModule(
                 self.in_channels,
                 self.in_channels,
@@ -82,14 +81,14 @@ class InvolutionFCNMaskHead(FCNMaskHead):
                 padding=(self.conv_kernel_size - 1) // 2,
                 out_norm_cfg=self.norm_cfg,
                 out_act_cfg=dict(type='ReLU'),
-                **involution_cfg) for _ in range(self.num_convs))
+                **involution_cfg) for _ in range(num_convs))
         self.init_involutions()
 
     def init_involutions(self) -> None:
         """Start every involution as the identity plus its input-dependent
-        term (:meth:`Involution.init_span_conv` with ``identity=True``): a
-        stack of zero-mean involutions, with ReLUs and no norm between,
-        predicted a constant mask for hundreds of iterations."""
+        term (:meth:`Involution.init_span_conv` with ``identity=True``), so
+        that a stack of them, with ReLUs and no norm between, passes its
+        input on from the first step."""
         for involution in self.convs:
             involution.init_span_conv(identity=True)
 

@@ -1,0 +1,26 @@
+"""The ``nn.Conv2d`` attributes that let a layer stand in for a conv."""
+from ..ops.per_sample_conv import IntPair
+
+
+class ConvAttributesMixin:
+    """Gives a layer the attributes mmcv's ``ConvModule`` reads of its conv.
+
+    ``ConvModule(..., conv_cfg=dict(type=...))`` copies ``in_channels``,
+    ``out_channels``, ``kernel_size``, ``stride``, ``padding``,
+    ``dilation``, ``transposed``, ``output_padding`` and ``groups`` from the
+    layer it builds; a layer that takes ``nn.Conv2d``'s arguments writes
+    them with :meth:`set_conv_attributes`, as ints or pairs (its own
+    convention), and is never transposed.
+    """
+
+    def set_conv_attributes(self, in_channels: int, out_channels: int,
+                            kernel_size: IntPair, stride: IntPair,
+                            padding: IntPair, dilation: IntPair,
+                            groups: int) -> None:
+        """Write the conv attributes (``transposed`` False, no
+        ``output_padding``)."""
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride = kernel_size, stride
+        self.padding, self.dilation = padding, dilation
+        self.groups = groups
+        self.transposed, self.output_padding = False, (0, 0)

@@ -1,0 +1,222 @@
+"""The ``cpp`` backend: the compiled involution CPU kernels (``csrc/cpp/``).
+
+CPU tensors, NCHW and channels_last; the default there. The sources (one
+file per layout and pass, see ``csrc/cpp/involution_cpu.h``) are built by
+torch's C++ extension machinery for this machine's vector instruction set
+(AVX-512, AVX2 or plain), into a cache folder keyed by every source file,
+torch's version, the Python version and that instruction set:
+``$MMPLUG_CACHE_DIR/cpu_kernels/<key>/`` (default
+``~/.cache/mmplug-involution``). ``tools/setup_env.sh`` builds them
+(:func:`build_cpu_kernels`), so a fresh clone on a machine that has built them
+reuses the library, and a changed source builds anew. At run time the library
+is only loaded, never compiled: when it is missing,
+:func:`unavailable_reason` says how to build it and the operator falls back
+to the ``pytorch`` backend.
+
+The library registers ``torch.ops.mmplug_involution_cpu.forward``,
+``.backward`` and ``.generated_forward`` (see :func:`forward` and
+:func:`generated_forward`).
+"""
+import functools
+import hashlib
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    'NAME', 'DEVICE_TYPE', 'unavailable_reason', 'forward', 'backward',
+    'generated_forward', 'CPU_SOURCE_DIR', 'cpu_sources', 'build_cpu_kernels',
+    'cpu_kernels_error', 'cpu_kernels_path', 'vector_isa'
+]
+
+NAME = 'cpp'
+DEVICE_TYPE = 'cpu'
+CPU_SOURCE_DIR = Path(__file__).parents[1] / 'csrc' / 'cpp'
+LIBRARY_NAME = 'mmplug_involution_cpu'
+BUILD_HINT = ('build them with `bash tools/setup_env.sh` (or `python -c "from '
+              'mmplug_involution.ops.backends.cpp import build_cpu_kernels; '
+              'build_cpu_kernels()"`; needs a C++ compiler)')
+# ATen's own flags for its vectorised kernels of each instruction set
+_ISA_FLAGS = {
+    'avx512': [
+        '-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512dq', '-mfma',
+        '-DCPU_CAPABILITY=AVX512', '-DCPU_CAPABILITY_AVX512'
+    ],
+    'avx2': [
+        '-mavx2', '-mfma', '-mf16c', '-DCPU_CAPABILITY=AVX2',
+        '-DCPU_CAPABILITY_AVX2'
+    ],
+    'default': ['-DCPU_CAPABILITY=DEFAULT'],
+}
+
+
+def _cpu_flags() -> set:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('flags'):
+                    return set(line.split(':', 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+@functools.lru_cache(maxsize=None)
+def vector_isa() -> str:
+    """``'avx512'``, ``'avx2'`` or ``'default'``: what this CPU runs."""
+    if platform.machine() not in ('x86_64', 'AMD64'):
+        return 'default'
+    flags = _cpu_flags()
+    if {'avx512f', 'avx512bw', 'avx512vl', 'avx512dq'} <= flags:
+        return 'avx512'
+    if {'avx2', 'fma'} <= flags:
+        return 'avx2'
+    return 'default'
+
+
+def _cflags() -> List[str]:
+    # -fopenmp: at::parallel_for runs its body on torch's OpenMP threads only
+    # when the including code is compiled with OpenMP (serially otherwise)
+    return ['-O3', '-fopenmp'] + _ISA_FLAGS[vector_isa()]
+
+
+def _cache_root() -> Path:
+    root = os.environ.get('MMPLUG_CACHE_DIR')
+    if root:
+        return Path(root)
+    xdg = os.environ.get('XDG_CACHE_HOME')
+    return Path(xdg or Path.home() / '.cache') / 'mmplug-involution'
+
+
+def cpu_sources() -> List[Path]:
+    """Every file of the kernels, sorted: the headers and the ``.cpp`` files
+    that :func:`build_cpu_kernels` compiles."""
+    return sorted(path for path in CPU_SOURCE_DIR.iterdir()
+                  if path.suffix in ('.h', '.cpp'))
+
+
+def cpu_kernels_path() -> Path:
+    """Where this machine's build of the kernels lives (or would): keyed by
+    the name and content of every source file, torch, Python and flags."""
+    key = hashlib.sha256()
+    for source in cpu_sources():
+        key.update(source.name.encode() + b'\0')
+        key.update(source.read_bytes() + b'\0')
+    key.update(' '.join([torch.__version__, sys.version, *_cflags()]).encode())
+    folder = _cache_root() / 'cpu_kernels' / (
+        f'{vector_isa()}-{key.hexdigest()[:16]}')
+    return folder / f'{LIBRARY_NAME}.so'
+
+
+def build_cpu_kernels(verbose: bool = False) -> Path:
+    """Compile the kernels into :func:`cpu_kernels_path` (if not there)."""
+    path = cpu_kernels_path()
+    if not path.exists():
+        from torch.utils.cpp_extension import load
+        build_dir = path.parent.with_name(path.parent.name + '.build')
+        build_dir.mkdir(parents=True, exist_ok=True)
+        load(  # compiles and loads the library into this process
+            name=LIBRARY_NAME,
+            sources=[
+                str(path) for path in cpu_sources() if path.suffix == '.cpp'
+            ],
+            extra_cflags=_cflags(),
+            extra_ldflags=['-fopenmp'],
+            build_directory=str(build_dir),
+            is_python_module=False,
+            verbose=verbose)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the finished library appears under its final name in one step
+        os.replace(build_dir / f'{LIBRARY_NAME}.so', path)
+        _mark_loaded(path)
+    _load(path)
+    return path
+
+
+_loaded: List[Path] = []
+
+
+def _mark_loaded(path: Path) -> None:
+    if not _loaded:
+        _loaded.append(path)
+
+
+def _load(path: Path) -> None:
+    """Load the library once per process (its ops register once)."""
+    if not _loaded:
+        torch.ops.load_library(str(path))
+        _loaded.append(path)
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_kernels_error() -> Optional[str]:
+    """``None`` once the compiled kernels are loaded, else why they are not.
+
+    Only loads an existing build; never compiles.
+    """
+    path = cpu_kernels_path()
+    if not path.exists():
+        return (f'The compiled involution CPU kernels are not built for this '
+                f'machine (no {path}); {BUILD_HINT}.')
+    try:
+        _load(path)
+    except (OSError, RuntimeError) as error:
+        return (f'The compiled involution CPU kernels at {path} do not load '
+                f'({error}); rebuild them: delete that folder, then '
+                f'{BUILD_HINT}.')
+    return None
+
+
+def unavailable_reason(device: torch.device) -> Optional[str]:
+    """``None`` if the kernels run tensors on ``device``, else why not and
+    what to do."""
+    if device.type != DEVICE_TYPE:
+        return (f'The involution CPU kernels need CPU tensors, got tensors on '
+                f'{device}.')
+    return cpu_kernels_error()
+
+
+def forward(input: Tensor, kernel: Tensor, kernel_size: int, stride: int,
+            padding: int, dilation: int) -> Tensor:
+    """(N, C, H, W), (N, G*K*K, Ho, Wo) -> (N, C, Ho, Wo), in the input's
+    memory format (NCHW or channels_last)."""
+    return torch.ops.mmplug_involution_cpu.forward(input, kernel, kernel_size,
+                                                   stride, padding, dilation)
+
+
+def backward(grad_output: Tensor, input: Tensor, kernel: Tensor,
+             kernel_size: int, stride: int, padding: int,
+             dilation: int) -> Tuple[Tensor, Tensor]:
+    """``(grad_input, grad_kernel)``, in the input's memory format."""
+    return torch.ops.mmplug_involution_cpu.backward(grad_output, input, kernel,
+                                                    kernel_size, stride,
+                                                    padding, dilation)
+
+
+def generated_forward(input: Tensor, reduced: Tensor, weight: Tensor,
+                      bias: Optional[Tensor], kernel_size: int, stride: int,
+                      padding: int, dilation: int) -> Tensor:
+    """The involution with the kernel ``conv2d(reduced, weight, bias)``.
+
+    On a channels_last input (N, C, H, W) the kernel is computed on the fly,
+    row chunk by row chunk (the kernel tensor is never written); an NCHW
+    input takes the conv, then :func:`forward`.
+    """
+    if _is_channels_last(input):
+        return torch.ops.mmplug_involution_cpu.generated_forward(
+            input, reduced, weight, bias, kernel_size, stride, padding,
+            dilation)
+    return forward(input, F.conv2d(reduced, weight, bias), kernel_size,
+                   stride, padding, dilation)
+
+
+def _is_channels_last(tensor: Tensor) -> bool:
+    """channels_last and not also contiguous: what the kernels run NHWC."""
+    return not tensor.is_contiguous() and tensor.is_contiguous(
+        memory_format=torch.channels_last)

@@ -1,0 +1,135 @@
+// Involution CPU kernels: what every file of this folder shares.
+//
+// out[n, c, i, j] = sum_{u,v} kernel[n, g*K*K + u*K + v, i, j] *
+//                   input[n, c, i*s - p + u*d, j*s - p + v*d],  g = c / (C/G),
+// reads outside the input being zero. Backward:
+//   grad_input[n, c, i*s - p + u*d, j*s - p + v*d] +=
+//       kernel[n, g*K*K + u*K + v, i, j] * grad_out[n, c, i, j]
+//   grad_kernel[n, g*K*K + u*K + v, i, j] =
+//       sum_{c in group g} input[n, c, i*s - p + u*d, j*s - p + v*d] *
+//                          grad_out[n, c, i, j]
+//
+// The files, one per layout and pass:
+//   geometry.cpp           the geometry of a call: each tap's offset in the
+//                          NCHW scratch and in an NHWC image
+//   nchw_scratch.h         a group zero-padded and split into its column
+//                          phases (the "NCHW scratch"), back again, and the
+//                          kernel gradient computed from it
+//   nchw_forward.cpp       forward, NCHW (contiguous) tensors
+//   nchw_backward.cpp      kernel gradient and input gradient, NCHW
+//   nhwc_blocks.h          the register-blocked NHWC building blocks (a
+//                          block of pixels x channel vectors across the taps)
+//   nhwc_forward.h         the forward of one NHWC output row
+//   nhwc_forward.cpp       forward, channels_last (NHWC) tensors
+//   nhwc_backward.cpp      kernel gradient and input gradient, NHWC
+//   generated_forward.cpp  NHWC forward with the kernel computed on the fly
+//                          by a 1x1 conv (never written to memory)
+//   registration.cpp       argument checks, layout and dtype dispatch, and
+//                          the torch.ops.mmplug_involution_cpu registration
+// Each opens with its maths and loop order. What several passes share is
+// in headers, as templates each pass inlines as before the split.
+//
+// No unfold tensor, no atomics: every result is computed in one fixed order,
+// whatever the thread count. float and double natively; half and bfloat16 are
+// computed in float (float32 accumulation). The pass templates are
+// instantiated for float and double in their own files.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+#include <vector>
+
+// Fully unrolls a loop over a register block, so that its accumulators
+// stay in vector registers (left rolled, GCC keeps them on the stack).
+#define KEEP_IN_REGISTERS _Pragma("GCC unroll 16")
+
+namespace mmplug_involution_cpu {
+
+using at::vec::Vectorized;
+
+struct Geometry {
+  int64_t n, c, h, w;  // input
+  int64_t groups, cg;  // groups, channels per group
+  int64_t k, s, p, d;  // kernel size, stride, padding, dilation
+  int64_t ho, wo;      // output
+  int64_t kk;          // k * k
+  // NCHW scratch of one group: padded, column-phase-split planes
+  // xs[b][c][hp][wq], b the phase, c the group's channel
+  int64_t hp, wq, plane, phase_stride;
+  std::vector<int64_t> tap_nchw;  // tap t: offset from (plane, i*s*wq + j)
+  std::vector<int64_t> tap_nhwc;  // tap t: offset from pixel (i*s-p, j*s-p)
+};
+
+// ------------------------------------------------------ vector helpers --
+
+template <typename T>
+inline Vectorized<T> load(const T* ptr, int64_t len) {
+  return len == Vectorized<T>::size() ? Vectorized<T>::loadu(ptr)
+                                      : Vectorized<T>::loadu(ptr, len);
+}
+
+template <typename T>
+inline void store(const Vectorized<T>& value, T* ptr, int64_t len) {
+  if (len == Vectorized<T>::size()) {
+    value.store(ptr);
+  } else {
+    value.store(ptr, len);
+  }
+}
+
+// A per-thread buffer, kept between calls (no page faults per call).
+template <typename T>
+T* scratch(std::vector<T>& buffer, int64_t size) {
+  if (static_cast<int64_t>(buffer.size()) < size) buffer.resize(size);
+  return buffer.data();
+}
+
+// ------------------------------------------------- geometry.cpp --
+
+// Each tap's offset in the NCHW scratch and in an NHWC image.
+void set_taps(Geometry& g);
+
+// The geometry of `rows` output rows alone, for a scratch that holds only
+// the padded input rows they read.
+Geometry band_geometry(const Geometry& g, int64_t rows);
+
+// ------------------------------------------------- NCHW passes --
+
+// nchw_forward.cpp
+template <typename T>
+void forward_nchw(const T* x, const T* kernel, T* out, const Geometry& g);
+
+// nchw_backward.cpp
+template <typename T>
+void backward_nchw(const T* grad_out, const T* x, const T* kernel,
+                   T* grad_in, T* grad_kernel, const Geometry& g);
+
+// ------------------------------------------------- NHWC passes --
+
+// nhwc_forward.cpp
+template <typename T>
+void forward_nhwc(const T* x, const T* kernel, T* out, const Geometry& g);
+
+// nhwc_backward.cpp
+template <typename T>
+void grad_kernel_nhwc(const T* grad_out, const T* x, T* grad_kernel,
+                      const Geometry& g);
+
+// nhwc_backward.cpp
+template <typename T>
+void grad_input_nhwc(const T* grad_out, const T* kernel, T* grad_in,
+                     const Geometry& g);
+
+// generated_forward.cpp: the NHWC forward with the kernel
+// ks[pixel][o] = bias[o] + sum_r reduced[pixel][r] * wt[r][o]
+template <typename T>
+void generated_forward_nhwc(const T* x, const T* reduced, const T* wt,
+                            const T* bias, T* out, int64_t r_count,
+                            const Geometry& g);
+
+}  // namespace mmplug_involution_cpu

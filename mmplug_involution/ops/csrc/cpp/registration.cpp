@@ -1,0 +1,200 @@
+// Dispatch and registration of the involution CPU kernels.
+//
+// Registers torch.ops.mmplug_involution_cpu.forward, .backward and
+// .generated_forward (CPU). Each checks the shapes, picks the layout (NHWC
+// when the input is channels_last and not also contiguous, NCHW otherwise)
+// and the compute type (double for double, float for every other dtype:
+// float32 accumulation), converts the operands, and calls the pass of that
+// layout; results are cast back to the input's dtype. `poison` (for tests)
+// fills the results with NaN first, so that an element a pass misses cannot
+// pass unnoticed.
+#include <torch/library.h>
+#include <torch/types.h>
+
+#include <limits>
+#include <tuple>
+
+#include "involution_cpu.h"
+
+namespace {
+
+using at::Tensor;
+using namespace mmplug_involution_cpu;
+
+// The geometry of a call whose kernel (given or generated) has shape
+// (N, kernel_channels, ho, wo).
+Geometry geometry(const Tensor& input, int64_t kernel_channels, int64_t ho,
+                  int64_t wo, int64_t k, int64_t s, int64_t p, int64_t d) {
+  TORCH_CHECK(input.dim() == 4, "involution: input must be 4-D");
+  TORCH_CHECK(k >= 1 && s >= 1 && p >= 0 && d >= 1,
+              "involution: invalid kernel_size/stride/padding/dilation");
+  Geometry g;
+  g.n = input.size(0);
+  g.c = input.size(1);
+  g.h = input.size(2);
+  g.w = input.size(3);
+  g.k = k;
+  g.s = s;
+  g.p = p;
+  g.d = d;
+  g.kk = k * k;
+  g.groups = kernel_channels / g.kk;
+  g.ho = ho;
+  g.wo = wo;
+  TORCH_CHECK(g.groups >= 1 && kernel_channels == g.groups * g.kk &&
+                  g.c % g.groups == 0,
+              "involution: kernel channels do not match the input");
+  TORCH_CHECK(g.ho == (g.h + 2 * p - d * (k - 1) - 1) / s + 1 &&
+                  g.wo == (g.w + 2 * p - d * (k - 1) - 1) / s + 1 &&
+                  g.ho >= 1 && g.wo >= 1,
+              "involution: kernel spatial size does not match the output");
+  g.cg = g.c / g.groups;
+  g.hp = g.h + 2 * p;
+  g.wq = (g.w + 2 * p + s - 1) / s;
+  g.plane = g.hp * g.wq;
+  g.phase_stride = g.cg * g.plane;
+  set_taps(g);
+  return g;
+}
+
+Geometry geometry(const Tensor& input, const Tensor& kernel, int64_t k,
+                  int64_t s, int64_t p, int64_t d) {
+  TORCH_CHECK(kernel.dim() == 4 && kernel.size(0) == input.size(0),
+              "involution: kernel shape does not match the input");
+  return geometry(input, kernel.size(1), kernel.size(2), kernel.size(3), k, s,
+                  p, d);
+}
+
+// How a call computes: NHWC when the input is channels_last and not (also)
+// plain contiguous, NCHW otherwise; in double for double, else in float.
+struct Layout {
+  bool nhwc;
+  at::MemoryFormat format;
+  at::ScalarType type;
+  // `t` in the compute type and layout (a no-op when it already is)
+  Tensor operator()(const Tensor& t) const {
+    return t.to(type).contiguous(format);
+  }
+};
+
+Layout layout_of(const Tensor& input) {
+  const bool nhwc = !input.is_contiguous() &&
+                    input.is_contiguous(at::MemoryFormat::ChannelsLast);
+  return {nhwc,
+          nhwc ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous,
+          input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat};
+}
+
+void poison_with_nan(Tensor& t) {
+  t.fill_(std::numeric_limits<double>::quiet_NaN());
+}
+
+// `poison` (for tests) fills the results with NaN before the kernels write
+// them, so that an element a kernel misses cannot pass unnoticed.
+Tensor involution_forward(const Tensor& input, const Tensor& kernel,
+                          int64_t kernel_size, int64_t stride,
+                          int64_t padding, int64_t dilation, bool poison) {
+  const Geometry g =
+      geometry(input, kernel, kernel_size, stride, padding, dilation);
+  const Layout layout = layout_of(input);
+  const Tensor x = layout(input), k = layout(kernel);
+  Tensor out = at::empty({g.n, g.c, g.ho, g.wo}, x.options(), layout.format);
+  if (poison) poison_with_nan(out);
+  AT_DISPATCH_FLOATING_TYPES(layout.type, "involution_forward_cpu", [&] {
+    const auto forward = layout.nhwc ? forward_nhwc<scalar_t>
+                                     : forward_nchw<scalar_t>;
+    forward(x.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
+            out.data_ptr<scalar_t>(), g);
+  });
+  return out.to(input.scalar_type());
+}
+
+// Forward of channels_last tensors with the kernel generated on the fly
+// from `reduced` (N, R, Ho, Wo) by the 1x1 conv `weight` (G*K*K, R, 1, 1)
+// and `bias` (G*K*K): the kernel tensor is never written.
+Tensor generated_forward(const Tensor& input, const Tensor& reduced,
+                         const Tensor& weight,
+                         const c10::optional<Tensor>& bias,
+                         int64_t kernel_size, int64_t stride,
+                         int64_t padding, int64_t dilation, bool poison) {
+  const Layout layout = layout_of(input);
+  TORCH_CHECK(layout.nhwc,
+              "involution: generated_forward takes a channels_last input");
+  TORCH_CHECK(reduced.dim() == 4 && reduced.size(0) == input.size(0),
+              "involution: reduced must be (N, R, Ho, Wo)");
+  const int64_t gkk = weight.size(0), r_count = reduced.size(1);
+  TORCH_CHECK(weight.dim() == 4 && weight.size(1) == r_count &&
+                  weight.size(2) == 1 && weight.size(3) == 1,
+              "involution: weight must be (G*K*K, R, 1, 1)");
+  TORCH_CHECK(!bias.has_value() || (bias->dim() == 1 && bias->size(0) == gkk),
+              "involution: bias must be (G*K*K,)");
+  const Geometry g = geometry(input, gkk, reduced.size(2), reduced.size(3),
+                              kernel_size, stride, padding, dilation);
+  const Tensor x = layout(input), red = layout(reduced);
+  const Tensor wt = weight.reshape({gkk, r_count}).to(layout.type).t()
+                        .contiguous();
+  const Tensor b = bias.has_value() ? bias->to(layout.type).contiguous()
+                                    : at::zeros({gkk}, wt.options());
+  Tensor out = at::empty({g.n, g.c, g.ho, g.wo}, x.options(), layout.format);
+  if (poison) poison_with_nan(out);
+  AT_DISPATCH_FLOATING_TYPES(layout.type, "involution_generated_cpu", [&] {
+    generated_forward_nhwc<scalar_t>(
+        x.data_ptr<scalar_t>(), red.data_ptr<scalar_t>(),
+        wt.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
+        out.data_ptr<scalar_t>(), r_count, g);
+  });
+  return out.to(input.scalar_type());
+}
+
+std::tuple<Tensor, Tensor> involution_backward(
+    const Tensor& grad_output, const Tensor& input, const Tensor& kernel,
+    int64_t kernel_size, int64_t stride, int64_t padding, int64_t dilation,
+    bool poison) {
+  const Geometry g =
+      geometry(input, kernel, kernel_size, stride, padding, dilation);
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({g.n, g.c, g.ho, g.wo}),
+              "involution: grad_output shape does not match the output");
+  const Layout layout = layout_of(input);
+  const Tensor x = layout(input), k = layout(kernel), gy = layout(grad_output);
+  Tensor grad_in = at::empty_like(x, layout.format);
+  Tensor grad_k = at::empty_like(k, layout.format);
+  if (poison) {
+    poison_with_nan(grad_in);
+    poison_with_nan(grad_k);
+  }
+  AT_DISPATCH_FLOATING_TYPES(layout.type, "involution_backward_cpu", [&] {
+    const scalar_t *gy_p = gy.data_ptr<scalar_t>(),
+                   *x_p = x.data_ptr<scalar_t>(), *k_p = k.data_ptr<scalar_t>();
+    scalar_t *gx_p = grad_in.data_ptr<scalar_t>(),
+             *gk_p = grad_k.data_ptr<scalar_t>();
+    if (layout.nhwc) {
+      grad_kernel_nhwc<scalar_t>(gy_p, x_p, gk_p, g);
+      grad_input_nhwc<scalar_t>(gy_p, k_p, gx_p, g);
+    } else {
+      backward_nchw<scalar_t>(gy_p, x_p, k_p, gx_p, gk_p, g);
+    }
+  });
+  return {grad_in.to(input.scalar_type()), grad_k.to(kernel.scalar_type())};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(mmplug_involution_cpu, m) {
+  m.def(
+      "forward(Tensor input, Tensor kernel, int kernel_size, int stride, "
+      "int padding, int dilation, bool poison=False) -> Tensor");
+  m.def(
+      "backward(Tensor grad_output, Tensor input, Tensor kernel, "
+      "int kernel_size, int stride, int padding, int dilation, "
+      "bool poison=False) -> (Tensor, Tensor)");
+  m.def(
+      "generated_forward(Tensor input, Tensor reduced, Tensor weight, "
+      "Tensor? bias, int kernel_size, int stride, int padding, int dilation, "
+      "bool poison=False) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(mmplug_involution_cpu, CPU, m) {
+  m.impl("forward", &involution_forward);
+  m.impl("backward", &involution_backward);
+  m.impl("generated_forward", &generated_forward);
+}

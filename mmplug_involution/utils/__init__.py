@@ -1,1 +1,0 @@
-"""Small helpers that are not layers or models."""

@@ -1,0 +1,153 @@
+"""The backend table: one module per ``MMPLUG_INVOLUTION_BACKEND`` name, each
+with the same interface, and each saying why it cannot run where it cannot.
+
+Each backend's own numerics are in ``test_backend_<name>.py`` (the
+``pytorch`` backend's with the ``cpp`` one, in ``test_backend_cpp.py``).
+"""
+import inspect
+
+import pytest
+import torch
+
+from mmplug_involution.ops import (BACKENDS, GENERATED_INVOLUTION_OP,
+                                   INVOLUTION_OP)
+from mmplug_involution.ops import involution as involution_module
+from mmplug_involution.ops.backends import BACKEND_MODULES, Backend
+from mmplug_involution.ops.backends import cpp as cpp_backend
+from mmplug_involution.ops.backends import cupy as cupy_backend
+from mmplug_involution.ops.backends import native_backend
+from .reference import involution_reference, random_case
+
+CPU, CUDA, META = (torch.device('cpu'), torch.device('cuda', 0),
+                   torch.device('meta'))
+
+
+def test_one_module_per_environment_value():
+    assert BACKENDS == ('auto', 'cupy', 'cpp', 'pytorch')
+    assert tuple(BACKEND_MODULES) == BACKENDS[1:]
+    for name, module in BACKEND_MODULES.items():
+        assert module.NAME == name
+        assert module.__name__ == f'mmplug_involution.ops.backends.{name}'
+
+
+@pytest.mark.parametrize('name', list(BACKEND_MODULES))
+def test_every_backend_has_the_interface(name):
+    module = BACKEND_MODULES[name]
+    for attribute in ('unavailable_reason', 'forward', 'backward',
+                      'generated_forward'):
+        function = getattr(module, attribute)
+        expected = inspect.signature(getattr(Backend, attribute))
+        params = list(inspect.signature(function).parameters)
+        # the Protocol's own parameters (less self) come first, in order;
+        # a backend may add optional ones after them (cupy's out buffers)
+        assert params[:len(expected.parameters) - 1] == list(
+            expected.parameters)[1:], attribute
+    assert module.DEVICE_TYPE in ('cpu', 'cuda', None)
+
+
+def test_native_backend_of_each_device():
+    assert native_backend(CPU) == 'cpp'
+    assert native_backend(CUDA) == 'cupy'
+    assert native_backend(META) == 'pytorch'
+
+
+def test_op_names():
+    assert INVOLUTION_OP == 'mmplug_involution::involution2d'
+    assert GENERATED_INVOLUTION_OP == ('mmplug_involution::'
+                                       'generated_involution2d')
+    for name in (INVOLUTION_OP, GENERATED_INVOLUTION_OP):
+        namespace, op = name.split('::')
+        assert hasattr(getattr(torch.ops, namespace), op)
+
+
+def test_cupy_reports_why_it_cannot_run_cpu_tensors():
+    reason = cupy_backend.unavailable_reason(CPU)
+    assert reason is not None
+    assert 'need CUDA tensors' in reason and 'cpu' in reason
+
+
+def test_cupy_reports_a_missing_cupy_and_what_to_install(monkeypatch):
+    monkeypatch.setattr(cupy_backend, 'cupy_import_error',
+                        lambda: 'CuPy is not installed. pip install cupy')
+    assert cupy_backend.unavailable_reason(CUDA) == (
+        'CuPy is not installed. pip install cupy')
+
+
+def test_cupy_import_error_names_the_package_to_install(monkeypatch):
+    import builtins
+    real_import = builtins.__import__
+
+    def no_cupy(name, *args, **kwargs):
+        if name == 'cupy':
+            raise ImportError('No module named cupy')
+        return real_import(name, *args, **kwargs)
+
+    probe = cupy_backend.cupy_import_error.__wrapped__
+    monkeypatch.setattr(builtins, '__import__', no_cupy)
+    reason = probe()
+    assert reason.startswith('CuPy is not installed (No module named cupy)')
+    assert 'pip install cupy-cuda' in reason
+    assert 'tools/setup_env.sh' in reason
+
+
+def test_cpp_reports_why_it_cannot_run_cuda_tensors():
+    reason = cpp_backend.unavailable_reason(CUDA)
+    assert reason is not None
+    assert 'need CPU tensors' in reason and 'cuda:0' in reason
+
+
+def test_cpp_reports_a_missing_build_and_how_to_build_it(
+        monkeypatch, tmp_path):
+    monkeypatch.setenv('MMPLUG_CACHE_DIR', str(tmp_path))
+    probe = cpp_backend.cpu_kernels_error.__wrapped__
+    reason = probe()
+    assert reason.startswith('The compiled involution CPU kernels are not '
+                             'built for this machine')
+    assert str(tmp_path) in reason
+    assert 'bash tools/setup_env.sh' in reason
+    assert 'mmplug_involution.ops.backends.cpp import build_cpu_kernels' in (
+        reason)
+    # and unavailable_reason passes the probe's answer on
+    monkeypatch.setattr(cpp_backend, 'cpu_kernels_error', probe)
+    assert cpp_backend.unavailable_reason(CPU) == reason
+
+
+@pytest.mark.parametrize('device', [CPU, CUDA, META], ids=str)
+def test_pytorch_runs_everywhere(device):
+    assert BACKEND_MODULES['pytorch'].unavailable_reason(device) is None
+
+
+def test_select_backend_asks_the_backend(monkeypatch):
+    """An unavailable backend's reason is what forcing it raises."""
+    monkeypatch.setenv(involution_module.BACKEND_ENV, 'cpp')
+    monkeypatch.setattr(cpp_backend, 'unavailable_reason',
+                        lambda device: 'no kernels here; build them')
+    with pytest.raises(RuntimeError, match='no kernels here; build them'):
+        involution_module.select_backend(CPU)
+
+
+@pytest.mark.parametrize('name', list(BACKEND_MODULES))
+def test_generated_forward_of_each_backend(name):
+    """``generated_forward`` equals the conv, then the involution, in either
+    memory format (run where the backend runs on this machine)."""
+    module = BACKEND_MODULES[name]
+    device = CPU if module.DEVICE_TYPE in ('cpu', None) else CUDA
+    if module.unavailable_reason(device) is not None or (
+            device.type == 'cuda' and not torch.cuda.is_available()):
+        pytest.skip(f'{name} cannot run here')
+    gen = torch.Generator().manual_seed(4)
+    x, _ = random_case(2, 8, 9, 7, 3, 1, 1, 2, generator=gen)
+    reduced = torch.randn(2, 4, 9, 7, dtype=torch.float64, generator=gen)
+    weight = torch.randn(18, 4, 1, 1, dtype=torch.float64, generator=gen)
+    bias = torch.randn(18, dtype=torch.float64, generator=gen)
+    kernel = torch.nn.functional.conv2d(reduced, weight, bias)
+    expected = involution_reference(x, kernel, 3, 1, 1, 1)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        args = [
+            t.to(device).contiguous(memory_format=layout)
+            for t in (x, reduced)
+        ]
+        out = module.generated_forward(*args, weight.to(device),
+                                       bias.to(device), 3, 1, 1, 1)
+        torch.testing.assert_close(
+            out.cpu(), expected, rtol=1e-12, atol=1e-12)

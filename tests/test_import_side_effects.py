@@ -44,8 +44,10 @@ print(json.dumps([before, after_package, after_runtime]))
 
 
 def _snapshots():
-    out = subprocess.run([sys.executable, '-c', SNAPSHOT], check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, '-c', SNAPSHOT],
+                         check=True,
+                         capture_output=True,
+                         text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -53,12 +55,14 @@ def test_imports_change_only_what_the_readme_lists():
     before, package, runtime = _snapshots()
     assert package == before
     changed = {key for key in before if runtime[key] != before[key]}
-    assert changed == {'safe_globals', 'loaders', 'backends', 'flop_ops',
-                       'act_ops'}
+    assert changed == {
+        'safe_globals', 'loaders', 'backends', 'flop_ops', 'act_ops'
+    }
     assert runtime['loaders'][''].endswith('checkpoint.load_from_local_safe')
     assert runtime['backends']['local'] == before['backends']['local']
     assert set(runtime['backends']) - set(before['backends']) == {
-        'atomic_local'}
+        'atomic_local'
+    }
     assert set(runtime['flop_ops']) - set(before['flop_ops']) == {
         'mmplug_involution::involution2d',
         'mmplug_involution::generated_involution2d',

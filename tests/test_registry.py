@@ -27,9 +27,8 @@ def test_the_package_registers_its_models_and_hooks():
         'CondConv2d', 'DynamicConv2d', 'InvolutionFPN', 'InvolutionRPNHead',
         'InvolutionFCNMaskHead'
     }
-    assert set(_ours(HOOKS)) == {
-        'DynamicConvTemperatureHook', 'SafeCheckpointHook'
-    }
+    assert set(
+        _ours(HOOKS)) == {'DynamicConvTemperatureHook', 'SafeCheckpointHook'}
 
 
 @pytest.mark.parametrize('registry,children', [

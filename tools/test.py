@@ -62,8 +62,10 @@ def enable_visualization(cfg, args):
     if hook['type'].endswith('SegVisualizationHook'):
         hook['interval'] = 1  # every test image, as for detectors
         if args.show_dir:  # images go to <log dir>/vis_data/<show_dir>/
-            local = [b for b in cfg.visualizer.get('vis_backends', [])
-                     if b['type'].endswith('LocalVisBackend')]
+            local = [
+                b for b in cfg.visualizer.get('vis_backends', [])
+                if b['type'].endswith('LocalVisBackend')
+            ]
             if not local:
                 raise ValueError('--show-dir needs a LocalVisBackend in '
                                  'visualizer.vis_backends (the mmseg '
@@ -110,8 +112,9 @@ def main():
         enable_visualization(cfg, args)
     metrics = launch(cfg, args.launcher, lambda: run_test(cfg, args))
     if is_main_process():
-        print_metrics(metrics, f'{osp.basename(args.config)}, '
-                      f'{osp.basename(args.checkpoint)}')
+        print_metrics(
+            metrics, f'{osp.basename(args.config)}, '
+            f'{osp.basename(args.checkpoint)}')
 
 
 def print_metrics(metrics: dict, title: str) -> None:

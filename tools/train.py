@@ -28,7 +28,9 @@ def parse_args():
     parser.add_argument(
         '--amp', action='store_true', help='mixed precision training')
     parser.add_argument(
-        '--auto-scale-lr', action='store_true', help='scale the lr with '
+        '--auto-scale-lr',
+        action='store_true',
+        help='scale the lr with '
         'the total batch size (needs auto_scale_lr in the config)')
     parser.add_argument(
         '--resume',

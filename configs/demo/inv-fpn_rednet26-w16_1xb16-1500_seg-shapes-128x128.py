@@ -120,8 +120,7 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
     checkpoint=dict(
-        type='CheckpointHook', by_epoch=False, interval=300,
-        max_keep_ckpts=2),
+        type='CheckpointHook', by_epoch=False, interval=300, max_keep_ckpts=2),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
 # a fixed seed: on one machine a re-run repeats the run bit for bit

@@ -57,8 +57,7 @@ model = dict(
         # about 4 objects, and the mask branch's cost grows with positives
         rcnn=dict(sampler=dict(num=64))),
     test_cfg=dict(
-        rpn=dict(nms_pre=500, max_per_img=300),
-        rcnn=dict(max_per_img=20)))
+        rpn=dict(nms_pre=500, max_per_img=300), rcnn=dict(max_per_img=20)))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
@@ -100,9 +99,7 @@ test_evaluator = val_evaluator
 
 max_iters = 1000
 train_cfg = dict(
-    type='IterBasedTrainLoop',
-    max_iters=max_iters,
-    val_interval=max_iters)
+    type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 param_scheduler = [

@@ -1,7 +1,7 @@
 # Faster R-CNN, RedNet-50 backbone, conv FPN, COCO 1x (reference table:
 # 39.5 box AP).
 _base_ = [
-    'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py',
-    '../_base_/plugin.py', './_base_/rednet50_backbone.py'
+    'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py', '../_base_/plugin.py',
+    './_base_/rednet50_backbone.py'
 ]
 model = dict(backbone=_base_.rednet50_backbone)

@@ -32,10 +32,13 @@ model = dict(
 # over all 130 epochs (mmengine chains overlapping schedulers)
 param_scheduler = [
     dict(
-        type='LinearLR', start_factor=0.25, by_epoch=False, begin=0,
-        end=3130),
+        type='LinearLR', start_factor=0.25, by_epoch=False, begin=0, end=3130),
     dict(
-        type='CosineAnnealingLR', T_max=130, by_epoch=True, begin=0,
-        end=130, convert_to_iter_based=True)
+        type='CosineAnnealingLR',
+        T_max=130,
+        by_epoch=True,
+        begin=0,
+        end=130,
+        convert_to_iter_based=True)
 ]
 train_cfg = dict(by_epoch=True, max_epochs=130, val_interval=1)

@@ -1,6 +1,6 @@
 # RetinaNet, RedNet-50 backbone, conv FPN, COCO 1x (reference: 38.2 box AP).
 _base_ = [
-    'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py',
-    '../_base_/plugin.py', './_base_/rednet50_backbone.py'
+    'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', '../_base_/plugin.py',
+    './_base_/rednet50_backbone.py'
 ]
 model = dict(backbone=_base_.rednet50_backbone)

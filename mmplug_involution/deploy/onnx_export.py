@@ -72,8 +72,11 @@ def _size_preserving_rewrites() -> Iterator[None]:
     def forward(self, x):
         if self.size or not self.scale_factor:
             return original(self, x)
-        return F.interpolate(x, scale_factor=self.scale_factor,
-                             mode=self.mode, align_corners=self.align_corners)
+        return F.interpolate(
+            x,
+            scale_factor=self.scale_factor,
+            mode=self.mode,
+            align_corners=self.align_corners)
 
     original = Upsample.forward
     Upsample.forward = forward
@@ -122,11 +125,22 @@ def _export(module, inputs, path, dynamic, dynamic_spatial, exporter,
         count = len(_flatten(module(inputs)))
     names['output_names'] = [f'output_{i}' for i in range(count)]
     if exporter == 'torchscript':
-        axes = {'inputs': {0: 'batch', 2: 'height', 3: 'width'}
-                if dynamic_spatial else {0: 'batch'}}
-        torch.onnx.export(module, (inputs, ), path, dynamo=False,
-                          opset_version=ONNX_OPSET,
-                          dynamic_axes=axes if dynamic else None, **names)
+        axes = {
+            'inputs': {
+                0: 'batch',
+                2: 'height',
+                3: 'width'
+            } if dynamic_spatial else {
+                0: 'batch'
+            }
+        }
+        torch.onnx.export(
+            module, (inputs, ),
+            path,
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            dynamic_axes=axes if dynamic else None,
+            **names)
         return
     shapes = None
     if dynamic:
@@ -143,9 +157,12 @@ def _export(module, inputs, path, dynamic, dynamic_spatial, exporter,
         shapes = ({0: dim('batch', min=1), **spatial}, )
     # the onnxscript graph optimiser takes minutes on models with thousands
     # of nodes and ONNX Runtime optimises the graph itself when it loads it
-    program = torch.onnx.export(module, (inputs, ), dynamo=True,
-                                dynamic_shapes=shapes, optimize=False,
-                                **names)
+    program = torch.onnx.export(
+        module, (inputs, ),
+        dynamo=True,
+        dynamic_shapes=shapes,
+        optimize=False,
+        **names)
     program.save(path)
 
 
@@ -180,6 +197,7 @@ def compare_with_onnxruntime(path: str, module: nn.Module,
             worst_abs, worst_rel = max(worst_abs,
                                        diff), max(worst_rel, diff / scale)
         results.append(
-            dict(shape=tuple(batch.shape), max_abs=worst_abs,
-                 max_rel=worst_rel))
+            dict(
+                shape=tuple(batch.shape), max_abs=worst_abs,
+                max_rel=worst_rel))
     return results

@@ -18,8 +18,8 @@ class DynamicConvTemperatureHook(Hook):
     (tau = 1 from the start) it trails the static network. The hook is
     stateless (tau follows the runner's epoch or iteration, so a resumed run
     continues the schedule); each layer keeps tau in its state dict, so a
-    saved model evaluates at the temperature it was trained to. The value is logged as
-    ``train/dynamic_conv_temperature``.
+    saved model evaluates at the temperature it was trained to. The value is
+    logged as ``train/dynamic_conv_temperature``.
 
     Args:
         start (float): tau at the start. Default 30.
@@ -62,11 +62,10 @@ class DynamicConvTemperatureHook(Hook):
             progress = runner.iter
         tau = self.temperature(progress)
         layers = [
-            m for m in runner.model.modules()
-            if isinstance(m, DynamicConv2d)
+            m for m in runner.model.modules() if isinstance(m, DynamicConv2d)
         ]
         for layer in layers:
             layer.set_temperature(tau)
         if layers:
-            runner.message_hub.update_scalar(
-                'train/dynamic_conv_temperature', tau)
+            runner.message_hub.update_scalar('train/dynamic_conv_temperature',
+                                             tau)

@@ -52,9 +52,9 @@ class _DynamicConvBase(ConvAttributesMixin, BaseModule):
             raise ValueError(f'groups={groups} must divide in_channels='
                              f'{in_channels} and out_channels='
                              f'{out_channels}.')
-        self.set_conv_attributes(in_channels, out_channels,
-                                 _pair(kernel_size), _pair(stride),
-                                 _pair(padding), _pair(dilation), groups)
+        self.set_conv_attributes(in_channels, out_channels, _pair(kernel_size),
+                                 _pair(stride), _pair(padding),
+                                 _pair(dilation), groups)
 
 
 class _MixtureConv2d(_DynamicConvBase):
@@ -66,8 +66,8 @@ class _MixtureConv2d(_DynamicConvBase):
 
     def __init__(self, in_channels: int, out_channels: int,
                  kernel_size: IntPair, stride: IntPair, padding: IntPair,
-                 dilation: IntPair, groups: int, bias: bool,
-                 num_experts: int, init_cfg: Optional[dict]) -> None:
+                 dilation: IntPair, groups: int, bias: bool, num_experts: int,
+                 init_cfg: Optional[dict]) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride,
                          padding, dilation, groups, init_cfg)
         if num_experts < 1:
@@ -76,8 +76,8 @@ class _MixtureConv2d(_DynamicConvBase):
         self.weight = nn.Parameter(
             torch.empty(num_experts, out_channels, in_channels // groups,
                         *self.kernel_size))
-        self.bias = nn.Parameter(torch.empty(
-            num_experts, out_channels)) if bias else None
+        self.bias = nn.Parameter(torch.empty(num_experts,
+                                             out_channels)) if bias else None
         fan_in = in_channels // groups * math.prod(self.kernel_size)
         for expert in self.weight:  # each expert as nn.Conv2d initialises
             nn.init.kaiming_uniform_(expert, a=math.sqrt(5))
@@ -112,8 +112,8 @@ class _MixtureConv2d(_DynamicConvBase):
     def forward(self, x: Tensor) -> Tensor:
         """(N, C_in, H, W) -> (N, C_out, H_out, W_out), as ``nn.Conv2d``."""
         alpha = self.routing(x.mean((2, 3)))  # (N, E)
-        weight = (alpha @ self.weight.flatten(1)).view(
-            x.shape[0], *self.weight.shape[1:])
+        weight = (alpha @ self.weight.flatten(1)).view(x.shape[0],
+                                                       *self.weight.shape[1:])
         bias = None if self.bias is None else alpha @ self.bias
         return per_sample_conv2d(x, weight, bias, self.stride, self.padding,
                                  self.dilation, self.groups)
@@ -293,8 +293,8 @@ class DCDConv2d(_DynamicConvBase):
             raise ValueError(
                 f'DCDConv2d has a dense form (groups=1) and a depthwise form '
                 f'(groups=in_channels={in_channels}); got groups={groups}.')
-        if num_blocks < 1 or in_channels % num_blocks or (out_channels
-                                                          % num_blocks):
+        if num_blocks < 1 or in_channels % num_blocks or (out_channels %
+                                                          num_blocks):
             raise ValueError(f'num_blocks={num_blocks} must be >= 1 and '
                              f'divide in_channels={in_channels} and '
                              f'out_channels={out_channels}.')
@@ -315,8 +315,8 @@ class DCDConv2d(_DynamicConvBase):
                     f'padding must be dilation*(kernel_size-1)//2 = {same} so '
                     f'that the 1x1 dynamic path and the {self.kernel_size} '
                     f'static path align; got {self.padding}.')
-            latent = latent_dim or max(math.isqrt(in_channels // num_blocks),
-                                       1)
+            latent = latent_dim or max(
+                math.isqrt(in_channels // num_blocks), 1)
         self.latent_dim, self.num_blocks = latent, num_blocks
         self.zero_init_dynamic = zero_init_dynamic
         squeeze = max(max(in_channels, latent**2) // squeeze_ratio, 4)
@@ -347,7 +347,11 @@ class DCDConv2d(_DynamicConvBase):
             self.q_norm = nn.BatchNorm2d(width)
             self.fusion_norm = nn.BatchNorm1d(width)
             self.p = nn.Conv2d(  # its weight; see forward
-                width, out_channels, 1, groups=num_blocks, bias=False)
+                width,
+                out_channels,
+                1,
+                groups=num_blocks,
+                bias=False)
         self._zero_dynamic()
 
     def _zero_dynamic(self) -> None:
@@ -379,8 +383,8 @@ class DCDConv2d(_DynamicConvBase):
         batch, blocks, latent = x.shape[0], self.num_blocks, self.latent_dim
         z = self.q_norm(self.q(x))  # (N, B * L, H_out, W_out)
         z_blocks = z.view(batch, blocks, latent, -1)
-        fused = torch.matmul(phi.view(batch, blocks, latent, latent),
-                             z_blocks)  # Phi_b(x) z_b
+        fused = torch.matmul(
+            phi.view(batch, blocks, latent, latent), z_blocks)  # Phi_b(x) z_b
         fused = self.fusion_norm(fused.view(batch, blocks * latent, -1))
         # P as a matmul of its weight: oneDNN's 1x1 conv from L (few)
         # channels runs ~10x slower than the matmul on CPU
@@ -398,8 +402,8 @@ class DCDConv2d(_DynamicConvBase):
         batch, latent = x.shape[0], self.latent_dim
         kernel = torch.addcmul(
             self.p @ phi.view(batch, latent, latent) @ self.r.flatten(1),
-            scale[:, :, None],
-            self.static.weight.flatten(1))  # (N, C_out, k^2)
+            scale[:, :,
+                  None], self.static.weight.flatten(1))  # (N, C_out, k^2)
         bias = None if self.bias is None else self.bias.expand(batch, -1)
         return per_sample_conv2d(
             x, kernel.view(batch, self.out_channels, 1, *self.kernel_size),

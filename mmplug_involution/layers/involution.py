@@ -179,8 +179,7 @@ class Involution(ConvAttributesMixin, BaseModule):
         """
         span = self.conv2.conv
         nn.init.normal_(
-            span.weight,
-            std=(self.kernel_size**2 * span.in_channels)**-0.5)
+            span.weight, std=(self.kernel_size**2 * span.in_channels)**-0.5)
         nn.init.zeros_(span.bias)
         if identity:
             centre = self.kernel_size**2 // 2
@@ -231,7 +230,9 @@ def loads_checkpoint(init_cfg) -> bool:
 #: ``involution_cfg``): a 7x7 window, 16 channels a group, reduction 4, BN in
 #: the kernel generator.
 HEAD_INVOLUTION_CFG = dict(
-    window_size=7, group_channels=16, reduction_ratio=4,
+    window_size=7,
+    group_channels=16,
+    reduction_ratio=4,
     norm_cfg=dict(type='BN'))
 
 

@@ -53,10 +53,10 @@ class PixelShiftAttention(BaseModule):
         super().__init__(init_cfg=init_cfg)
         self.kernel_size, self.stride, self.dilation = (kernel_size, stride,
                                                         dilation)
-        self.query = nn.Conv2d(channels, channels, 1,
-                               bias=False) if qk_proj else nn.Identity()
-        self.key = nn.Conv2d(channels, channels, 1,
-                             bias=False) if qk_proj else nn.Identity()
+        self.query = nn.Conv2d(
+            channels, channels, 1, bias=False) if qk_proj else nn.Identity()
+        self.key = nn.Conv2d(
+            channels, channels, 1, bias=False) if qk_proj else nn.Identity()
         self.logit_scale = nn.Parameter(torch.ones(groups, kernel_size**2))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -222,8 +222,14 @@ class XVolution(ConvAttributesMixin, BaseModule):
         else:
             self.attention = GlobalSelfAttention(in_channels, out_channels,
                                                  stride, groups)
-        conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride,
-                         window_padding, dilation, bias=bias or deploy)
+        conv = nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            window_padding,
+            dilation,
+            bias=bias or deploy)
         if deploy:
             self.fused = conv
             self.attention_scale = nn.Parameter(torch.ones(out_channels))
@@ -336,6 +342,5 @@ def switch_xvolution_to_deploy(model: nn.Module) -> int:
     Returns:
         int: how many were fused (``sa`` layers stay two-branch).
     """
-    return sum(
-        module.switch_to_deploy() for module in list(model.modules())
-        if isinstance(module, XVolution) and not module.deploy)
+    return sum(module.switch_to_deploy() for module in list(model.modules())
+               if isinstance(module, XVolution) and not module.deploy)

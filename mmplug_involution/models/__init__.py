@@ -5,6 +5,6 @@ from .necks import InvolutionFPN
 from .roi_heads import InvolutionFCNMaskHead
 
 __all__ = [
-    'RedNet', 'InvolutionFPN',
-    'InvolutionRPNHead', 'InvolutionFCNMaskHead', 'XVolutionResNet'
+    'RedNet', 'InvolutionFPN', 'InvolutionRPNHead', 'InvolutionFCNMaskHead',
+    'XVolutionResNet'
 ]

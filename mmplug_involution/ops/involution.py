@@ -144,9 +144,9 @@ _involution2d_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 @torch.library.custom_op(GENERATED_INVOLUTION_OP, mutates_args=())
-def _generated_involution2d_op(input: Tensor, reduced: Tensor,
-                               weight: Tensor, bias: Optional[Tensor],
-                               kernel_size: int, stride: int, padding: int,
+def _generated_involution2d_op(input: Tensor, reduced: Tensor, weight: Tensor,
+                               bias: Optional[Tensor], kernel_size: int,
+                               stride: int, padding: int,
                                dilation: int) -> Tensor:
     backend = BACKEND_MODULES[select_backend(input.device)]
     out = backend.generated_forward(input, reduced, weight, bias, kernel_size,
@@ -179,11 +179,11 @@ def _generated_backward(ctx, grad_output):
     grad_reduced, grad_weight, grad_bias = (
         torch.ops.aten.convolution_backward(
             grad_kernel, reduced, weight,
-            None if bias is None else [bias.shape[0]], [1, 1], [0, 0],
-            [1, 1], False, [0, 0], 1,
+            None if bias is None else [bias.shape[0]], [1, 1], [0, 0], [1, 1],
+            False, [0, 0], 1,
             [needs[1], needs[2], bias is not None and needs[3]]))
-    return (grad_input, grad_reduced, grad_weight, grad_bias, None, None,
-            None, None)
+    return (grad_input, grad_reduced, grad_weight, grad_bias, None, None, None,
+            None)
 
 
 _generated_involution2d_op.register_autograd(
@@ -364,13 +364,14 @@ def generated_involution2d(input: Tensor,
     if (isinstance(input, Tensor)
             and torch.is_autocast_enabled(input.device.type)):
         dtype = torch.get_autocast_dtype(input.device.type)
-        input, reduced, weight = (t.to(dtype) if isinstance(t, Tensor) else t
-                                  for t in (input, reduced, weight))
+        input, reduced, weight = (
+            t.to(dtype) if isinstance(t, Tensor) else t
+            for t in (input, reduced, weight))
         bias = bias.to(dtype) if isinstance(bias, Tensor) else bias
     _check_tensor('input', input, 'input (N, C, H, W)')
     _check_generator(input, reduced, weight, bias)
-    _check_shapes(input.shape, (reduced.shape[0], weight.shape[0],
-                                *reduced.shape[2:]), kernel_size, stride,
-                  padding, dilation)
+    _check_shapes(input.shape,
+                  (reduced.shape[0], weight.shape[0], *reduced.shape[2:]),
+                  kernel_size, stride, padding, dilation)
     return _generated_involution2d_op(input, reduced, weight, bias,
                                       kernel_size, stride, padding, dilation)

@@ -54,8 +54,8 @@ def _zero_after(emit: Callable, ints: Callable, tensor):
     first (they are all ready at once) and hold K*K input-sized windows
     (measured in ONNX Runtime for a 7x7 layer: 320 against 57 MiB). A shape
     would not do: with static shapes it is folded into a constant."""
-    first = emit('Reshape', emit('Slice', tensor, ints([0] * 5), ints([1] * 5)),
-                 ints([1]))
+    first = emit('Reshape', emit('Slice', tensor, ints([0] * 5),
+                                 ints([1] * 5)), ints([1]))
     return emit('Cast', emit('Less', first, first), to=7)  # INT64
 
 
@@ -86,8 +86,8 @@ def _involution_nodes(emit: Callable, ints: Callable, input, kernel,
     span = emit('Mul', out_hw, stride_pair)
     out = None
     for tap in range(taps):
-        start = ints([tap // kernel_size * dilation,
-                      tap % kernel_size * dilation])
+        start = ints(
+            [tap // kernel_size * dilation, tap % kernel_size * dilation])
         if out is not None:
             start = emit('Add', start, _zero_after(emit, ints, out))
         window = emit('Slice', grouped, start, emit('Add', start, span),
@@ -98,8 +98,8 @@ def _involution_nodes(emit: Callable, ints: Callable, input, kernel,
     return emit('Reshape', out, emit('Concat', batch_channels, out_hw, axis=0))
 
 
-def _generated_involution_nodes(emit: Callable, ints: Callable, input,
-                                reduced, weight, bias, *window):
+def _generated_involution_nodes(emit: Callable, ints: Callable, input, reduced,
+                                weight, bias, *window):
     """The kernel generator's 1x1 ``Conv`` (``bias`` None: without),
     then :func:`_involution_nodes` with ``window`` (K, s, p, d)."""
     conv_inputs = [reduced, weight] + ([] if bias is None else [bias])
@@ -116,13 +116,14 @@ def _torchscript_emitters(g):
     def emit(op_type: str, *inputs, **attributes):
         named = {}
         for key, value in attributes.items():
-            kind = type(value[0] if isinstance(value, (list, tuple)) else value)
+            first = value[0] if isinstance(value, (list, tuple)) else value
+            kind = type(first)
             named[key + suffixes[kind]] = value
         return g.op(op_type, *inputs, **named)
 
     def ints(values: Sequence[int]):
-        return g.op('Constant',
-                    value_t=torch.tensor(list(values), dtype=torch.int64))
+        return g.op(
+            'Constant', value_t=torch.tensor(list(values), dtype=torch.int64))
 
     return emit, ints
 
@@ -130,9 +131,11 @@ def _torchscript_emitters(g):
 def _window_constants(*values):
     """The symbolic's (kernel_size, stride, padding, dilation) as ints."""
     from torch.onnx import symbolic_helper
-    return [symbolic_helper._get_const(value, 'i', name)
-            for value, name in zip(values, ('kernel_size', 'stride',
-                                            'padding', 'dilation'))]
+    return [
+        symbolic_helper._get_const(value, 'i', name)
+        for value, name in zip(values, ('kernel_size', 'stride', 'padding',
+                                        'dilation'))
+    ]
 
 
 def _involution2d_symbolic(g, input, kernel, *window):
@@ -140,8 +143,7 @@ def _involution2d_symbolic(g, input, kernel, *window):
                              *_window_constants(*window))
 
 
-def _generated_involution2d_symbolic(g, input, reduced, weight, bias,
-                                     *window):
+def _generated_involution2d_symbolic(g, input, reduced, weight, bias, *window):
     from torch.onnx import symbolic_helper
     return _generated_involution_nodes(
         *_torchscript_emitters(g), input, reduced, weight,
@@ -183,9 +185,9 @@ def _involution2d_onnxscript(input, kernel, kernel_size: int, stride: int,
 def _generated_involution2d_onnxscript(input, reduced, weight, bias,
                                        kernel_size: int, stride: int,
                                        padding: int, dilation: int):
-    return _generated_involution_nodes(*_onnxscript_emitters(), input,
-                                       reduced, weight, bias, kernel_size,
-                                       stride, padding, dilation)
+    return _generated_involution_nodes(*_onnxscript_emitters(), input, reduced,
+                                       weight, bias, kernel_size, stride,
+                                       padding, dilation)
 
 
 def onnx_translation_table() -> Dict[Callable, Callable]:
@@ -204,13 +206,11 @@ def onnx_translation_table() -> Dict[Callable, Callable]:
     ops = torch.ops.mmplug_involution
     return {
         ops.involution2d.default: _involution2d_onnxscript,
-        ops.generated_involution2d.default:
-        _generated_involution2d_onnxscript,
+        ops.generated_involution2d.default: _generated_involution2d_onnxscript,
     }
 
 
 _TORCHLIB_REGISTRATION = 'onnxscript.function_libs.torch_lib.registration'
-
 
 _registered_in_torchlib = False
 

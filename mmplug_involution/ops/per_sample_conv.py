@@ -57,10 +57,11 @@ def per_sample_conv2d(x: Tensor,
     out = F.conv2d(
         x.reshape(1, batch * in_channels, *x.shape[2:]),
         weight.reshape(batch * out_channels, *weight.shape[2:]),
-        None if bias is None else bias.reshape(-1), stride, padding,
-        dilation, batch * groups)
-    return out.view(batch, out_channels, *out.shape[2:]).contiguous(
-        memory_format=memory_format_of(x))
+        None if bias is None else bias.reshape(-1), stride, padding, dilation,
+        batch * groups)
+    return out.view(
+        batch, out_channels,
+        *out.shape[2:]).contiguous(memory_format=memory_format_of(x))
 
 
 def per_sample_conv2d_by_taps(x: Tensor,
@@ -74,17 +75,17 @@ def per_sample_conv2d_by_taps(x: Tensor,
     tap, ``(N, G, C_out/G, C_in/G) @ (N, G, C_in/G, H_out*W_out)``, summed:
     any batch size, no unfolded (N, C_in*kh*kw, ...) tensor. Same arguments
     and result; the form the ONNX export takes."""
-    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(
-        dilation)
+    (sh, sw), (ph, pw), (dh,
+                         dw) = _pair(stride), _pair(padding), _pair(dilation)
     batch, _, height, width = x.shape
     out_channels, kh, kw = weight.shape[1], weight.shape[3], weight.shape[4]
     # window ends linear in the input size (no floor divisions to reason
     # about when the export traces symbolic sizes); the step gives H_out
     span_h, span_w = height + 2 * ph - dh * (kh - 1), width + 2 * pw - dw * (
         kw - 1)
-    padded = F.pad(x, (pw, pw, ph, ph)).reshape(batch, groups, -1,
-                                                height + 2 * ph,
-                                                width + 2 * pw)
+    padded = F.pad(x,
+                   (pw, pw, ph, ph)).reshape(batch, groups, -1,
+                                             height + 2 * ph, width + 2 * pw)
     taps = weight.reshape(batch, groups, out_channels // groups, -1, kh, kw)
     out = None
     for i in range(kh):

@@ -24,8 +24,8 @@ from .involution import involution2d, involution_output_size
 __all__ = ['pixel_shift_attention', 'xvolution_fused2d']
 
 
-def _shifted_views(key: Tensor, kernel_size: int, stride: int,
-                   dilation: int, out_size):
+def _shifted_views(key: Tensor, kernel_size: int, stride: int, dilation: int,
+                   out_size):
     """Yield ``key`` read at ``p*s + delta*d`` for every offset delta.
 
     Views of the zero-padded key, each (N, C, H_out, W_out), in offset
@@ -92,18 +92,16 @@ def pixel_shift_attention(query: Tensor,
                          f'dividing C={channels}; got '
                          f'{tuple(logit_scale.shape)}.')
     grouped = query.reshape(batch, groups, channels // groups, *out_size)
-    logits = torch.stack([
-        (grouped * view.reshape(grouped.shape)).sum(2)
-        for view in _shifted_views(key, kernel_size, stride, dilation,
-                                   out_size)
-    ], 2)  # (N, G, K*K, H_out, W_out)
-    logits = logits * (logit_scale / math.sqrt(channels // groups))[
-        None, :, :, None, None]
+    logits = torch.stack([(grouped * view.reshape(grouped.shape)).sum(2)
+                          for view in _shifted_views(key, kernel_size, stride,
+                                                     dilation, out_size)],
+                         2)  # (N, G, K*K, H_out, W_out)
+    logits = logits * (logit_scale / math.sqrt(channels // groups))[None, :, :,
+                                                                    None, None]
     inside = _inside_mask(key.shape[2:], kernel_size, stride, dilation,
                           out_size, key.device)
     logits = logits.masked_fill(~inside, float('-inf'))
-    return logits.softmax(2).reshape(batch, groups * kernel_size**2,
-                                     *out_size)
+    return logits.softmax(2).reshape(batch, groups * kernel_size**2, *out_size)
 
 
 def xvolution_fused2d(input: Tensor,

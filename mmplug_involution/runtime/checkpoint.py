@@ -29,9 +29,8 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 __all__ = [
     'UnsafeCheckpointError', 'CorruptCheckpointError',
-    'safe_checkpoint_globals',
-    'register_safe_checkpoint_loading', 'load_checkpoint_file',
-    'verify_checkpoint_archive'
+    'safe_checkpoint_globals', 'register_safe_checkpoint_loading',
+    'load_checkpoint_file', 'verify_checkpoint_archive'
 ]
 
 # Statistic methods HistoryBuffer stores in its state
@@ -181,8 +180,9 @@ def load_checkpoint_file(filename: str, map_location=None) -> Any:
         if reason is None and not _pickle_parses(filename, is_zip):
             raise _corrupt(filename, 'its pickle does not parse') from exc
         if reason is None:
-            detail = [line.strip() for line in str(exc).splitlines()
-                      if line.strip()]
+            detail = [
+                line.strip() for line in str(exc).splitlines() if line.strip()
+            ]
             reason = ('it uses pickle operations checkpoints do not need: ' +
                       (detail[-2] if len(detail) > 1 else str(exc)))
         raise UnsafeCheckpointError(

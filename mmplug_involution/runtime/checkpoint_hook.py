@@ -77,11 +77,11 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
         with open(record) as f:
             named = f.read().strip() or None
     folders = {work_dir} | ({osp.dirname(named)} if named else set())
-    candidates = sorted(
-        (path for folder in folders
-         for path in glob.glob(osp.join(folder, '*.pth'))
-         if _NUMBERED.match(osp.basename(path))),
-        key=_step, reverse=True)
+    candidates = sorted((path for folder in folders
+                         for path in glob.glob(osp.join(folder, '*.pth'))
+                         if _NUMBERED.match(osp.basename(path))),
+                        key=_step,
+                        reverse=True)
     if named and _complete(named) and all(
             _step(path) <= _step(named) for path in candidates):
         return named
@@ -98,8 +98,10 @@ def find_resumable_checkpoint(work_dir: str) -> Optional[str]:
 
 
 def _random_states() -> dict:
-    states = dict(python=random.getstate(), numpy=np.random.get_state(),
-                  torch=torch.get_rng_state())
+    states = dict(
+        python=random.getstate(),
+        numpy=np.random.get_state(),
+        torch=torch.get_rng_state())
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states['cuda'] = torch.cuda.get_rng_state_all()
     return states
@@ -159,8 +161,8 @@ class SafeCheckpointHook(CheckpointHook):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         local = self.out_dir is None or '://' not in str(self.out_dir)
-        if local and self.backend_args is None and (
-                self.file_client_args is None):
+        if local and self.backend_args is None and (self.file_client_args
+                                                    is None):
             self.backend_args = dict(backend=ATOMIC_LOCAL_BACKEND)
 
     def _save_checkpoint(self, runner) -> None:

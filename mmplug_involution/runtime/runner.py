@@ -9,8 +9,9 @@ project's ``configs/_base_/plugin.py`` does); the toolkits' own
   becomes :class:`~.checkpoint_hook.SafeCheckpointHook`, with the same
   arguments;
 * an auto resume (``resume=True`` without ``load_from``, the tools'
-  ``--resume``) continues from :func:`~.checkpoint_hook.find_resumable_checkpoint`:
-  the newest complete checkpoint, not whatever ``last_checkpoint`` names.
+  ``--resume``) continues from
+  :func:`~.checkpoint_hook.find_resumable_checkpoint`: the newest complete
+  checkpoint, not whatever ``last_checkpoint`` names.
 """
 from typing import Dict, Optional, Union
 
@@ -35,8 +36,9 @@ class SafeCheckpointRunner(Runner):
             hooks: Optional[Dict[str, Union[Hook, Dict]]] = None) -> None:
         hooks = dict(hooks or {})
         checkpoint = hooks.get('checkpoint', _STOCK_CHECKPOINT_HOOK)
-        if isinstance(checkpoint, dict) and checkpoint.get('type') in (
-                'CheckpointHook', CheckpointHook):
+        if isinstance(checkpoint,
+                      dict) and checkpoint.get('type') in ('CheckpointHook',
+                                                           CheckpointHook):
             hooks['checkpoint'] = dict(checkpoint, type=SafeCheckpointHook)
         super().register_default_hooks(hooks)
 

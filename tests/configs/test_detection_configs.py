@@ -33,10 +33,12 @@ def test_reference_table_is_covered():
     for det in ('faster-rcnn', 'mask-rcnn'):
         for neck in ('fpn', 'inv-fpn', 'inv-fpn-head'):
             assert f'{det}_rednet50_{neck}_1x_coco.py' in names
-    assert {'retinanet_rednet50_fpn_1x_coco.py',
-            'retinanet_rednet50_inv-fpn_1x_coco.py',
-            'mask-rcnn_rednet101_fpn_1x_coco.py',
-            'cascade-mask-rcnn_rednet50_fpn_1x_coco.py'} <= names
+    assert {
+        'retinanet_rednet50_fpn_1x_coco.py',
+        'retinanet_rednet50_inv-fpn_1x_coco.py',
+        'mask-rcnn_rednet101_fpn_1x_coco.py',
+        'cascade-mask-rcnn_rednet50_fpn_1x_coco.py'
+    } <= names
 
 
 @pytest.mark.parametrize('path', DETECTION_CONFIGS, ids=lambda p: p.name)
@@ -61,8 +63,8 @@ def test_config_trains_one_iteration_and_predicts(path):
         loss.backward()
         model.eval()
         with torch.no_grad():
-            results = model(**model.data_preprocessor(packed, False),
-                            mode='predict')
+            results = model(
+                **model.data_preprocessor(packed, False), mode='predict')
     assert len(results) == 2
     assert 'bboxes' in results[0].pred_instances
     if 'mask' in path.name:
@@ -74,7 +76,9 @@ def test_config_trains_one_iteration_and_predicts(path):
     assert ('RedNet' in names) == (operator is None)
     if 'xvolution' in path.name:
         attention = re.search(r'-(pssa|sa|involution)_', path.name)[1]
-        assert {m.attention_type for m in model.modules()
-                if type(m).__name__ == 'XVolution'} == {attention}
+        assert {
+            m.attention_type
+            for m in model.modules() if type(m).__name__ == 'XVolution'
+        } == {attention}
     assert ('InvolutionFPN' in names) == ('inv-fpn' in path.name)
     assert ('InvolutionRPNHead' in names) == ('inv-fpn-head' in path.name)

@@ -50,15 +50,16 @@ def seg_batch(sizes, num_classes, seed=0):
     for height, width in sizes:
         inputs.append(
             torch.randint(
-                0, 256, (3, height, width),
+                0,
+                256, (3, height, width),
                 dtype=torch.uint8,
                 generator=generator))
         labels = torch.randint(
             0, num_classes, (1, height, width), generator=generator)
         labels[:, :3] = 255
         sample = SegDataSample(
-            metainfo=dict(img_shape=(height, width), ori_shape=(height,
-                                                                width)))
+            metainfo=dict(
+                img_shape=(height, width), ori_shape=(height, width)))
         sample.gt_sem_seg = PixelData(data=labels)
         samples.append(sample)
     return dict(inputs=inputs, data_samples=samples)
@@ -109,14 +110,12 @@ def test_config_trains_one_iteration_and_predicts(path):
     model.eval()
     height, width = 75, 101
     for test_cfg in (dict(mode='whole'),
-                     dict(mode='slide', crop_size=(64, 64), stride=(43,
-                                                                    43))):
+                     dict(mode='slide', crop_size=(64, 64), stride=(43, 43))):
         model.test_cfg = ConfigDict(test_cfg)
         with torch.no_grad():
             result = model(
                 **model.data_preprocessor(
-                    seg_batch([(height, width)], num_classes, seed=1),
-                    False),
+                    seg_batch([(height, width)], num_classes, seed=1), False),
                 mode='predict')
         assert len(result) == 1
         logits = result[0].seg_logits.data

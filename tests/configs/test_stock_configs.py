@@ -14,7 +14,6 @@ from mmengine.registry import MODELS, DefaultScope
 
 from mmplug_involution.layers import Involution
 from mmplug_involution.models import RedNet
-
 from .test_segmentation_configs import seg_batch
 
 HEADER = ("custom_imports = dict(imports=['mmplug_involution', "
@@ -24,38 +23,52 @@ NO_CHECKPOINT = dict(backbone=dict(type='RedNet', init_cfg=None))
 
 # base config -> the model edit (besides the backbone type, where given)
 DETECTION = {
-    'retinanet/retinanet_r50_fpn_1x_coco.py': NO_CHECKPOINT,
-    'fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py': NO_CHECKPOINT,
-    'atss/atss_r50_fpn_1x_coco.py': NO_CHECKPOINT,
-    'faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py': NO_CHECKPOINT,
-    'mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py': NO_CHECKPOINT,
-    'mask_rcnn/mask-rcnn_r50-caffe_fpn_1x_coco.py': NO_CHECKPOINT,
-    'cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py': NO_CHECKPOINT,
-    'gcnet/mask-rcnn_r50-gcb-r16-c3-c5_fpn_1x_coco.py': NO_CHECKPOINT,
+    'retinanet/retinanet_r50_fpn_1x_coco.py':
+    NO_CHECKPOINT,
+    'fcos/fcos_r50-caffe_fpn_gn-head_1x_coco.py':
+    NO_CHECKPOINT,
+    'atss/atss_r50_fpn_1x_coco.py':
+    NO_CHECKPOINT,
+    'faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py':
+    NO_CHECKPOINT,
+    'mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py':
+    NO_CHECKPOINT,
+    'mask_rcnn/mask-rcnn_r50-caffe_fpn_1x_coco.py':
+    NO_CHECKPOINT,
+    'cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py':
+    NO_CHECKPOINT,
+    'gcnet/mask-rcnn_r50-gcb-r16-c3-c5_fpn_1x_coco.py':
+    NO_CHECKPOINT,
     # the necks and heads by type, on the stock ResNet-50
-    'mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py#heads': dict(
+    'mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py#heads':
+    dict(
         backbone=dict(init_cfg=None),
         neck=dict(type='InvolutionFPN'),
         rpn_head=dict(type='InvolutionRPNHead'),
         roi_head=dict(mask_head=dict(type='InvolutionFCNMaskHead'))),
-    'retinanet/retinanet_r50_fpn_1x_coco.py#neck': dict(
-        backbone=dict(init_cfg=None), neck=dict(type='InvolutionFPN')),
+    'retinanet/retinanet_r50_fpn_1x_coco.py#neck':
+    dict(backbone=dict(init_cfg=None), neck=dict(type='InvolutionFPN')),
     # involution in chosen stages of the stock ResNet through dcn=
-    'dcn/faster-rcnn_r50-dconv-c3-c5_fpn_1x_coco.py#dcn': dict(
+    'dcn/faster-rcnn_r50-dconv-c3-c5_fpn_1x_coco.py#dcn':
+    dict(
         backbone=dict(
             init_cfg=None,
             dcn=dict(_delete_=True, type='Involution', window_size=7))),
 }
 SEGMENTATION = {
-    'pspnet/pspnet_r50-d8_4xb2-40k_cityscapes-512x1024.py': None,
+    'pspnet/pspnet_r50-d8_4xb2-40k_cityscapes-512x1024.py':
+    None,
     'deeplabv3plus/deeplabv3plus_r50-d8_4xb2-40k_cityscapes-512x1024.py':
     None,
     'deeplabv3/deeplabv3_r101-d16-mg124_4xb2-40k_cityscapes-512x1024.py':
     None,
-    'upernet/upernet_r50_4xb2-40k_cityscapes-512x1024.py': None,
-    'sem_fpn/fpn_r50_4xb2-80k_cityscapes-512x1024.py': None,
+    'upernet/upernet_r50_4xb2-40k_cityscapes-512x1024.py':
+    None,
+    'sem_fpn/fpn_r50_4xb2-80k_cityscapes-512x1024.py':
+    None,
     # involution in stages 3 and 4 of the stock ResNetV1c through dcn=
-    'pspnet/pspnet_r50-d8_4xb2-40k_cityscapes-512x1024.py#dcn': dict(
+    'pspnet/pspnet_r50-d8_4xb2-40k_cityscapes-512x1024.py#dcn':
+    dict(
         pretrained=None,
         backbone=dict(
             dcn=dict(type='Involution', window_size=7),
@@ -105,8 +118,8 @@ def test_stock_detector_by_type_edit(tmp_path, base):
     if 'mask' in base:
         assert 'masks' in results[0].pred_instances
     edit = DETECTION[base]
-    assert isinstance(model.backbone,
-                      RedNet) == (edit['backbone'].get('type') == 'RedNet')
+    assert isinstance(model.backbone, RedNet) == (
+        edit['backbone'].get('type') == 'RedNet')
     assert _involution_count(model) > 0
     for part in ('neck', 'rpn_head'):
         if part in edit:
@@ -146,11 +159,12 @@ def test_stock_segmentor_by_type_edit(tmp_path, base):
     assert _involution_count(model) > 0
     if '-d8_' in base and not base.endswith('#dcn'):
         # output stride 8, contract_dilation: half the dilation first
-        assert [backbone.layer4[0].conv2.dilation,
-                backbone.layer4[1].conv2.dilation] == [2, 4]
+        assert [
+            backbone.layer4[0].conv2.dilation,
+            backbone.layer4[1].conv2.dilation
+        ] == [2, 4]
     if 'mg124' in base:  # multi_grid: the last stage's dilations
-        assert [block.conv2.dilation
-                for block in backbone.layer4] == [1, 2, 4]
+        assert [block.conv2.dilation for block in backbone.layer4] == [1, 2, 4]
         assert [block.conv2.padding for block in backbone.layer4] == \
             [3, 6, 12]
     if base.endswith('#dcn'):

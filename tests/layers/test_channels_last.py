@@ -17,18 +17,27 @@ def _xvolution_deploy():
 
 
 LAYERS = {
-    'involution': lambda: Involution(32, kernel_size=7, stride=2),
-    'involution-module': lambda: InvolutionModule(
+    'involution':
+    lambda: Involution(32, kernel_size=7, stride=2),
+    'involution-module':
+    lambda: InvolutionModule(
         32, out_norm_cfg=dict(type='BN'), out_act_cfg=dict(type='ReLU')),
-    'xvolution-pssa': lambda: XVolution(32, 32, 3, padding=1),
-    'xvolution-involution': lambda: XVolution(
-        32, 32, 3, stride=2, padding=1, attention='involution'),
-    'xvolution-sa': lambda: XVolution(32, 32, 3, padding=1, attention='sa'),
-    'xvolution-deploy': _xvolution_deploy,
-    'condconv': lambda: CondConv2d(32, 48, 3, padding=1),
-    'dynamicconv': lambda: DynamicConv2d(32, 48, 3, stride=2, padding=1),
-    'dcd': lambda: DCDConv2d(32, 48, 3, padding=1),
-    'dcd-depthwise': lambda: DCDConv2d(32, 32, 3, padding=1, groups=32),
+    'xvolution-pssa':
+    lambda: XVolution(32, 32, 3, padding=1),
+    'xvolution-involution':
+    lambda: XVolution(32, 32, 3, stride=2, padding=1, attention='involution'),
+    'xvolution-sa':
+    lambda: XVolution(32, 32, 3, padding=1, attention='sa'),
+    'xvolution-deploy':
+    _xvolution_deploy,
+    'condconv':
+    lambda: CondConv2d(32, 48, 3, padding=1),
+    'dynamicconv':
+    lambda: DynamicConv2d(32, 48, 3, stride=2, padding=1),
+    'dcd':
+    lambda: DCDConv2d(32, 48, 3, padding=1),
+    'dcd-depthwise':
+    lambda: DCDConv2d(32, 32, 3, padding=1, groups=32),
 }
 
 

@@ -43,19 +43,22 @@ def test_shape_matches_conv2d_and_batch_independence_in_eval(form, case):
     layer = FORMS[form](12, 24, **case).eval()
     x = torch.randn(4, 12, 11, 14)
     reference = F.conv2d(
-        x, torch.zeros(24, 12, case['kernel_size'], case['kernel_size']),
-        None, case['stride'], case['padding'], case.get('dilation', 1))
+        x, torch.zeros(24, 12, case['kernel_size'], case['kernel_size']), None,
+        case['stride'], case['padding'], case.get('dilation', 1))
     with torch.no_grad():
         out = layer(x)
         torch.testing.assert_close(out, run_alone(layer, x))
     assert out.shape == reference.shape
 
 
-@pytest.mark.parametrize('build,channels', [
-    (partial(CondConv2d, 8, 8, groups=2), 8),
-    (partial(DynamicConv2d, 8, 8, groups=2), 8),
-    (partial(DCDConv2d, 6, 12, groups=6), 6),  # depthwise: no BatchNorm
-], ids=['CondConv2d', 'DynamicConv2d', 'DCDConv2d-depthwise'])
+@pytest.mark.parametrize(
+    'build,channels',
+    [
+        (partial(CondConv2d, 8, 8, groups=2), 8),
+        (partial(DynamicConv2d, 8, 8, groups=2), 8),
+        (partial(DCDConv2d, 6, 12, groups=6), 6),  # depthwise: no BatchNorm
+    ],
+    ids=['CondConv2d', 'DynamicConv2d', 'DCDConv2d-depthwise'])
 def test_batch_independent_in_training_too(build, channels):
     torch.manual_seed(0)
     layer = build(3, padding=1).train()
@@ -63,8 +66,8 @@ def test_batch_independent_in_training_too(build, channels):
     torch.testing.assert_close(layer(x), run_alone(layer, x))
 
 
-@pytest.mark.parametrize('cls', (CondConv2d, DynamicConv2d),
-                         ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    'cls', (CondConv2d, DynamicConv2d), ids=lambda c: c.__name__)
 def test_mixture_equals_conv_with_the_mixed_kernel(cls):
     torch.manual_seed(0)
     layer = cls(6, 4, 3, stride=2, padding=1).eval()
@@ -104,14 +107,19 @@ def test_gradcheck_and_every_parameter_learns(form):
         assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
-@pytest.mark.parametrize('form', ['DCDConv2d', 'DCDConv2d-sparse',
-                                  'DCDConv2d-depthwise'])
+@pytest.mark.parametrize(
+    'form', ['DCDConv2d', 'DCDConv2d-sparse', 'DCDConv2d-depthwise'])
 def test_dcd_with_dynamic_parts_zeroed_is_its_static_conv(form):
     torch.manual_seed(0)
     # zero_init_dynamic: P = 0 (no dynamic residual), Lambda = hsig(0) = 1;
     # it survives mmengine's initialisation (a backbone's Kaiming init)
     layer = FORMS[form](
-        12, 24, 3, stride=2, padding=1, zero_init_dynamic=True,
+        12,
+        24,
+        3,
+        stride=2,
+        padding=1,
+        zero_init_dynamic=True,
         init_cfg=dict(type='Kaiming', layer=['Conv2d', 'Linear']))
     layer.init_weights()
     layer.train()
@@ -130,8 +138,9 @@ def test_dcd_with_dynamic_parts_zeroed_is_its_static_conv(form):
 def test_depthwise_dcd_kernel_is_lambda_w0_plus_p_phi_r():
     """The depthwise form equals a float64 per-sample conv with its kernel."""
     torch.manual_seed(0)
-    layer = DCDConv2d(6, 12, 5, stride=2, padding=3, dilation=2, groups=6,
-                      latent_dim=4).double().eval()
+    layer = DCDConv2d(
+        6, 12, 5, stride=2, padding=3, dilation=2, groups=6,
+        latent_dim=4).double().eval()
     x = torch.randn(3, 6, 11, 9, dtype=torch.float64)
     with torch.no_grad():
         y = layer.squeeze(x.mean((2, 3)))
@@ -139,8 +148,9 @@ def test_depthwise_dcd_kernel_is_lambda_w0_plus_p_phi_r():
         for i in range(3):
             phi = layer.phi(y[i]).view(4, 4)
             lam = F.relu6(layer.scale(y[i]) + 3) / 3
-            kernel = (lam[:, None] * layer.static.weight.flatten(1) +
-                      layer.p @ phi @ layer.r.flatten(1))
+            kernel = (
+                lam[:, None] * layer.static.weight.flatten(1) +
+                layer.p @ phi @ layer.r.flatten(1))
             expected = F.conv2d(x[i:i + 1], kernel.view(12, 1, 5, 5),
                                 layer.bias, 2, 3, 2, 6)
             torch.testing.assert_close(layer(x[i:i + 1]), expected)
@@ -150,15 +160,16 @@ def test_sparse_residual_is_the_block_diagonal_dense_residual():
     """num_blocks=B equals a dense DCD with block-diagonal Q, Phi(x), P."""
     torch.manual_seed(0)
     blocks, latent, c_in, c_out = 3, 2, 9, 6
-    sparse = DCDConv2d(c_in, c_out, 3, padding=1, num_blocks=blocks,
-                       latent_dim=latent).eval()
-    dense = DCDConv2d(c_in, c_out, 3, padding=1,
-                      latent_dim=blocks * latent).eval()
+    sparse = DCDConv2d(
+        c_in, c_out, 3, padding=1, num_blocks=blocks,
+        latent_dim=latent).eval()
+    dense = DCDConv2d(
+        c_in, c_out, 3, padding=1, latent_dim=blocks * latent).eval()
     width = blocks * latent
     with torch.no_grad():
         for name in ('static', 'squeeze', 'squeeze_gate', 'scale'):
-            getattr(dense, name).load_state_dict(
-                getattr(sparse, name).state_dict())
+            getattr(dense,
+                    name).load_state_dict(getattr(sparse, name).state_dict())
         dense.bias.copy_(sparse.bias)
         dense.q.weight.zero_()
         dense.p.weight.zero_()
@@ -167,17 +178,16 @@ def test_sparse_residual_is_the_block_diagonal_dense_residual():
         for b in range(blocks):
             lat = slice(b * latent, (b + 1) * latent)
             dense.q.weight[lat, b * 3:(b + 1) * 3] = sparse.q.weight[lat]
-            dense.p.weight[b * 2:(b + 1) * 2, lat] = sparse.p.weight[b * 2:
-                                                                     (b + 1) *
-                                                                     2]
+            dense.p.weight[b * 2:(b + 1) * 2,
+                           lat] = sparse.p.weight[b * 2:(b + 1) * 2]
             phi_rows[lat, lat] = sparse.phi.weight[b * latent**2:(b + 1) *
                                                    latent**2].view(
                                                        latent, latent, -1)
         for norm in ('q_norm', 'fusion_norm'):
             getattr(sparse, norm).running_mean.uniform_(-1, 1)
             getattr(sparse, norm).running_var.uniform_(0.5, 2)
-            getattr(dense, norm).load_state_dict(
-                getattr(sparse, norm).state_dict())
+            getattr(dense,
+                    norm).load_state_dict(getattr(sparse, norm).state_dict())
         x = torch.randn(2, c_in, 7, 8)
         torch.testing.assert_close(sparse(x), dense(x))
 
@@ -187,12 +197,13 @@ def test_dcd_parameter_count_follows_the_formula():
     layer = DCDConv2d(c_in, c_out, k, padding=1, bias=False)
     latent = math.isqrt(c_in)  # 8
     squeeze = max(c_in, latent**2) // 16  # 4
-    expected = (c_out * c_in * k * k  # W0
-                + c_in * latent + latent * c_out  # Q, P
-                + c_in * squeeze + squeeze * squeeze  # squeeze, SE gate
-                + squeeze * latent**2  # Phi
-                + squeeze * c_out  # Lambda
-                + 2 * latent + 2 * latent)  # the two BatchNorms
+    expected = (
+        c_out * c_in * k * k  # W0
+        + c_in * latent + latent * c_out  # Q, P
+        + c_in * squeeze + squeeze * squeeze  # squeeze, SE gate
+        + squeeze * latent**2  # Phi
+        + squeeze * c_out  # Lambda
+        + 2 * latent + 2 * latent)  # the two BatchNorms
     assert sum(p.numel() for p in layer.parameters()) == expected
     # the paper's expression for a 1x1 C -> C layer, C^2 + 2CL + (2C + L^2)
     # C / r, counts everything but the SE gate's S^2 and the BatchNorms
@@ -206,9 +217,9 @@ def test_dcd_parameter_count_follows_the_formula():
     latent = math.isqrt(c_in // 4)  # 4 per block
     assert sparse.latent_dim == latent
     assert sum(p.numel() for p in sparse.parameters()) == (
-        c_out * c_in * k * k + (c_in + c_out) * latent +
-        c_in * squeeze + squeeze * squeeze + squeeze * 4 * latent**2 +
-        squeeze * c_out + 4 * 4 * latent)
+        c_out * c_in * k * k + (c_in + c_out) * latent + c_in * squeeze +
+        squeeze * squeeze + squeeze * 4 * latent**2 + squeeze * c_out +
+        4 * 4 * latent)
     # depthwise: W0 C_out x k^2, R k^2 x L_k, P C_out x L_k, L_k = k^2 // 2
     dw = DCDConv2d(c_in, c_in, k, padding=1, groups=c_in, bias=False)
     latent = k * k // 2
@@ -244,24 +255,41 @@ def test_bad_arguments(kwargs, match):
         cls(**args)
 
 
-@pytest.mark.parametrize('conv_type', ['CondConv2d', 'DynamicConv2d',
-                                       'DCDConv2d'])
+@pytest.mark.parametrize('conv_type',
+                         ['CondConv2d', 'DynamicConv2d', 'DCDConv2d'])
 def test_conv_module_and_toolkit_resnets_build_them(conv_type):
-    module = ConvModule(8, 16, 3, padding=1, conv_cfg=dict(type=conv_type),
-                        norm_cfg=dict(type='BN')).eval()
+    module = ConvModule(
+        8,
+        16,
+        3,
+        padding=1,
+        conv_cfg=dict(type=conv_type),
+        norm_cfg=dict(type='BN')).eval()
     assert type(module.conv).__name__ == conv_type
     assert module(torch.rand(2, 8, 7, 9)).shape == (2, 16, 7, 9)
     import mmdet.models  # noqa: F401 (registers the toolkits' backbones)
     import mmseg.models  # noqa: F401
     for scope, backbone in (
-        ('mmdet', dict(type='ResNet', depth=18, base_channels=8,
-                       conv_cfg=dict(type=conv_type))),
-        ('mmdet', dict(type='ResNet', depth=50, base_channels=8,
-                       dcn=dict(type=conv_type),
-                       stage_with_dcn=(False, False, True, False))),
-        ('mmseg', dict(type='ResNetV1c', depth=50, base_channels=8,
-                       dcn=dict(type=conv_type),
-                       stage_with_dcn=(False, False, True, False))),
+        ('mmdet',
+         dict(
+             type='ResNet',
+             depth=18,
+             base_channels=8,
+             conv_cfg=dict(type=conv_type))),
+        ('mmdet',
+         dict(
+             type='ResNet',
+             depth=50,
+             base_channels=8,
+             dcn=dict(type=conv_type),
+             stage_with_dcn=(False, False, True, False))),
+        ('mmseg',
+         dict(
+             type='ResNetV1c',
+             depth=50,
+             base_channels=8,
+             dcn=dict(type=conv_type),
+             stage_with_dcn=(False, False, True, False))),
     ):
         with DefaultScope.overwrite_default_scope(scope):
             model = MODELS.build(backbone)
@@ -274,11 +302,15 @@ def test_conv_module_and_toolkit_resnets_build_them(conv_type):
 
 
 def test_temperature_hook_anneals_every_dynamic_conv():
-    model = torch.nn.Sequential(DynamicConv2d(4, 4, 1), CondConv2d(4, 4, 1),
-                                DynamicConv2d(4, 4, 3, padding=1))
+    model = torch.nn.Sequential(
+        DynamicConv2d(4, 4, 1), CondConv2d(4, 4, 1),
+        DynamicConv2d(4, 4, 3, padding=1))
     hook = DynamicConvTemperatureHook(start=30, end=1, duration=10)
     runner = SimpleNamespace(
-        model=model, epoch=0, iter=0, train_dataloader=[None] * 4,
+        model=model,
+        epoch=0,
+        iter=0,
+        train_dataloader=[None] * 4,
         message_hub=MessageHub.get_instance('dynamic_conv_hook_test'))
     seen = []
     for epoch in range(12):
@@ -325,8 +357,9 @@ class _RandomImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         generator = torch.Generator().manual_seed(index)
-        return dict(inputs=torch.randn(3, 9, 7, generator=generator),
-                    targets=torch.randn(1, 9, 7, generator=generator))
+        return dict(
+            inputs=torch.randn(3, 9, 7, generator=generator),
+            targets=torch.randn(1, 9, 7, generator=generator))
 
 
 def _temperature_runner(work_dir, max_iters, resume=False):
@@ -342,12 +375,15 @@ def _temperature_runner(work_dir, max_iters, resume=False):
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01)),
         custom_hooks=[
-            dict(type='DynamicConvTemperatureHook', start=30, end=1,
-                 duration=10, by_epoch=False)
+            dict(
+                type='DynamicConvTemperatureHook',
+                start=30,
+                end=1,
+                duration=10,
+                by_epoch=False)
         ],
         default_hooks=dict(
-            checkpoint=dict(type='CheckpointHook', interval=4,
-                            by_epoch=False),
+            checkpoint=dict(type='CheckpointHook', interval=4, by_epoch=False),
             logger=dict(type='LoggerHook', interval=100)),
         resume=resume,
         experiment_name=f'temperature_{max_iters}_{resume}',
@@ -355,8 +391,8 @@ def _temperature_runner(work_dir, max_iters, resume=False):
 
 
 def test_trained_temperature_survives_save_load_and_resume(tmp_path):
-    hook = DynamicConvTemperatureHook(start=30, end=1, duration=10,
-                                      by_epoch=False)
+    hook = DynamicConvTemperatureHook(
+        start=30, end=1, duration=10, by_epoch=False)
     runner = _temperature_runner(tmp_path, max_iters=4)
     runner.train()
     trained = runner.model.eval()
@@ -418,8 +454,14 @@ def test_plain_conv_checkpoints_initialise_them():
     assert torch.equal(copy.weight, cond.weight)
     for groups in (1, 8):
         plain = torch.nn.Conv2d(8, 16, 3, 2, 1, groups=groups)
-        dcd = DCDConv2d(8, 16, 3, stride=2, padding=1, groups=groups,
-                        zero_init_dynamic=True).eval()
+        dcd = DCDConv2d(
+            8,
+            16,
+            3,
+            stride=2,
+            padding=1,
+            groups=groups,
+            zero_init_dynamic=True).eval()
         result = dcd.load_state_dict(plain.state_dict(), strict=False)
         assert result.unexpected_keys == []
         assert torch.equal(dcd.static.weight, plain.weight)
@@ -446,8 +488,8 @@ def test_coco_configs_start_as_the_imagenet_resnet(config):
     backbone.pop('init_cfg')  # the torchvision checkpoint (no download)
     torch.manual_seed(0)
     with DefaultScope.overwrite_default_scope('mmdet'):
-        static = MODELS.build(dict(backbone, dcn=None, stage_with_dcn=(
-            False, ) * 4))
+        static = MODELS.build(
+            dict(backbone, dcn=None, stage_with_dcn=(False, ) * 4))
         dynamic = MODELS.build(backbone)
     dynamic.init_weights()
     for module in static.modules():  # ImageNet-like BN statistics
@@ -471,14 +513,18 @@ def test_dcd_takes_its_dense_and_depthwise_forms_by_config():
     import mmdet.models  # noqa: F401
     with DefaultScope.overwrite_default_scope('mmdet'):
         model = MODELS.build(
-            dict(type='MobileNetV2', widen_factor=0.25, out_indices=(2, 4),
-                 conv_cfg=dict(type='DCDConv2d')))
+            dict(
+                type='MobileNetV2',
+                widen_factor=0.25,
+                out_indices=(2, 4),
+                conv_cfg=dict(type='DCDConv2d')))
     model.eval()
     dcds = [m for m in model.modules() if isinstance(m, DCDConv2d)]
     assert {m.depthwise for m in dcds} == {True, False}
     inside = {id(sub) for m in dcds for sub in m.modules()}
-    assert all(id(m) in inside for m in model.modules()
-               if isinstance(m, torch.nn.Conv2d))  # no plain conv left
+    assert all(
+        id(m) in inside for m in model.modules()
+        if isinstance(m, torch.nn.Conv2d))  # no plain conv left
     with torch.no_grad():
         outs = model(torch.rand(2, 3, 64, 48))
     assert [o.shape[2:] for o in outs] == [(8, 6), (4, 3)]

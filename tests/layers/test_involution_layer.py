@@ -106,8 +106,8 @@ def test_act_cfg_and_every_parameter_gets_a_gradient():
     (dict(in_channels=32, groups=2), 'set by group_channels'),
     (dict(in_channels=32, kernel_size=3, padding=2),
      r'padding=2 does not centre the 3x3 window .* needs padding=1'),
-    (dict(in_channels=32, kernel_size=3, dilation=2, padding=1),
-     'needs padding=2'),
+    (dict(in_channels=32, kernel_size=3, dilation=2,
+          padding=1), 'needs padding=2'),
     (dict(in_channels=32, kernel_size=(3, 5)), 'square kernel_size'),
 ])
 def test_bad_arguments(kwargs, match):
@@ -117,21 +117,37 @@ def test_bad_arguments(kwargs, match):
 
 def test_built_by_build_conv_layer_with_the_conv_signature():
     # the caller's window (a ResNet bottleneck's 3x3, dilated)
-    layer = build_conv_layer(dict(type='Involution'), 32, 32, kernel_size=3,
-                             stride=2, padding=2, dilation=2, bias=False)
+    layer = build_conv_layer(
+        dict(type='Involution'),
+        32,
+        32,
+        kernel_size=3,
+        stride=2,
+        padding=2,
+        dilation=2,
+        bias=False)
     assert (layer.kernel_size, layer.stride, layer.padding,
             layer.dilation) == (3, 2, 2, 2)
     # the layer config names another window: the padding centres it
-    layer = build_conv_layer(dict(type='Involution', window_size=7), 32, 32,
-                             (3, 3), stride=1, padding=(2, 2), dilation=2)
+    layer = build_conv_layer(
+        dict(type='Involution', window_size=7),
+        32,
+        32, (3, 3),
+        stride=1,
+        padding=(2, 2),
+        dilation=2)
     assert (layer.kernel_size, layer.padding) == (7, 6)
     x = torch.rand(2, 32, 11, 9)
     assert layer(x).shape == x.shape
     assert layer.conv2.conv.out_channels == 2 * 49
     # inside mmcv's ConvModule, with its norm and activation
-    module = ConvModule(32, 32, 3, padding=1,
-                        conv_cfg=dict(type='Involution'),
-                        norm_cfg=dict(type='BN'))
+    module = ConvModule(
+        32,
+        32,
+        3,
+        padding=1,
+        conv_cfg=dict(type='Involution'),
+        norm_cfg=dict(type='BN'))
     assert isinstance(module.conv, Involution)
     assert module(x).shape == x.shape
 
@@ -147,7 +163,8 @@ def test_bias_is_added_to_the_output():
         biased.bias.copy_(torch.arange(16.))
         x = torch.rand(2, 16, 7, 6)
         torch.testing.assert_close(
-            biased(x), plain(x) + torch.arange(16.)[:, None, None])
+            biased(x),
+            plain(x) + torch.arange(16.)[:, None, None])
 
 
 def test_registered_in_root_registry_for_both_toolkits():

@@ -191,13 +191,19 @@ def test_resnet_checkpoint_initialises_the_backbone():
 
 @pytest.mark.parametrize('scope,backbone', [
     ('mmdet',
-     dict(type='ResNet', depth=50, base_channels=16,
-          dcn=dict(type='XVolution', attention='pssa'),
-          stage_with_dcn=(False, False, True, False))),
+     dict(
+         type='ResNet',
+         depth=50,
+         base_channels=16,
+         dcn=dict(type='XVolution', attention='pssa'),
+         stage_with_dcn=(False, False, True, False))),
     ('mmseg',
-     dict(type='ResNetV1c', depth=50, base_channels=16,
-          dcn=dict(type='XVolution', attention='involution'),
-          stage_with_dcn=(False, False, True, False))),
+     dict(
+         type='ResNetV1c',
+         depth=50,
+         base_channels=16,
+         dcn=dict(type='XVolution', attention='involution'),
+         stage_with_dcn=(False, False, True, False))),
     ('mmdet', dict(type='XVolutionResNet', depth=50, base_channels=16)),
     ('mmseg', dict(type='XVolutionResNet', depth=50, base_channels=16)),
 ])
@@ -217,7 +223,11 @@ def test_toolkit_backbones_build_it_from_config(scope, backbone):
 def test_conv_module_builds_it_through_conv_cfg():
     from mmcv.cnn import ConvModule
     module = ConvModule(
-        16, 16, 3, padding=1, conv_cfg=dict(type='XVolution'),
+        16,
+        16,
+        3,
+        padding=1,
+        conv_cfg=dict(type='XVolution'),
         norm_cfg=dict(type='BN')).eval()
     assert isinstance(module.conv, XVolution) and not module.with_bias
     with torch.no_grad():
@@ -235,8 +245,8 @@ def test_zero_init_attention_starts_as_the_plain_network():
     model.init_weights()  # ResNet's Constant(1) BN init must not undo it
     model.load_state_dict(resnet.state_dict(), strict=False)
     model.eval()
-    assert all((b.conv2.attention_norm.weight == 0).all()
-               for b in model.layer3)
+    assert all(
+        (b.conv2.attention_norm.weight == 0).all() for b in model.layer3)
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         for out, ref in zip(model(x), resnet(x)):

@@ -153,15 +153,16 @@ def test_fpn_involution_arguments():
     assert isinstance(inv.conv1.gn, nn.GroupNorm)
     assert inv.conv2.conv.out_channels == 8 * 5 * 5
     # window_size=None: the 3x3 window of the conv it replaces
-    assert InvolutionFPN([16, 32], 32, 2, involution_cfg=dict(
-        window_size=None)).fpn_convs[0].kernel_size == 3
+    assert InvolutionFPN(
+        [16, 32], 32, 2,
+        involution_cfg=dict(window_size=None)).fpn_convs[0].kernel_size == 3
 
 
 @pytest.mark.parametrize('cls,args,kwargs', [
     (InvolutionFPN, ([16, 32], 64, 2), {}),
     (InvolutionRPNHead, (64, ), dict(feat_channels=64)),
-    (InvolutionFCNMaskHead, (),
-     dict(in_channels=64, conv_out_channels=64, num_classes=3)),
+    (InvolutionFCNMaskHead,
+     (), dict(in_channels=64, conv_out_channels=64, num_classes=3)),
 ])
 def test_involution_cfg_takes_no_layer_type(cls, args, kwargs):
     with pytest.raises(ValueError, match='layer type is fixed'):
@@ -255,9 +256,7 @@ def test_rpn_head_involution_arguments():
         64,
         feat_channels=64,
         involution_cfg=dict(
-            window_size=3,
-            group_channels=32,
-            reduction_ratio=8,
+            window_size=3, group_channels=32, reduction_ratio=8,
             norm_cfg=None))
     inv = head.rpn_conv
     assert (inv.kernel_size, inv.groups) == (3, 2)
@@ -268,8 +267,7 @@ def test_rpn_head_involution_arguments():
 @pytest.mark.parametrize('kwargs,match', [
     (dict(in_channels=32), 'feat_channels == in_channels'),
     (dict(in_channels=32, feat_channels=64, num_convs=2), 'feat_channels=64'),
-    (dict(in_channels=256, involution_cfg=dict(window_size=4)),
-     'must be odd'),
+    (dict(in_channels=256, involution_cfg=dict(window_size=4)), 'must be odd'),
     (dict(in_channels=40, feat_channels=40), 'group_channels=16'),
 ])
 def test_rpn_head_bad_arguments(kwargs, match):
@@ -340,7 +338,8 @@ def test_mask_head_rejects_conv_settings_it_would_ignore(kwargs, match):
 
 def test_mask_head_window_from_conv_kernel_size():
     head = InvolutionFCNMaskHead(
-        num_classes=3, conv_kernel_size=5,
+        num_classes=3,
+        conv_kernel_size=5,
         involution_cfg=dict(window_size=None))
     assert {(m.kernel_size, m.padding) for m in head.convs} == {(5, 2)}
     assert head(torch.rand(2, 256, 14, 14)).shape == (2, 3, 28, 28)
@@ -353,37 +352,54 @@ def test_every_involution_of_the_detector_starts_from_its_own_init():
     with Involution.init_span_conv's draw, unless a checkpoint is loaded."""
     torch.manual_seed(0)
     model = _build(
-        dict(type='MaskRCNN',
-             backbone=dict(type='RedNet', depth=26, base_channels=16,
-                           stem_channels=32),
-             neck=dict(type='InvolutionFPN', in_channels=[64, 128, 256, 512],
-                       out_channels=64, num_outs=5),
-             rpn_head=dict(type='InvolutionRPNHead', in_channels=64,
-                           feat_channels=64, num_convs=2,
-                           anchor_generator=dict(
-                               type='AnchorGenerator', scales=[8],
-                               ratios=[1.0], strides=[4, 8, 16, 32, 64]),
-                           bbox_coder=dict(type='DeltaXYWHBBoxCoder')),
-             roi_head=dict(
-                 type='StandardRoIHead',
-                 mask_roi_extractor=dict(
-                     type='SingleRoIExtractor',
-                     roi_layer=dict(type='RoIAlign', output_size=14),
-                     out_channels=64, featmap_strides=[4, 8, 16, 32]),
-                 mask_head=dict(type='InvolutionFCNMaskHead', in_channels=64,
-                                conv_out_channels=64, num_classes=3)),
-             train_cfg=None, test_cfg=ConfigDict(rpn=None, rcnn=None)))
+        dict(
+            type='MaskRCNN',
+            backbone=dict(
+                type='RedNet', depth=26, base_channels=16, stem_channels=32),
+            neck=dict(
+                type='InvolutionFPN',
+                in_channels=[64, 128, 256, 512],
+                out_channels=64,
+                num_outs=5),
+            rpn_head=dict(
+                type='InvolutionRPNHead',
+                in_channels=64,
+                feat_channels=64,
+                num_convs=2,
+                anchor_generator=dict(
+                    type='AnchorGenerator',
+                    scales=[8],
+                    ratios=[1.0],
+                    strides=[4, 8, 16, 32, 64]),
+                bbox_coder=dict(type='DeltaXYWHBBoxCoder')),
+            roi_head=dict(
+                type='StandardRoIHead',
+                mask_roi_extractor=dict(
+                    type='SingleRoIExtractor',
+                    roi_layer=dict(type='RoIAlign', output_size=14),
+                    out_channels=64,
+                    featmap_strides=[4, 8, 16, 32]),
+                mask_head=dict(
+                    type='InvolutionFCNMaskHead',
+                    in_channels=64,
+                    conv_out_channels=64,
+                    num_classes=3)),
+            train_cfg=None,
+            test_cfg=ConfigDict(rpn=None, rcnn=None)))
     for involution in (m for m in model.modules()
                        if isinstance(m, Involution)):
         involution.conv2.conv.weight.data.fill_(1.0)
     model.init_weights()
     scales = {
-        name: m.conv2.conv.weight.std().item() *
+        name:
+        m.conv2.conv.weight.std().item() *
         (m.kernel_size**2 * m.conv2.conv.weight.shape[1])**0.5
         for name, m in model.named_modules() if isinstance(m, Involution)
     }
-    assert {'backbone.stem.1', 'neck.fpn_convs.0', 'rpn_head.rpn_conv.1',
-            'roi_head.mask_head.convs.3'} <= set(scales)
+    assert {
+        'backbone.stem.1', 'neck.fpn_convs.0', 'rpn_head.rpn_conv.1',
+        'roi_head.mask_head.convs.3'
+    } <= set(scales)
     assert all(0.9 < s < 1.1 for s in scales.values()), scales
 
 
@@ -391,8 +407,13 @@ def test_mask_head_involutions_start_as_the_identity():
     """The mask head's involutions get the centre-tap bias of
     Involution.init_span_conv(identity=True) when built and again after
     init_weights (after FCNMaskHead's and the involutions' own)."""
-    head = _build(dict(type='InvolutionFCNMaskHead', num_convs=2,
-                       in_channels=32, conv_out_channels=32, num_classes=3))
+    head = _build(
+        dict(
+            type='InvolutionFCNMaskHead',
+            num_convs=2,
+            in_channels=32,
+            conv_out_channels=32,
+            num_classes=3))
     centre = head.convs[0].kernel_size**2 // 2
     for built in (True, False):
         for involution in head.convs:
@@ -404,13 +425,16 @@ def test_mask_head_involutions_start_as_the_identity():
 
 
 def test_fpn_loading_a_checkpoint_keeps_the_loaded_involutions(tmp_path):
-    cfg = dict(type='InvolutionFPN', in_channels=[16, 32], out_channels=16,
-               num_outs=2)
+    cfg = dict(
+        type='InvolutionFPN',
+        in_channels=[16, 32],
+        out_channels=16,
+        num_outs=2)
     source = _build(cfg)
     path = tmp_path / 'fpn.pth'
     torch.save({'state_dict': source.state_dict()}, path)
-    loaded = _build(dict(cfg, init_cfg=dict(type='Pretrained',
-                                            checkpoint=str(path))))
+    loaded = _build(
+        dict(cfg, init_cfg=dict(type='Pretrained', checkpoint=str(path))))
     loaded.init_weights()
     for key, value in source.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key

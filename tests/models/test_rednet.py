@@ -33,19 +33,21 @@ def test_output_shapes_every_depth(depth):
     model = RedNet(depth).eval()
     with torch.no_grad():
         outs = model(torch.rand(1, 3, 64, 64))
-    assert [tuple(o.shape) for o in outs] == [(1, 256, 16, 16),
-                                              (1, 512, 8, 8),
-                                              (1, 1024, 4, 4),
-                                              (1, 2048, 2, 2)]
+    assert [tuple(o.shape) for o in outs] == [(1, 256, 16, 16), (1, 512, 8, 8),
+                                              (1, 1024, 4, 4), (1, 2048, 2, 2)]
 
 
 @pytest.mark.parametrize('kwargs,expected', [
     (dict(out_indices=(1, 3)), [(512, 8), (2048, 2)]),
     (dict(out_indices=(2, )), [(1024, 4)]),
-    (dict(num_stages=3, strides=(1, 2, 2), dilations=(1, 1, 1),
-          out_indices=(0, 1, 2)), [(256, 16), (512, 8), (1024, 4)]),
-    (dict(base_channels=32, stem_channels=32, out_indices=(0, 3)),
-     [(128, 16), (1024, 2)]),
+    (dict(
+        num_stages=3,
+        strides=(1, 2, 2),
+        dilations=(1, 1, 1),
+        out_indices=(0, 1, 2)), [(256, 16), (512, 8), (1024, 4)]),
+    (dict(base_channels=32, stem_channels=32, out_indices=(0, 3)), [(128, 16),
+                                                                    (1024, 2)
+                                                                    ]),
 ])
 def test_out_indices_and_widths(kwargs, expected):
     model = RedNet(26, **kwargs).eval()
@@ -61,13 +63,12 @@ def test_odd_input_sizes(size):
         outs = model(torch.rand(1, 3, *size))
     heights = _ceil_div_chain(size[0], (1, 2, 2, 2))
     widths = _ceil_div_chain(size[1], (1, 2, 2, 2))
-    assert [tuple(o.shape[1:]) for o in outs] == list(
-        zip(CHANNELS, heights, widths))
+    assert [tuple(o.shape[1:])
+            for o in outs] == list(zip(CHANNELS, heights, widths))
 
 
 def test_dilated_output_stride_8():
-    model = RedNet(
-        26, strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4)).eval()
+    model = RedNet(26, strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4)).eval()
     assert model.layer4[0].conv2.dilation == 4
     with torch.no_grad():
         outs = model(torch.rand(1, 3, 97, 65))
@@ -197,9 +198,13 @@ def test_arguments_without_a_rednet_meaning_are_refused(kwargs, match):
 
 
 def test_toolkit_defaults_of_those_arguments_are_accepted():
-    model = RedNet(26, deep_stem=False, dcn=None,
-                   stage_with_dcn=(False, True, True, True), expansion=4,
-                   drop_path_rate=0.)
+    model = RedNet(
+        26,
+        deep_stem=False,
+        dcn=None,
+        stage_with_dcn=(False, True, True, True),
+        expansion=4,
+        drop_path_rate=0.)
     assert type(model.layer2[0].conv2).__name__ == 'Involution'
 
 
@@ -209,8 +214,9 @@ def test_style_caffe_strides_the_first_1x1_conv():
     assert block.conv1.stride == (2, 2) and block.conv2.stride == 1
     assert RedNet(26).layer2[0].conv2.stride == 2
     with torch.no_grad():
-        assert [tuple(o.shape[2:]) for o in model(torch.rand(1, 3, 65, 47))
-                ] == [(17, 12), (9, 6), (5, 3), (3, 2)]
+        assert [tuple(o.shape[2:])
+                for o in model(torch.rand(1, 3, 65, 47))] == [(17, 12), (9, 6),
+                                                              (5, 3), (3, 2)]
 
 
 def test_avg_down_pools_before_the_shortcut_conv():
@@ -243,23 +249,31 @@ def test_conv_cfg_reaches_the_1x1_and_stem_convs():
 def test_plugins_sit_where_they_sit_in_resnet():
     from mmdet.models.backbones import ResNet
     plugins = [
-        dict(cfg=dict(type='ContextBlock', ratio=1. / 16),
-             stages=(False, True, True, True), position='after_conv3'),
-        dict(cfg=dict(type='GeneralizedAttention', spatial_range=-1,
-                      num_heads=8, attention_type='0010', kv_stride=2),
-             stages=(False, False, True, True), position='after_conv2'),
+        dict(
+            cfg=dict(type='ContextBlock', ratio=1. / 16),
+            stages=(False, True, True, True),
+            position='after_conv3'),
+        dict(
+            cfg=dict(
+                type='GeneralizedAttention',
+                spatial_range=-1,
+                num_heads=8,
+                attention_type='0010',
+                kv_stride=2),
+            stages=(False, False, True, True),
+            position='after_conv2'),
     ]
     ours = RedNet(50, plugins=plugins)
     theirs = ResNet(50, plugins=plugins)
     for stage in range(1, 5):
-        block, reference = (getattr(model, f'layer{stage}')[0]
-                            for model in (ours, theirs))
+        block, reference = (
+            getattr(model, f'layer{stage}')[0] for model in (ours, theirs))
         for position in ('after_conv1', 'after_conv2', 'after_conv3'):
             names = f'{position}_plugin_names'
             assert getattr(block, names) == getattr(reference, names)
     with torch.no_grad():
-        assert ours.eval()(torch.rand(1, 3, 64, 64))[3].shape == (1, 2048, 2,
-                                                                  2)
+        assert ours.eval()(torch.rand(1, 3, 64,
+                                      64))[3].shape == (1, 2048, 2, 2)
 
 
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
@@ -322,13 +336,17 @@ def _imagenet_classifier(depth):
 def _reference_checkpoint(path, depth=26):
     """An mmcls-format RedNet checkpoint (stem K=3) with random weights."""
     source = _imagenet_classifier(depth)
-    state = {k: torch.randn_like(v.float()).to(v.dtype)
-             for k, v in source.state_dict().items()}
+    state = {
+        k: torch.randn_like(v.float()).to(v.dtype)
+        for k, v in source.state_dict().items()
+    }
     torch.save(
         dict(
             meta=dict(
-                mmcls_version='0.12.0', CLASSES=('tench', 'goldfish'),
-                epoch=130, config='model = dict(...)'),
+                mmcls_version='0.12.0',
+                CLASSES=('tench', 'goldfish'),
+                epoch=130,
+                config='model = dict(...)'),
             state_dict=state), path)
     return state
 
@@ -336,8 +354,8 @@ def _reference_checkpoint(path, depth=26):
 def _pretrained(path, **kwargs):
     return RedNet(
         26,
-        init_cfg=dict(type='Pretrained', checkpoint=str(path),
-                      prefix='backbone.'),
+        init_cfg=dict(
+            type='Pretrained', checkpoint=str(path), prefix='backbone.'),
         **kwargs)
 
 
@@ -400,8 +418,8 @@ def test_stem_kernel_mismatch_gives_one_explained_warning(
     's3://bucket/resnext101_32x4d.pth',
 ])
 def test_resnet_checkpoints_are_refused_by_name(checkpoint):
-    for kwargs in (dict(init_cfg=dict(type='Pretrained',
-                                      checkpoint=checkpoint)),
+    for kwargs in (dict(
+            init_cfg=dict(type='Pretrained', checkpoint=checkpoint)),
                    dict(pretrained=checkpoint)):
         with pytest.raises(ValueError, match='not a RedNet checkpoint'):
             RedNet(26, **kwargs)
@@ -421,15 +439,15 @@ def test_foreign_checkpoint_is_refused_by_its_keys(tmp_path):
         for key, value in ResNetV1c(depth=50).state_dict().items()
     }
     torch.save({'state_dict': resnet}, path)
-    model = RedNet(
-        50, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
-    with pytest.raises(ValueError, match=r"not a RedNet's .*'stem\.0\.weight'"
-                       r" but no involution"):
+    model = RedNet(50, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with pytest.raises(
+            ValueError,
+            match=r"not a RedNet's .*'stem\.0\.weight'"
+            r" but no involution"):
         model.init_weights()
     fitting = [
-        key for key, value in model.state_dict().items()
-        if key in resnet and resnet[key].shape == value.shape
-        and value.dtype.is_floating_point
+        key for key, value in model.state_dict().items() if key in resnet
+        and resnet[key].shape == value.shape and value.dtype.is_floating_point
     ]
     assert 'layer1.0.conv1.weight' in fitting  # what would have half-loaded
     for key in fitting:
@@ -441,8 +459,8 @@ def test_foreign_checkpoint_is_refused_by_its_keys(tmp_path):
         for k, v in ResNetV1c(depth=50).state_dict().items()
     }
     with pytest.raises(ValueError, match='loaded into backbone are not'):
-        load_state_dict(torch.nn.ModuleDict(dict(backbone=model)),
-                        detector_state)
+        load_state_dict(
+            torch.nn.ModuleDict(dict(backbone=model)), detector_state)
 
 
 def test_pretrained_goes_through_the_safe_loader(tmp_path):
@@ -484,10 +502,9 @@ def test_channels_last_end_to_end():
     layouts = []
 
     def record(module, inputs, output):
-        layouts.append((inputs[0].is_contiguous(
-            memory_format=torch.channels_last),
-                        output.is_contiguous(
-                            memory_format=torch.channels_last)))
+        layouts.append(
+            (inputs[0].is_contiguous(memory_format=torch.channels_last),
+             output.is_contiguous(memory_format=torch.channels_last)))
 
     from mmplug_involution.layers import Involution
     handles = [

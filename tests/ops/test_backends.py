@@ -18,8 +18,8 @@ from mmplug_involution.ops.backends import cupy as cupy_backend
 from mmplug_involution.ops.backends import native_backend
 from .reference import involution_reference, random_case
 
-CPU, CUDA, META = (torch.device('cpu'), torch.device('cuda', 0),
-                   torch.device('meta'))
+CPU, CUDA, META = (torch.device('cpu'), torch.device('cuda',
+                                                     0), torch.device('meta'))
 
 
 def test_one_module_per_environment_value():
@@ -144,10 +144,8 @@ def test_generated_forward_of_each_backend(name):
     expected = involution_reference(x, kernel, 3, 1, 1, 1)
     for layout in (torch.contiguous_format, torch.channels_last):
         args = [
-            t.to(device).contiguous(memory_format=layout)
-            for t in (x, reduced)
+            t.to(device).contiguous(memory_format=layout) for t in (x, reduced)
         ]
         out = module.generated_forward(*args, weight.to(device),
                                        bias.to(device), 3, 1, 1, 1)
-        torch.testing.assert_close(
-            out.cpu(), expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(out.cpu(), expected, rtol=1e-12, atol=1e-12)

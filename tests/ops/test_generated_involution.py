@@ -80,15 +80,15 @@ def test_matches_the_reference(case, dtype, layout, backend, monkeypatch):
         for name, t in tensors.items() if t is not None
     }
     out = generated_involution2d(leaves['input'], leaves['reduced'],
-                                 leaves['weight'], leaves.get('bias'),
-                                 *params)
+                                 leaves['weight'], leaves.get('bias'), *params)
     assert out.dtype == dtype
     assert out.is_contiguous(memory_format=fmt)
     assert _relative_error(out, reference) < TOLERANCES[dtype]
     out.backward(grad.to(dtype).contiguous(memory_format=fmt))
     for name, leaf in leaves.items():
-        assert _relative_error(leaf.grad, ref_leaves[name].grad) < TOLERANCES[
-            dtype], f'grad of {name}'
+        assert _relative_error(
+            leaf.grad,
+            ref_leaves[name].grad) < TOLERANCES[dtype], f'grad of {name}'
 
 
 @pytest.mark.parametrize('case', CASES)
@@ -97,12 +97,17 @@ def test_the_cpp_kernel_writes_every_output(case):
     tensors, params = _case_tensors(case, generator)
     reference, _ = _reference(tensors, params)
     for dtype in TOLERANCES:
-        x, reduced = (tensors[name].to(dtype).contiguous(
-            memory_format=torch.channels_last)
-                      for name in ('input', 'reduced'))
+        x, reduced = (
+            tensors[name].to(dtype).contiguous(
+                memory_format=torch.channels_last)
+            for name in ('input', 'reduced'))
         out = torch.ops.mmplug_involution_cpu.generated_forward(
-            x, reduced, tensors['weight'].to(dtype),
-            tensors['bias'].to(dtype), *params, poison=True)
+            x,
+            reduced,
+            tensors['weight'].to(dtype),
+            tensors['bias'].to(dtype),
+            *params,
+            poison=True)
         assert torch.isfinite(out).all(), 'unwritten (NaN) values'
         assert _relative_error(out, reference) < TOLERANCES[dtype]
 
@@ -110,16 +115,18 @@ def test_the_cpp_kernel_writes_every_output(case):
 def test_the_cpp_kernel_is_the_same_with_1_and_2_threads():
     generator = torch.Generator().manual_seed(5)
     tensors, params = _case_tensors(CASES[2], generator)
-    x, reduced = (tensors[name].float().contiguous(
-        memory_format=torch.channels_last) for name in ('input', 'reduced'))
+    x, reduced = (
+        tensors[name].float().contiguous(memory_format=torch.channels_last)
+        for name in ('input', 'reduced'))
     threads = torch.get_num_threads()
     results = []
     try:
         for count in (1, 2):
             torch.set_num_threads(count)
-            results.append(torch.ops.mmplug_involution_cpu.generated_forward(
-                x, reduced, tensors['weight'].float(), tensors['bias'].float(),
-                *params))
+            results.append(
+                torch.ops.mmplug_involution_cpu.generated_forward(
+                    x, reduced, tensors['weight'].float(),
+                    tensors['bias'].float(), *params))
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(*results)
@@ -146,8 +153,9 @@ def test_the_op_passes_torch_library_opcheck():
     generator = torch.Generator().manual_seed(3)
     tensors, params = _case_tensors(CASES[0], generator)
     args = [
-        t.float().contiguous(memory_format=torch.channels_last)
-        if t.dim() == 4 else t.float() for t in tensors.values()
+        t.float().contiguous(
+            memory_format=torch.channels_last) if t.dim() == 4 else t.float()
+        for t in tensors.values()
     ]
     args = [t.requires_grad_(True) for t in args]
     torch.library.opcheck(torch.ops.mmplug_involution.generated_involution2d,
@@ -158,8 +166,9 @@ def test_the_op_passes_torch_library_opcheck():
 def test_the_layer_keeps_no_kernel_tensor_for_backward(layout):
     torch.manual_seed(0)
     layer = Involution(32, kernel_size=7, stride=2).double()
-    x = torch.randn(2, 32, 15, 12, dtype=torch.float64).contiguous(
-        memory_format=LAYOUTS[layout]).requires_grad_(True)
+    x = torch.randn(
+        2, 32, 15, 12, dtype=torch.float64).contiguous(
+            memory_format=LAYOUTS[layout]).requires_grad_(True)
     saved = []
 
     def pack(t):
@@ -173,8 +182,7 @@ def test_the_layer_keeps_no_kernel_tensor_for_backward(layout):
     # and the layer still computes involution2d of its generated kernel
     expected = involution2d(x, layer.generate_kernel(x), 7, 2)
     torch.testing.assert_close(out, expected)
-    grads = torch.autograd.grad(out.square().sum(),
-                                [x, *layer.parameters()])
+    grads = torch.autograd.grad(out.square().sum(), [x, *layer.parameters()])
     expected_grads = torch.autograd.grad(expected.square().sum(),
                                          [x, *layer.parameters()])
     for value, wanted in zip(grads, expected_grads):

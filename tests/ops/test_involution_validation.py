@@ -115,9 +115,11 @@ def test_missing_native_backend_warns_once_then_falls_back(
     backend = BACKEND_MODULES[native]  # its probe behind unavailable_reason
     monkeypatch.setattr(backend, probe, lambda: message)
     monkeypatch.setattr(involution_module, '_warned', set())
-    with pytest.warns(UserWarning, match=re.escape(message) +
-                      '.*Falling back to the slower PyTorch implementation '
-                      f'of involution on {device.type}'):
+    with pytest.warns(
+            UserWarning,
+            match=re.escape(message) +
+            '.*Falling back to the slower PyTorch implementation '
+            f'of involution on {device.type}'):
         assert involution_module.select_backend(device) == 'pytorch'
     with warnings.catch_warnings():
         warnings.simplefilter('error')  # a second call stays silent

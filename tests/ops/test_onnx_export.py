@@ -59,18 +59,37 @@ class _GeneratedInvolution(nn.Module):
 
 def _export(module, inputs, names, exporter, path):
     if exporter == 'torchscript':
-        axes = {name: {0: 'n', 2: f'{name}_h', 3: f'{name}_w'}
-                for name in names}
-        torch.onnx.export(module, inputs, path, dynamo=False,
-                          opset_version=17, input_names=names,
-                          dynamic_axes=axes)
+        axes = {
+            name: {
+                0: 'n',
+                2: f'{name}_h',
+                3: f'{name}_w'
+            }
+            for name in names
+        }
+        torch.onnx.export(
+            module,
+            inputs,
+            path,
+            dynamo=False,
+            opset_version=17,
+            input_names=names,
+            dynamic_axes=axes)
     else:
         dim = torch.export.Dim
         batch = dim('n', min=1)
-        shapes = tuple({0: batch, 2: dim(f'{name}_h', min=1),
-                        3: dim(f'{name}_w', min=1)} for name in names)
-        torch.onnx.export(module, inputs, path, dynamo=True,
-                          input_names=names, dynamic_shapes=shapes)
+        shapes = tuple({
+            0: batch,
+            2: dim(f'{name}_h', min=1),
+            3: dim(f'{name}_w', min=1)
+        } for name in names)
+        torch.onnx.export(
+            module,
+            inputs,
+            path,
+            dynamo=True,
+            input_names=names,
+            dynamic_shapes=shapes)
     model = onnx.load(path)
     onnx.checker.check_model(model, full_check=True)
     assert {node.domain for node in model.graph.node} <= {'', 'ai.onnx'}
@@ -78,13 +97,14 @@ def _export(module, inputs, names, exporter, path):
         path, providers=['CPUExecutionProvider'])
 
 
-def _case_inputs(channels, groups, kernel_size, stride, padding, dilation,
-                 n, h, w, generator):
-    ho, wo = (output_size(size, kernel_size, stride, padding, dilation)
-              for size in (h, w))
+def _case_inputs(channels, groups, kernel_size, stride, padding, dilation, n,
+                 h, w, generator):
+    ho, wo = (
+        output_size(size, kernel_size, stride, padding, dilation)
+        for size in (h, w))
     x = torch.randn(n, channels, h, w, generator=generator)
-    kernel = torch.randn(n, groups * kernel_size**2, ho, wo,
-                         generator=generator)
+    kernel = torch.randn(
+        n, groups * kernel_size**2, ho, wo, generator=generator)
     return x, kernel
 
 
@@ -95,8 +115,7 @@ def test_involution_in_onnx_runtime_equals_the_reference(
     channels, groups, *window = case
     generator = torch.Generator().manual_seed(sum(case))
     module = _Involution(*window)
-    session = _export(module,
-                      _case_inputs(*case, 2, 11, 9, generator),
+    session = _export(module, _case_inputs(*case, 2, 11, 9, generator),
                       ['x', 'kernel'], exporter,
                       str(tmp_path / 'involution.onnx'))
     # other batch and sizes than exported with: the axes are dynamic
@@ -104,8 +123,8 @@ def test_involution_in_onnx_runtime_equals_the_reference(
         x, kernel = _case_inputs(*case, n, h, w, generator)
         got = session.run(None, {'x': x.numpy(), 'kernel': kernel.numpy()})
         expected = involution_reference(x, kernel, *window)
-        np.testing.assert_allclose(got[0], expected.numpy(), rtol=1e-5,
-                                   atol=1e-5)
+        np.testing.assert_allclose(
+            got[0], expected.numpy(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('exporter', EXPORTERS)
@@ -120,20 +139,20 @@ def test_generated_involution_in_onnx_runtime_equals_the_reference(
 
     def inputs(n, h, w):
         ho, wo = (output_size(size, *window) for size in (h, w))
-        return (torch.randn(n, channels, h, w),
-                torch.randn(n, reduced_channels, ho, wo))
+        return (torch.randn(n, channels, h,
+                            w), torch.randn(n, reduced_channels, ho, wo))
 
     session = _export(module, inputs(2, 9, 12), names, exporter,
                       str(tmp_path / 'generated.onnx'))
     for shape in ((2, 9, 12), (3, 15, 8)):
         x, reduced = inputs(*shape)
         got = session.run(None, {'x': x.numpy(), 'reduced': reduced.numpy()})
-        kernel = F.conv2d(reduced.double(), module.weight.double(),
-                          None if module.bias is None else
-                          module.bias.double())
+        kernel = F.conv2d(
+            reduced.double(), module.weight.double(),
+            None if module.bias is None else module.bias.double())
         expected = involution_reference(x, kernel, *window)
-        np.testing.assert_allclose(got[0], expected.detach().numpy(),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            got[0], expected.detach().numpy(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('exporter', EXPORTERS)
@@ -145,11 +164,13 @@ def test_no_intermediate_of_the_unfolded_size(exporter, tmp_path):
     kernel = torch.randn(n, groups * 49, size, size)
     path = str(tmp_path / 'lean.onnx')
     if exporter == 'torchscript':
-        torch.onnx.export(_Involution(*window), (x, kernel), path,
-                          dynamo=False, opset_version=17)
+        torch.onnx.export(
+            _Involution(*window), (x, kernel),
+            path,
+            dynamo=False,
+            opset_version=17)
     else:
-        torch.onnx.export(_Involution(*window), (x, kernel), path,
-                          dynamo=True)
+        torch.onnx.export(_Involution(*window), (x, kernel), path, dynamo=True)
     # every intermediate made a graph output, to read its real size
     model = onnx.load(path)
     known = {o.name for o in model.graph.output}
@@ -160,8 +181,9 @@ def test_no_intermediate_of_the_unfolded_size(exporter, tmp_path):
                 known.add(name)
     session = onnxruntime.InferenceSession(
         model.SerializeToString(), providers=['CPUExecutionProvider'])
-    feeds = dict(zip((i.name for i in session.get_inputs()),
-                     (x.numpy(), kernel.numpy())))
+    feeds = dict(
+        zip((i.name for i in session.get_inputs()),
+            (x.numpy(), kernel.numpy())))
     sizes = [np.asarray(value).size for value in session.run(None, feeds)]
     padded = n * channels * (size + 6)**2
     assert max(sizes) <= max(padded, kernel.numel())
@@ -188,7 +210,8 @@ torch.onnx.export(M().eval(),
                   {str(tmp_path / 'plain.onnx')!r})
 '''
     result = subprocess.run([sys.executable, '-c', script],
-                            capture_output=True, text=True)
+                            capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / 'plain.onnx').exists()
 
@@ -203,11 +226,18 @@ def test_the_translation_table_names_both_ops():
 
 def test_export_onnx_refuses_a_size_off_the_divisor(tmp_path):
     with pytest.raises(ValueError, match='multiple of size_divisor=32'):
-        export_onnx(nn.Identity(), torch.randn(1, 3, 40, 64),
-                    str(tmp_path / 'x.onnx'), dynamic=True, size_divisor=32)
+        export_onnx(
+            nn.Identity(),
+            torch.randn(1, 3, 40, 64),
+            str(tmp_path / 'x.onnx'),
+            dynamic=True,
+            size_divisor=32)
     with pytest.raises(ValueError, match='exporter must be one of'):
-        export_onnx(nn.Identity(), torch.randn(1, 3, 32, 32),
-                    str(tmp_path / 'x.onnx'), exporter='tensorrt')
+        export_onnx(
+            nn.Identity(),
+            torch.randn(1, 3, 32, 32),
+            str(tmp_path / 'x.onnx'),
+            exporter='tensorrt')
 
 
 @pytest.mark.parametrize('exporter', EXPORTERS)
@@ -220,10 +250,12 @@ def test_onnx_runtime_holds_few_windows_at_once(exporter, tmp_path):
     x = torch.randn(8, 64, 56, 56)
     kernel = torch.randn(8, 4 * 49, 56, 56)
     path = str(tmp_path / 'order.onnx')
-    torch.onnx.export(_Involution(7, 1, 3, 1), (x, kernel), path,
-                      dynamo=exporter == 'dynamo', input_names=['x', 'k'],
-                      **({} if exporter == 'dynamo' else
-                         dict(opset_version=17)))
+    torch.onnx.export(
+        _Involution(7, 1, 3, 1), (x, kernel),
+        path,
+        dynamo=exporter == 'dynamo',
+        input_names=['x', 'k'],
+        **({} if exporter == 'dynamo' else dict(opset_version=17)))
     options = onnxruntime.SessionOptions()
     options.enable_cpu_mem_arena = False
     session = onnxruntime.InferenceSession(
@@ -241,14 +273,19 @@ def test_torchscript_symbolic_serves_opset_11(tmp_path):
     torch.manual_seed(0)
     x, kernel = torch.randn(2, 6, 9, 10), torch.randn(2, 18, 5, 5)
     path = str(tmp_path / 'opset11.onnx')
-    torch.onnx.export(_Involution(3, 2, 1, 1), (x, kernel), path,
-                      dynamo=False, opset_version=11,
-                      input_names=['x', 'kernel'])
+    torch.onnx.export(
+        _Involution(3, 2, 1, 1), (x, kernel),
+        path,
+        dynamo=False,
+        opset_version=11,
+        input_names=['x', 'kernel'])
     model = onnx.load(path)
     assert model.opset_import[0].version == 11
     session = onnxruntime.InferenceSession(
         path, providers=['CPUExecutionProvider'])
     got = session.run(None, {'x': x.numpy(), 'kernel': kernel.numpy()})[0]
     np.testing.assert_allclose(
-        got, involution_reference(x, kernel, 3, 2, 1, 1).numpy(), rtol=1e-5,
+        got,
+        involution_reference(x, kernel, 3, 2, 1, 1).numpy(),
+        rtol=1e-5,
         atol=1e-5)

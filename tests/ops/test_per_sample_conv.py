@@ -16,8 +16,8 @@ CASES = [
 
 @pytest.mark.parametrize('case', CASES, ids=str)
 @pytest.mark.parametrize('with_bias', [True, False])
-@pytest.mark.parametrize('function', [per_sample_conv2d,
-                                      per_sample_conv2d_by_taps])
+@pytest.mark.parametrize('function',
+                         [per_sample_conv2d, per_sample_conv2d_by_taps])
 def test_equals_a_float64_conv_per_sample(case, with_bias, function):
     torch.manual_seed(0)
     groups, kernel = case['groups'], case['kernel']
@@ -28,17 +28,16 @@ def test_equals_a_float64_conv_per_sample(case, with_bias, function):
     out = function(x, weight, bias, *args)
     for n in range(3):
         expected = F.conv2d(x[n:n + 1].double(), weight[n].double(),
-                            None if bias is None else bias[n].double(),
-                            *args)
-        torch.testing.assert_close(out[n:n + 1], expected.float(),
-                                   rtol=1e-5, atol=1e-5)
+                            None if bias is None else bias[n].double(), *args)
+        torch.testing.assert_close(
+            out[n:n + 1], expected.float(), rtol=1e-5, atol=1e-5)
 
 
 def test_gradcheck():
     torch.manual_seed(0)
     x = torch.randn(2, 4, 5, 6, dtype=torch.float64, requires_grad=True)
-    weight = torch.randn(2, 6, 2, 3, 3, dtype=torch.float64,
-                         requires_grad=True)
+    weight = torch.randn(
+        2, 6, 2, 3, 3, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(2, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(
         lambda a, w, b: per_sample_conv2d(a, w, b, 2, 1, 1, 2),

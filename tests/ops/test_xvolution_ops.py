@@ -39,8 +39,15 @@ def pssa_reference(query, key, logit_scale, kernel_size, stride, dilation):
     return logits.softmax(2).reshape(batch, -1, out_h, out_w)
 
 
-def random_pssa_case(batch, channels, groups, size, kernel_size, stride,
-                     dilation, dtype=torch.float32, seed=0):
+def random_pssa_case(batch,
+                     channels,
+                     groups,
+                     size,
+                     kernel_size,
+                     stride,
+                     dilation,
+                     dtype=torch.float32,
+                     seed=0):
     generator = torch.Generator().manual_seed(seed)
     pad = dilation * (kernel_size - 1) // 2
     out = [output_size(s, kernel_size, stride, pad, dilation) for s in size]
@@ -63,8 +70,7 @@ def test_pssa_matches_float64_reference(kernel_size, stride, dilation, size):
                                          dilation)
     attention = pixel_shift_attention(query, key, scale, kernel_size, stride,
                                       dilation)
-    expected = pssa_reference(query, key, scale, kernel_size, stride,
-                              dilation)
+    expected = pssa_reference(query, key, scale, kernel_size, stride, dilation)
     assert attention.shape == expected.shape
     torch.testing.assert_close(
         attention.double(), expected, rtol=1e-5, atol=1e-6)
@@ -115,8 +121,7 @@ def test_fused_matches_conv_plus_scaled_involution(stride, dilation, size):
     expected = F.conv2d(x.double(), weight.double(), bias.double(), stride,
                         pad, dilation) + scale.double()[:, None, None] * \
         involution_reference(x, attention, 3, stride, pad, dilation)
-    torch.testing.assert_close(
-        result.double(), expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(result.double(), expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('call,match', [

@@ -30,8 +30,8 @@ def test_the_safe_hook_writes_atomically_unless_told_otherwise():
     assert SafeCheckpointHook(
         interval=1, backend_args=dict(backend='local')).backend_args == dict(
             backend='local')
-    assert SafeCheckpointHook(interval=1,
-                              out_dir='s3://bucket/run').backend_args is None
+    assert SafeCheckpointHook(
+        interval=1, out_dir='s3://bucket/run').backend_args is None
 
 
 def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -52,6 +52,5 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 def test_written_file_is_complete_and_readable(tmp_path):
     path = tmp_path / 'sub' / 'iter_3.pth'
     save_checkpoint({'state_dict': {'w': torch.arange(5.)}}, str(path))
-    assert torch.equal(
-        torch.load(path)['state_dict']['w'], torch.arange(5.))
+    assert torch.equal(torch.load(path)['state_dict']['w'], torch.arange(5.))
     assert oct(path.stat().st_mode & 0o777) != oct(0o600)

@@ -100,7 +100,13 @@ def test_code_running_pickle_is_refused(tmp_path, payload, zip_format):
     marker = tmp_path / 'pwned'
     evil = _RunsCode(marker) if payload == 'code' else _GetattrEscape()
     path = tmp_path / 'evil.pth'
-    torch.save({'state_dict': {'w': torch.ones(1)}, 'meta': evil}, path,
+    torch.save({
+        'state_dict': {
+            'w': torch.ones(1)
+        },
+        'meta': evil
+    },
+               path,
                _use_new_zipfile_serialization=zip_format)
     wanted = ('it would import pathlib'
               if payload == 'code' else "asks for attribute '__init__'")
@@ -121,16 +127,21 @@ def _damaged_copies(tmp_path):
     data = good.read_bytes()
     flipped = bytearray(data)
     middle = len(data) // 2
-    flipped[middle:middle + 4096] = bytes(b ^ 0xFF
-                                          for b in flipped[middle:middle +
-                                                           4096])
+    flipped[middle:middle + 4096] = bytes(
+        b ^ 0xFF for b in flipped[middle:middle + 4096])
     damaged = {
-        'truncated': data[:len(data) // 2],
-        'bit flips in a tensor': bytes(flipped),
-        'random bytes': torch.randint(
-            0, 256, (4096, ), generator=torch.Generator().manual_seed(0),
+        'truncated':
+        data[:len(data) // 2],
+        'bit flips in a tensor':
+        bytes(flipped),
+        'random bytes':
+        torch.randint(
+            0,
+            256, (4096, ),
+            generator=torch.Generator().manual_seed(0),
             dtype=torch.uint8).numpy().tobytes(),
-        'empty': b'',
+        'empty':
+        b'',
     }
     paths = {}
     for name, content in damaged.items():

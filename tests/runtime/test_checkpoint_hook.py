@@ -46,13 +46,14 @@ def _kill_when(monkeypatch, target):
         original(filepath, data)
 
     monkeypatch.setattr(atomic_save, 'atomic_write', write)
-    monkeypatch.setattr('mmplug_involution.runtime.checkpoint_hook.'
-                        'atomic_write', write)
+    monkeypatch.setattr(
+        'mmplug_involution.runtime.checkpoint_hook.'
+        'atomic_write', write)
 
 
 def _iter_of(path):
-    return torch.load(path, map_location='cpu', weights_only=False)['meta'][
-        'iter']
+    return torch.load(
+        path, map_location='cpu', weights_only=False)['meta']['iter']
 
 
 def test_a_kill_while_writing_a_checkpoint_keeps_the_previous_one(
@@ -84,9 +85,8 @@ def test_a_kill_before_last_checkpoint_is_written_resumes_the_new_one(
         _runner(work, 3, resume=True).train()
     # the new checkpoint is complete, the old one not yet removed, and
     # last_checkpoint is stale: the finder takes the newest complete one
-    assert sorted(p.name for p in work.glob('*.pth')) == [
-        'iter_2.pth', 'iter_3.pth'
-    ]
+    assert sorted(p.name
+                  for p in work.glob('*.pth')) == ['iter_2.pth', 'iter_3.pth']
     assert (work / 'last_checkpoint').read_text().endswith('iter_2.pth')
     assert find_resumable_checkpoint(str(work)).endswith('iter_3.pth')
 
@@ -129,8 +129,7 @@ def test_a_resumed_run_continues_bitwise_as_the_straight_one(
     b = torch.load(resumed / 'iter_5.pth', weights_only=False)
     for key, value in a['state_dict'].items():
         assert torch.equal(value, b['state_dict'][key]), key
-    assert a['random_states'][0]['torch'].equal(
-        b['random_states'][0]['torch'])
+    assert a['random_states'][0]['torch'].equal(b['random_states'][0]['torch'])
 
 
 def test_load_from_without_resume_starts_fresh_random_numbers(
@@ -141,13 +140,16 @@ def test_load_from_without_resume_starts_fresh_random_numbers(
     _runner(tmp_path / 'first', 3, keep=-1).train()
     fresh = _runner(tmp_path / 'fresh', 2, keep=-1)
     fresh.train()
-    loaded = _runner(tmp_path / 'loaded', 2, keep=-1,
-                     load_from=str(tmp_path / 'first' / 'iter_3.pth'))
+    loaded = _runner(
+        tmp_path / 'loaded',
+        2,
+        keep=-1,
+        load_from=str(tmp_path / 'first' / 'iter_3.pth'))
     loaded.train()
-    a, b = (torch.load(tmp_path / run / 'iter_2.pth', weights_only=False)
-            for run in ('fresh', 'loaded'))
-    assert a['random_states'][0]['torch'].equal(
-        b['random_states'][0]['torch'])
+    a, b = (
+        torch.load(tmp_path / run / 'iter_2.pth', weights_only=False)
+        for run in ('fresh', 'loaded'))
+    assert a['random_states'][0]['torch'].equal(b['random_states'][0]['torch'])
     assert b['meta']['iter'] == 2
 
 
@@ -161,9 +163,9 @@ def test_the_runner_swaps_in_the_safe_hook_and_resumes_the_newest(
     monkeypatch.undo()
     runner = _runner(work, 4, resume=True)
     stock = SafeCheckpointRunner(
-        model=_TinyModel(), work_dir=str(tmp_path / 'stock'),
-        default_hooks=dict(checkpoint=dict(type='CheckpointHook',
-                                           interval=2)))
+        model=_TinyModel(),
+        work_dir=str(tmp_path / 'stock'),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2)))
     assert [type(h) for h in stock.hooks
             if 'Checkpoint' in type(h).__name__] == [SafeCheckpointHook]
     # last_checkpoint names iter_2; the run continues from iter_3

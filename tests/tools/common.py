@@ -12,11 +12,12 @@ TOOLS = ROOT / 'tools'
 def run_script(script, *args) -> subprocess.CompletedProcess:
     """``python script args`` in the repository; the finished process."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, str(script), *map(str, args)],
-                          cwd=ROOT,
-                          env=env,
-                          capture_output=True,
-                          text=True)
+    return subprocess.run(
+        [sys.executable, str(script), *map(str, args)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True)
 
 
 def tool_module(name: str, folder: str = ''):

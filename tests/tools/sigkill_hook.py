@@ -15,7 +15,10 @@ class SigkillAfterCheckpoint(Hook):
     def __init__(self, iteration: int) -> None:
         self.iteration = iteration
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None) -> None:
         if runner.iter + 1 == self.iteration:
             barrier()  # rank 0 has written the checkpoint

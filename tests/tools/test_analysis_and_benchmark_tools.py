@@ -27,9 +27,12 @@ def test_get_complexity_cli():
         sys.executable,
         str(ROOT / 'tools' / 'analysis' / 'get_complexity.py'),
         str(ROOT / 'configs' / 'rednet' /
-            'rednet26_32xb64-warmup-coslr_in1k.py'), '--shape',
-        '224'
-    ], capture_output=True, text=True, check=True, cwd=ROOT)
+            'rednet26_32xb64-warmup-coslr_in1k.py'), '--shape', '224'
+    ],
+                            capture_output=True,
+                            text=True,
+                            check=True,
+                            cwd=ROOT)
     assert 'params:  9.23 M' in result.stdout
     assert 'FLOPs:   1.70 G' in result.stdout
     assert 'involution2d' not in result.stdout  # counted, not listed
@@ -50,10 +53,14 @@ def test_operator_demo_benchmark(tmp_path):
     """The README's main job (quick operator benchmark) runs and writes."""
     result = subprocess.run([
         sys.executable,
-        str(BENCHMARKS / 'benchmark_involution.py'), '--quick',
-        '--repeats', '1', '--out',
+        str(BENCHMARKS / 'benchmark_involution.py'), '--quick', '--repeats',
+        '1', '--out',
         str(tmp_path)
-    ], capture_output=True, text=True, check=True, cwd=ROOT)
+    ],
+                            capture_output=True,
+                            text=True,
+                            check=True,
+                            cwd=ROOT)
     assert 'involution2d[pytorch]' in result.stdout
     table = (tmp_path / 'involution_cpu_quick.md').read_text()
     # 3 shapes x 6 implementations (cpp and the depthwise conv in both
@@ -73,12 +80,16 @@ def test_backbone_benchmark_runs_and_compares_formats(tmp_path):
         'RedNet-26', 'ResNet-50 (mmdet)', '--warmup', '0', '--repeats', '1',
         '--out',
         str(tmp_path)
-    ], capture_output=True, text=True, check=True, cwd=ROOT)
+    ],
+                   capture_output=True,
+                   text=True,
+                   check=True,
+                   cwd=ROOT)
     rows = json.loads((tmp_path / 'backbone_cpu.json').read_text())['rows']
-    assert {(r['backbone'], r['format']) for r in rows} == {
-        (b, f) for b in ('RedNet-26', 'ResNet-50 (mmdet)')
-        for f in ('nchw', 'channels_last')
-    }
+    assert {(r['backbone'], r['format'])
+            for r in rows} == {(b, f)
+                               for b in ('RedNet-26', 'ResNet-50 (mmdet)')
+                               for f in ('nchw', 'channels_last')}
     # one ratio per backbone, on its faster format
     assert sum('time_ratio' in r for r in rows) == 2
     _assert_png(tmp_path / 'backbone_cpu.png')
@@ -95,7 +106,11 @@ def test_layer_benchmarks_run_and_write_their_tables(tmp_path, tool, stem,
         str(BENCHMARKS / tool), '--device', 'cpu', '--settings',
         '14x14, batch 32', '--warmup', '0', '--repeats', '1', '--out',
         str(tmp_path)
-    ], capture_output=True, text=True, check=True, cwd=ROOT)
+    ],
+                   capture_output=True,
+                   text=True,
+                   check=True,
+                   cwd=ROOT)
     table = (tmp_path / f'{stem}.md').read_text()
     assert table.count('| 14x14, batch 32 |') == rows
     result = json.loads((tmp_path / f'{stem}.json').read_text())
@@ -112,7 +127,11 @@ def test_onnx_benchmark_runs_and_writes_table_and_plot(tmp_path):
         '--settings', '224x224, batch 1', '--warmup', '0', '--repeats', '1',
         '--out',
         str(tmp_path)
-    ], capture_output=True, text=True, check=True, cwd=ROOT)
+    ],
+                   capture_output=True,
+                   text=True,
+                   check=True,
+                   cwd=ROOT)
     rows = json.loads((tmp_path / 'onnx_cpu.json').read_text())['rows']
     assert [r['runtime'] for r in rows] == ['PyTorch eager', 'ONNX Runtime']
     assert rows[0]['time_ratio'] == 1 and rows[1]['time_ratio'] > 0
@@ -121,9 +140,11 @@ def test_onnx_benchmark_runs_and_writes_table_and_plot(tmp_path):
 
 def _scalars(path, losses, metric):
     path.parent.mkdir(parents=True)
-    lines = [json.dumps(dict(loss=loss, loss_mask=loss / 2, lr=0.01,
-                             iter=step, step=step))
-             for step, loss in enumerate(losses, 1)]
+    lines = [
+        json.dumps(
+            dict(loss=loss, loss_mask=loss / 2, lr=0.01, iter=step, step=step))
+        for step, loss in enumerate(losses, 1)
+    ]
     lines.append(json.dumps({'coco/bbox_mAP': metric, 'step': len(losses)}))
     path.write_text('\n'.join(lines) + '\n')
 
@@ -136,10 +157,15 @@ def test_plot_training_curves_draws_each_run_and_key(tmp_path):
     _scalars(other, [2.2, 1.4, 1.1, 0.95, 0.8], 0.25)
     out = tmp_path / 'curves.png'
     result = subprocess.run([
-        sys.executable, tool, str(tmp_path / 'a'), str(other), '--labels',
-        'seed 0', 'seed 1', '--keys', 'loss', 'loss_mask', 'coco/bbox_mAP',
-        '--out', str(out)
-    ], capture_output=True, text=True, cwd=ROOT)
+        sys.executable, tool,
+        str(tmp_path / 'a'),
+        str(other), '--labels', 'seed 0', 'seed 1', '--keys', 'loss',
+        'loss_mask', 'coco/bbox_mAP', '--out',
+        str(out)
+    ],
+                            capture_output=True,
+                            text=True,
+                            cwd=ROOT)
     assert result.returncode == 0, result.stderr
     image = matplotlib.image.imread(out)
     assert image.shape[:2] == (374, 1386)  # 3 panels of 4.2 x 3.4 in
@@ -149,17 +175,29 @@ def test_plot_training_curves_draws_each_run_and_key(tmp_path):
         (['--labels', 'one', 'two'], '2 labels for 1 runs'),
     ):
         result = subprocess.run(
-            [sys.executable, tool, str(other), '--out', str(out), *args],
-            capture_output=True, text=True, cwd=ROOT)
+            [sys.executable, tool,
+             str(other), '--out',
+             str(out), *args],
+            capture_output=True,
+            text=True,
+            cwd=ROOT)
         assert result.returncode == 1 and message in result.stderr
     (tmp_path / 'empty').mkdir()
     result = subprocess.run(
-        [sys.executable, tool, str(tmp_path / 'empty'), '--out', str(out)],
-        capture_output=True, text=True, cwd=ROOT)
+        [sys.executable, tool,
+         str(tmp_path / 'empty'), '--out',
+         str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT)
     assert result.returncode == 1
     assert 'no <timestamp>/vis_data/scalars.json here' in result.stderr
     other.write_text('{"loss": 1.0, "step": 1}\nnot json\n')
     result = subprocess.run(
-        [sys.executable, tool, str(other), '--out', str(out)],
-        capture_output=True, text=True, cwd=ROOT)
+        [sys.executable, tool,
+         str(other), '--out',
+         str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT)
     assert result.returncode == 1 and 'line 2: not JSON' in result.stderr

@@ -12,20 +12,23 @@ from .common import tool_module
 build_config_model = tool_module('tool_support').build_config_model
 
 ROOT = Path(__file__).parents[2]
-CLASSIFIER = (ROOT / 'configs' / 'rednet' /
-              'rednet50_32xb64-warmup-coslr_in1k.py')
+CLASSIFIER = (
+    ROOT / 'configs' / 'rednet' / 'rednet50_32xb64-warmup-coslr_in1k.py')
 DETECTOR = ROOT / 'configs' / 'rednet' / 'mask-rcnn_rednet50_fpn_1x_coco.py'
 
 
 def _check(*args):
-    return subprocess.run(
-        [sys.executable,
-         str(ROOT / 'tools' / 'analysis' / 'check_checkpoint.py'),
-         *map(str, args)], cwd=ROOT, capture_output=True, text=True)
+    return subprocess.run([
+        sys.executable,
+        str(ROOT / 'tools' / 'analysis' / 'check_checkpoint.py'),
+        *map(str, args)
+    ],
+                          cwd=ROOT,
+                          capture_output=True,
+                          text=True)
 
 
-def test_an_imagenet_checkpoint_fits_the_classifier_and_the_detector(
-        tmp_path):
+def test_an_imagenet_checkpoint_fits_the_classifier_and_the_detector(tmp_path):
     checkpoint = tmp_path / 'rednet50_in1k.pth'
     classifier = build_config_model(Config.fromfile(str(CLASSIFIER)))
     torch.save(dict(state_dict=classifier.state_dict()), checkpoint)

@@ -44,7 +44,8 @@ def _alive(pid):
 @pytest.mark.skipif(not sys.platform.startswith('linux'), reason='Linux')
 def test_data_loader_workers_die_with_a_killed_main_process():
     parent = subprocess.Popen([sys.executable, '-c', PARENT],
-                              stdout=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE,
+                              text=True)
     try:
         workers = [int(pid) for pid in parent.stdout.readline().split()]
         assert len(workers) == 2 and all(_alive(pid) for pid in workers)

@@ -30,32 +30,43 @@ TOLERANCE = 1e-4
 
 
 def _xvolution(attention):
-    return dict(type='XVolutionResNet', depth=18, stem_channels=16,
-                base_channels=16,
-                xvolution=dict(type='XVolution', attention=attention),
-                stage_with_xvolution=(False, False, True, False))
+    return dict(
+        type='XVolutionResNet',
+        depth=18,
+        stem_channels=16,
+        base_channels=16,
+        xvolution=dict(type='XVolution', attention=attention),
+        stage_with_xvolution=(False, False, True, False))
 
 
 def _dynamic(conv_type):
     # mmdet's BasicBlock (ResNet-18) takes no dcn: a narrow ResNet-50
-    return dict(type='ResNet', depth=50, stem_channels=16, base_channels=8,
-                dcn=dict(type=conv_type),
-                stage_with_dcn=(False, False, False, True))
+    return dict(
+        type='ResNet',
+        depth=50,
+        stem_channels=16,
+        base_channels=8,
+        dcn=dict(type=conv_type),
+        stage_with_dcn=(False, False, False, True))
 
 
 # family: (model config or demo config path, deploy form, (N, C, H, W))
 FAMILIES = {
-    'rednet': (dict(type='RedNet', depth=26, stem_channels=32,
-                    base_channels=16), False, (2, 3, 64, 64)),
+    'rednet':
+    (dict(type='RedNet', depth=26, stem_channels=32,
+          base_channels=16), False, (2, 3, 64, 64)),
     'detector-inv-fpn-rpn': (DET_DEMO, False, (1, 3, 64, 64)),
-    'inv-mask-head': (dict(type='InvolutionFCNMaskHead', num_convs=2,
-                           in_channels=32, conv_out_channels=32,
-                           num_classes=3), False, (3, 32, 14, 14)),
+    'inv-mask-head': (dict(
+        type='InvolutionFCNMaskHead',
+        num_convs=2,
+        in_channels=32,
+        conv_out_channels=32,
+        num_classes=3), False, (3, 32, 14, 14)),
     'segmentor': (SEG_DEMO, False, (1, 3, 64, 64)),
     'xvolution-pssa': (_xvolution('pssa'), False, (2, 3, 64, 64)),
     'xvolution-pssa-deploy': (_xvolution('pssa'), True, (2, 3, 64, 64)),
-    'xvolution-involution-deploy': (_xvolution('involution'), True,
-                                    (2, 3, 64, 64)),
+    'xvolution-involution-deploy':
+    (_xvolution('involution'), True, (2, 3, 64, 64)),
     'xvolution-sa': (_xvolution('sa'), False, (2, 3, 64, 64)),
     'dcd': (_dynamic('DCDConv2d'), False, (2, 3, 64, 64)),
     'condconv': (_dynamic('CondConv2d'), False, (2, 3, 64, 64)),
@@ -85,22 +96,32 @@ def test_the_family_exports_and_onnx_runtime_agrees(family, exporter,
     example = torch.randn(*shape, generator=generator)
     spatial = shape[2] >= 32  # a mask head takes fixed 14x14 RoI features
     path = str(tmp_path / f'{family}.onnx')
-    export_onnx(module, example, path, dynamic=True, exporter=exporter,
-                size_divisor=32, dynamic_spatial=spatial)
+    export_onnx(
+        module,
+        example,
+        path,
+        dynamic=True,
+        exporter=exporter,
+        size_divisor=32,
+        dynamic_spatial=spatial)
     n, c, h, w = shape
     other = (n + 1, c, h + 32, w + 64) if spatial else (n + 2, c, h, w)
     results = compare_with_onnxruntime(
-        path, module, [example, torch.randn(*other, generator=generator)])
+        path, module,
+        [example, torch.randn(*other, generator=generator)])
     assert [r['shape'] for r in results] == [shape, other]
     for result in results:
         assert result['max_rel'] <= TOLERANCE, result
 
 
 def _tool(*args):
-    return subprocess.run(
-        [sys.executable,
-         str(ROOT / 'tools' / 'deploy' / 'export_onnx.py'), *map(str, args)],
-        cwd=ROOT, capture_output=True, text=True)
+    return subprocess.run([
+        sys.executable,
+        str(ROOT / 'tools' / 'deploy' / 'export_onnx.py'), *map(str, args)
+    ],
+                          cwd=ROOT,
+                          capture_output=True,
+                          text=True)
 
 
 def test_the_tool_exports_checks_and_compares(tmp_path):
@@ -109,8 +130,10 @@ def test_the_tool_exports_checks_and_compares(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert out.is_file()
     assert 'the ONNX checker passed' in result.stdout
-    lines = [line for line in result.stdout.splitlines()
-             if line.startswith('ONNX Runtime vs PyTorch')]
+    lines = [
+        line for line in result.stdout.splitlines()
+        if line.startswith('ONNX Runtime vs PyTorch')
+    ]
     assert len(lines) == 2  # the example and a second batch and size
     assert '(1, 3, 64, 96)' in lines[0] and '(2, 3, 96, 160)' in lines[1]
     assert not list(out.parent.glob('.export_onnx.*'))
@@ -122,8 +145,8 @@ def test_the_tool_exports_checks_and_compares(tmp_path):
 
 
 def test_the_tool_refuses_a_checkpoint_of_another_model(tmp_path):
-    torch.save(dict(state_dict=dict(weight=torch.zeros(3))),
-               tmp_path / 'other.pth')
+    torch.save(
+        dict(state_dict=dict(weight=torch.zeros(3))), tmp_path / 'other.pth')
     result = _tool(SEG_DEMO, tmp_path / 'other.pth', '--out',
                    tmp_path / 'x.onnx', '--shape', 64, 64)
     assert result.returncode != 0
@@ -147,10 +170,11 @@ def test_the_tool_exports_a_checkpoints_weights(tmp_path):
         model.decode_head.conv_seg.bias.fill_(1234.5)
     torch.save(dict(state_dict=model.state_dict()), tmp_path / 'seg.pth')
     out = tmp_path / 'seg.onnx'
-    result = _tool(SEG_DEMO, tmp_path / 'seg.pth', '--out', out, '--shape',
-                   64, 64)
+    result = _tool(SEG_DEMO, tmp_path / 'seg.pth', '--out', out, '--shape', 64,
+                   64)
     assert result.returncode == 0, result.stderr[-3000:]
-    values = [numpy_helper.to_array(t)
-              for t in onnx.load(str(out)).graph.initializer]
+    values = [
+        numpy_helper.to_array(t) for t in onnx.load(str(out)).graph.initializer
+    ]
     classes = model.decode_head.conv_seg.bias.numel()
     assert any(v.size == classes and np.all(v == 1234.5) for v in values)

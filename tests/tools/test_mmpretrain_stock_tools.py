@@ -50,13 +50,15 @@ def _folder_dataset(root: Path) -> None:
             for index in range(2):
                 base = 40 if label == 'dark' else 200
                 image = rng.integers(base - 30, base + 30, (64, 64, 3))
-                cv2.imwrite(str(folder / f'{index}.png'),
-                            image.astype(np.uint8))
+                cv2.imwrite(
+                    str(folder / f'{index}.png'), image.astype(np.uint8))
 
 
 def _run(tool: str, *args) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, str(TOOLS / tool), *args],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(TOOLS / tool), *args],
+        capture_output=True,
+        text=True)
     assert result.returncode == 0, result.stdout[-3000:] + \
         result.stderr[-3000:]
     return result
@@ -66,8 +68,7 @@ def _run(tool: str, *args) -> subprocess.CompletedProcess:
 def test_stock_mmpretrain_tools_train_and_test_rednet(tmp_path):
     _folder_dataset(tmp_path / 'data')
     config = tmp_path / 'rednet50_8xb32_in1k.py'
-    config.write_text(USER_CONFIG +
-                      DATA_CONFIG.format(root=tmp_path / 'data'))
+    config.write_text(USER_CONFIG + DATA_CONFIG.format(root=tmp_path / 'data'))
     work_dir = tmp_path / 'work'
     _run('train.py', str(config), '--work-dir', str(work_dir))
     checkpoint = work_dir / 'epoch_1.pth'

@@ -88,7 +88,6 @@ default_hooks = dict(
 log_processor = dict(by_epoch=False)
 '''
 
-
 SEG_CONFIG = '''
 _base_ = ['{demo}']
 data_root = '{data}/'
@@ -140,20 +139,35 @@ def tiny_config(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(f'tiny_{request.param}')
     data = root / 'shapes'
     if request.param == 'det':
-        generate_coco_shapes(data, num_train=8, num_val=NUM_VAL,
-                             image_size=96, seed=1, progress=False)
+        generate_coco_shapes(
+            data,
+            num_train=8,
+            num_val=NUM_VAL,
+            image_size=96,
+            seed=1,
+            progress=False)
         cfg = root / 'mask-rcnn_rednet-tiny_inv-fpn-head_coco-shapes.py'
-        cfg.write_text(DET_CONFIG.format(root=ROOT, data=data,
-                                         classes=SHAPES_CLASSES))
+        cfg.write_text(
+            DET_CONFIG.format(root=ROOT, data=data, classes=SHAPES_CLASSES))
     elif request.param == 'seg':
         # odd sizes; the whole 73x81 image at test time
-        generate_seg_shapes(data, num_train=8, num_val=NUM_VAL,
-                            image_size=(81, 73), seed=1, progress=False)
+        generate_seg_shapes(
+            data,
+            num_train=8,
+            num_val=NUM_VAL,
+            image_size=(81, 73),
+            seed=1,
+            progress=False)
         cfg = root / 'inv-fpn_rednet-tiny_1xb2-2_seg-shapes-64x64.py'
         cfg.write_text(SEG_CONFIG.format(demo=SEG_DEMO, data=data))
     else:  # the demo at 48x40: any image size goes through
-        generate_cls_shapes(data, num_train=8, num_val=NUM_VAL,
-                            image_size=(48, 40), seed=1, progress=False)
+        generate_cls_shapes(
+            data,
+            num_train=8,
+            num_val=NUM_VAL,
+            image_size=(48, 40),
+            seed=1,
+            progress=False)
         cfg = root / 'rednet26-w16_1xb2-2_cls-shapes-48x40.py'
         cfg.write_text(CLS_CONFIG.format(demo=CLS_DEMO, data=data))
     return request.param, cfg
@@ -161,16 +175,20 @@ def tiny_config(request, tmp_path_factory):
 
 def _run(args, **kwargs):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True,
-                            text=True, **kwargs)
+    result = subprocess.run(
+        args, cwd=ROOT, env=env, capture_output=True, text=True, **kwargs)
     assert result.returncode == 0, result.stdout[-3000:] + \
         result.stderr[-3000:]
     return result
 
 
 def _train(cfg, work_dir, *extra):
-    return _run([sys.executable, str(ROOT / 'tools' / 'train.py'), str(cfg),
-                 '--work-dir', str(work_dir), *extra])
+    return _run([
+        sys.executable,
+        str(ROOT / 'tools' / 'train.py'),
+        str(cfg), '--work-dir',
+        str(work_dir), *extra
+    ])
 
 
 def test_train_resume_and_test_with_show_dir(tiny_config, tmp_path):
@@ -189,8 +207,8 @@ def test_train_resume_and_test_with_show_dir(tiny_config, tmp_path):
     assert resumed['meta']['iter'] == 4
     # optimizer state carried over (momentum buffers exist for every param)
     assert resumed['optimizer']['state']
-    assert (work / 'last_checkpoint').read_text().strip().endswith(
-        'iter_4.pth')
+    assert (work /
+            'last_checkpoint').read_text().strip().endswith('iter_4.pth')
 
     show = 'show'
     test_out = _run([
@@ -221,7 +239,10 @@ def test_resume_from_missing_path_is_a_clear_error(tiny_config, tmp_path):
         str(tiny_config), '--work-dir',
         str(tmp_path), '--resume',
         str(tmp_path / 'nope.pth')
-    ], cwd=ROOT, capture_output=True, text=True)
+    ],
+                            cwd=ROOT,
+                            capture_output=True,
+                            text=True)
     assert result.returncode != 0
     assert 'nope.pth: no such file' in result.stderr
 
@@ -245,16 +266,27 @@ def _launch(cfg, work_dir, processes, *extra, check=True):
     if processes == 1:
         args = [sys.executable, str(ROOT / 'tools' / 'train.py'), str(cfg)]
     else:
-        args = ['bash', str(ROOT / 'tools' / 'dist_train.sh'), str(cfg),
-                str(processes)]
-    env = dict(os.environ, PYTHON=sys.executable, PYTHONPATH=str(ROOT),
-               PORT=str(29500 + os.getpid() % 1000))
-    result = subprocess.run([*args, '--work-dir', str(work_dir), *extra],
-                            cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=900)
+        args = [
+            'bash',
+            str(ROOT / 'tools' / 'dist_train.sh'),
+            str(cfg),
+            str(processes)
+        ]
+    env = dict(
+        os.environ,
+        PYTHON=sys.executable,
+        PYTHONPATH=str(ROOT),
+        PORT=str(29500 + os.getpid() % 1000))
+    result = subprocess.run(
+        [*args, '--work-dir', str(work_dir), *extra],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900)
     if check:
-        assert result.returncode == 0, (result.stdout[-3000:] +
-                                        result.stderr[-3000:])
+        assert result.returncode == 0, (
+            result.stdout[-3000:] + result.stderr[-3000:])
     return result
 
 
@@ -266,8 +298,8 @@ def _losses(work_dir):
             record = json.loads(line)
             if 'loss' in record:
                 by_iter[record['iter']] = {
-                    key: value for key, value in record.items()
-                    if key.startswith('loss')
+                    key: value
+                    for key, value in record.items() if key.startswith('loss')
                 }
     return by_iter
 
@@ -288,16 +320,18 @@ def test_a_killed_and_resumed_run_ends_bitwise_as_the_straight_one(
     killed_cfg = tmp_path / 'killed_after_iter_2.py'
     killed_cfg.write_text(KILLED_RUN.format(config=tiny_config, iteration=2))
     _launch(tiny_config, tmp_path / 'straight', processes, *options)
-    killed = _launch(killed_cfg, tmp_path / 'resumed', processes, *options,
-                     check=False)
+    killed = _launch(
+        killed_cfg, tmp_path / 'resumed', processes, *options, check=False)
     assert killed.returncode != 0
     assert not (tmp_path / 'resumed' / 'iter_3.pth').exists()
-    resumed = _launch(tiny_config, tmp_path / 'resumed', processes,
-                      '--resume', *options)
+    resumed = _launch(tiny_config, tmp_path / 'resumed', processes, '--resume',
+                      *options)
     assert 'resumed epoch: 0, iter: 2' in resumed.stdout + resumed.stderr
-    straight, resumed = (torch.load(
-        tmp_path / run / 'iter_4.pth', map_location='cpu',
-        weights_only=False) for run in ('straight', 'resumed'))
+    straight, resumed = (
+        torch.load(
+            tmp_path / run / 'iter_4.pth',
+            map_location='cpu',
+            weights_only=False) for run in ('straight', 'resumed'))
     differing = [
         key for key, value in straight['state_dict'].items()
         if not torch.equal(value, resumed['state_dict'][key])
@@ -317,7 +351,10 @@ def test_a_work_dir_of_an_earlier_run_is_refused(tiny_config, tmp_path):
         str(ROOT / 'tools' / 'train.py'),
         str(tiny_config), '--work-dir',
         str(tmp_path)
-    ], cwd=ROOT, capture_output=True, text=True)
+    ],
+                            cwd=ROOT,
+                            capture_output=True,
+                            text=True)
     assert result.returncode != 0
     assert 'already holds the checkpoints of an earlier run' in result.stderr
     assert (tmp_path / 'iter_2.pth').read_bytes() == b'an earlier run'
@@ -326,25 +363,30 @@ def test_a_work_dir_of_an_earlier_run_is_refused(tiny_config, tmp_path):
 def test_two_process_gloo_training(tiny_config, tmp_path):
     _, tiny_config = tiny_config
     work = tmp_path / 'dist'
-    env = dict(os.environ, PYTHON=sys.executable,
-               PORT=str(29500 + os.getpid() % 1000))
+    env = dict(
+        os.environ,
+        PYTHON=sys.executable,
+        PORT=str(29500 + os.getpid() % 1000))
     result = subprocess.run([
         'bash',
         str(ROOT / 'tools' / 'dist_train.sh'),
         str(tiny_config), '2', '--work-dir',
         str(work), '--cfg-options', 'model.backbone.norm_cfg.type=SyncBN'
-    ], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    ],
+                            cwd=ROOT,
+                            env=env,
+                            capture_output=True,
+                            text=True,
+                            timeout=600)
     log = result.stdout + result.stderr
-    assert result.returncode == 0, (result.stdout[-3000:] +
-                                    result.stderr[-3000:])
+    assert result.returncode == 0, (
+        result.stdout[-3000:] + result.stderr[-3000:])
     assert 'SyncBN needs CUDA' in log
     assert 'Distributed training is not used' not in log
     ckpt = torch.load(work / 'iter_2.pth', map_location='cpu')
     assert ckpt['meta']['iter'] == 2
     scalars = sorted(work.glob('*/vis_data/scalars.json'))
-    lines = [
-        json.loads(line) for line in scalars[-1].read_text().splitlines()
-    ]
+    lines = [json.loads(line) for line in scalars[-1].read_text().splitlines()]
     losses = [r['loss'] for r in lines if 'loss' in r]
     assert len(losses) == 2 and all(map(torch.isfinite, torch.tensor(losses)))
 
@@ -355,9 +397,9 @@ DET_METRICS = ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP',
 DEMOS = {
     'det': (DEMO_DIR / 'mask-rcnn_rednet26-w16_inv-fpn-head_1k_coco-shapes.py',
             generate_coco_shapes, DET_METRICS),
-    'xvolution': (DEMO_DIR /
-                  'mask-rcnn_xvolution-r18-w16-pssa_fpn_1k_coco-shapes.py',
-                  generate_coco_shapes, DET_METRICS),
+    'xvolution':
+    (DEMO_DIR / 'mask-rcnn_xvolution-r18-w16-pssa_fpn_1k_coco-shapes.py',
+     generate_coco_shapes, DET_METRICS),
     'dcd': (DEMO_DIR / 'mask-rcnn_r18-w16-dcd_fpn_1k_coco-shapes.py',
             generate_coco_shapes, DET_METRICS),
     'seg': (SEG_DEMO, generate_seg_shapes,
@@ -373,8 +415,8 @@ def test_demo_config_is_seeded_and_repeats_bit_for_bit(task, tmp_path):
     with the same weights and losses to the bit."""
     config, generate, metric_keys = DEMOS[task]
     data = tmp_path / 'shapes'
-    generate(data, num_train=8, num_val=4, image_size=128, seed=2,
-             progress=False)
+    generate(
+        data, num_train=8, num_val=4, image_size=128, seed=2, progress=False)
     options = [
         'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
         'default_hooks.logger.interval=1', 'log_processor.window_size=1'
@@ -395,8 +437,9 @@ def test_demo_config_is_seeded_and_repeats_bit_for_bit(task, tmp_path):
         for key in metric_keys:
             assert key in log
         scalars = next(work.glob('*/vis_data/scalars.json')).read_text()
-        losses = [json.loads(line).get('loss') for line in
-                  scalars.splitlines()]
+        losses = [
+            json.loads(line).get('loss') for line in scalars.splitlines()
+        ]
         runs.append((torch.load(work / 'iter_2.pth', map_location='cpu'),
                      [loss for loss in losses if loss is not None]))
     (first, first_losses), (second, second_losses) = runs
@@ -413,10 +456,15 @@ def test_config_without_a_toolkit_scope_is_a_clear_error(tmp_path):
     config = tmp_path / 'no_scope.py'
     config.write_text("model = dict(type='RedNet', depth=26)\n")
     args = argparse.Namespace(
-        config=str(config), local_rank=0, launcher='none',
-        cfg_options=None, work_dir=None)
-    with pytest.raises(ValueError, match='default_scope=None.*mmdet::, '
-                       'mmseg:: or mmpretrain::'):
+        config=str(config),
+        local_rank=0,
+        launcher='none',
+        cfg_options=None,
+        work_dir=None)
+    with pytest.raises(
+            ValueError,
+            match='default_scope=None.*mmdet::, '
+            'mmseg:: or mmpretrain::'):
         load_tool_config(args)
 
 
@@ -441,8 +489,7 @@ def test_show_options_turn_on_mmpretrain_visualization_hook():
     cfg.default_hooks.pop('visualization')
     with pytest.raises(ValueError, match='mmdet/mmseg/mmpretrain bases'):
         tool.enable_visualization(
-            cfg, argparse.Namespace(show=False, show_dir='shown',
-                                    wait_time=2))
+            cfg, argparse.Namespace(show=False, show_dir='shown', wait_time=2))
 
     class VisualizationHook:
         out_dir = None

@@ -17,17 +17,21 @@ DEMOS = ROOT / 'configs' / 'demo'
 
 
 def _tool(*args):
-    return subprocess.run(
-        [sys.executable,
-         str(ROOT / 'tools' / 'analysis' / 'visualize_kernels.py'),
-         *map(str, args)], cwd=ROOT, capture_output=True, text=True)
+    return subprocess.run([
+        sys.executable,
+        str(ROOT / 'tools' / 'analysis' / 'visualize_kernels.py'),
+        *map(str, args)
+    ],
+                          cwd=ROOT,
+                          capture_output=True,
+                          text=True)
 
 
 @pytest.fixture(scope='module')
 def image(tmp_path_factory):
     data = tmp_path_factory.mktemp('shapes')
-    generate_coco_shapes(data, num_train=1, num_val=1, image_size=96,
-                         seed=0, progress=False)
+    generate_coco_shapes(
+        data, num_train=1, num_val=1, image_size=96, seed=0, progress=False)
     return next((data / 'val').glob('*.png'))
 
 
@@ -37,8 +41,7 @@ def image(tmp_path_factory):
     ('mask-rcnn_xvolution-r18-w16-pssa_fpn_1k_coco-shapes.py',
      'backbone.layer3.0.conv2'),
 ])
-def test_draws_the_kernels_of_the_chosen_layer(config, layer, image,
-                                               tmp_path):
+def test_draws_the_kernels_of_the_chosen_layer(config, layer, image, tmp_path):
     model = build_config_model(Config.fromfile(str(DEMOS / config)))
     torch.save(dict(state_dict=model.state_dict()), tmp_path / 'model.pth')
     result = _tool(DEMOS / config, tmp_path / 'model.pth', image, '--layers',
@@ -58,8 +61,8 @@ def test_draws_the_kernels_of_the_chosen_layer(config, layer, image,
 
 
 def test_a_checkpoint_of_another_model_is_refused(image, tmp_path):
-    torch.save(dict(state_dict=dict(weight=torch.zeros(3))),
-               tmp_path / 'other.pth')
+    torch.save(
+        dict(state_dict=dict(weight=torch.zeros(3))), tmp_path / 'other.pth')
     config = DEMOS / 'mask-rcnn_rednet26-w16_inv-fpn-head_1k_coco-shapes.py'
     result = _tool(config, tmp_path / 'other.pth', image, '--out',
                    tmp_path / 'out')

@@ -26,9 +26,8 @@ def test_new_work_dirs_and_log_only_dirs_are_accepted(tmp_path):
 def test_an_earlier_run_is_refused_without_resume(tmp_path):
     work = tmp_path / 'work'
     before = _earlier_run(work)
-    assert earlier_run_checkpoints(str(work)) == [
-        'iter_2.pth', 'iter_4.pth', 'last_checkpoint'
-    ]
+    assert earlier_run_checkpoints(
+        str(work)) == ['iter_2.pth', 'iter_4.pth', 'last_checkpoint']
     with pytest.raises(FileExistsError) as error:
         prepare_work_dir(str(work), resume=False, start_over=False)
     message = str(error.value)
@@ -36,8 +35,10 @@ def test_an_earlier_run_is_refused_without_resume(tmp_path):
                  '--start-over', 'not deleted'):
         assert hint in message
     # nothing was touched; resuming (or another rank of a start-over) passes
-    assert {p.name: p.read_bytes()
-            for p in work.iterdir() if p.is_file()} == before
+    assert {
+        p.name: p.read_bytes()
+        for p in work.iterdir() if p.is_file()
+    } == before
     prepare_work_dir(str(work), resume=True, start_over=False)
     prepare_work_dir(str(work), resume=False, start_over=True, rank=1)
     assert earlier_run_checkpoints(str(work)) == sorted(before)

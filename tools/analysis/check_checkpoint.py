@@ -34,10 +34,13 @@ def parse_args():
     parser.add_argument('config', help='an mmdet, mmseg or mmpretrain config')
     parser.add_argument('checkpoint', help='the checkpoint to check')
     parser.add_argument(
-        '--part', choices=('backbone', 'model'), default='backbone',
+        '--part',
+        choices=('backbone', 'model'),
+        default='backbone',
         help='what the checkpoint is for (default backbone)')
     parser.add_argument(
-        '--prefix', default=None,
+        '--prefix',
+        default=None,
         help='take only the checkpoint keys under this prefix, stripped '
         '(default: "backbone." for --part backbone, none for model)')
     return parser.parse_args()
@@ -84,8 +87,11 @@ def main():
     if not isinstance(state, dict):
         sys.exit(f'check_checkpoint: error: {args.checkpoint} holds no state '
                  'dict.')
-    found = {key[len(prefix):]: value for key, value in state.items()
-             if key.startswith(prefix) and hasattr(value, 'shape')}
+    found = {
+        key[len(prefix):]: value
+        for key, value in state.items()
+        if key.startswith(prefix) and hasattr(value, 'shape')
+    }
     if not found:
         sys.exit(f'check_checkpoint: error: no key of {args.checkpoint} '
                  f'starts with {prefix!r}; pass --prefix (e.g. --prefix "" '

@@ -23,11 +23,18 @@ from mmplug_involution.analysis import model_complexity
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config', help='config file')
-    parser.add_argument('--shape', type=int, nargs='+', default=[224, 224],
-                        help='input height and width (one value: square)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config keys, e.g. model.backbone.'
-                        'depth=101')
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs='+',
+        default=[224, 224],
+        help='input height and width (one value: square)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config keys, e.g. model.backbone.'
+        'depth=101')
     return parser.parse_args()
 
 

@@ -28,13 +28,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 def parse_args():
     parser = argparse.ArgumentParser(
         description='Plot logged losses and metrics of training runs.')
-    parser.add_argument('runs', nargs='+',
-                        help='work dirs or vis_data/scalars.json files')
-    parser.add_argument('--keys', nargs='+', default=['loss'],
-                        help='logged scalars to draw, one panel each '
-                        '(default: loss)')
-    parser.add_argument('--labels', nargs='+',
-                        help='one legend label per run (default: the paths)')
+    parser.add_argument(
+        'runs', nargs='+', help='work dirs or vis_data/scalars.json files')
+    parser.add_argument(
+        '--keys',
+        nargs='+',
+        default=['loss'],
+        help='logged scalars to draw, one panel each '
+        '(default: loss)')
+    parser.add_argument(
+        '--labels',
+        nargs='+',
+        help='one legend label per run (default: the paths)')
     parser.add_argument('--title', help='figure title')
     parser.add_argument('--out', required=True, help='image file to write')
     return parser.parse_args()
@@ -72,8 +77,11 @@ def read_scalars(path: str) -> Dict[str, List[tuple]]:
     return series
 
 
-def plot(runs: List[Dict[str, List[tuple]]], labels: List[str],
-         keys: List[str], out: str, title: str = None) -> None:
+def plot(runs: List[Dict[str, List[tuple]]],
+         labels: List[str],
+         keys: List[str],
+         out: str,
+         title: str = None) -> None:
     """One panel per key, one line (or points, for metrics) per run."""
     figure, axes = plt.subplots(
         1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False)

@@ -43,14 +43,20 @@ def parse_args():
     parser.add_argument('checkpoint')
     parser.add_argument('image')
     parser.add_argument(
-        '--layers', nargs='+',
+        '--layers',
+        nargs='+',
         help='module names (default: every involution / local-attention '
         'X-volution layer of the backbone)')
     parser.add_argument(
-        '--points', nargs='+', metavar='Y,X',
+        '--points',
+        nargs='+',
+        metavar='Y,X',
         help='pixels of the image, as y,x (default: a 3x3 grid)')
-    parser.add_argument('--group', type=int, default=0,
-                        help='which kernel group to draw (default 0)')
+    parser.add_argument(
+        '--group',
+        type=int,
+        default=0,
+        help='which kernel group to draw (default 0)')
     parser.add_argument('--out', required=True, help='output folder')
     return parser.parse_args()
 
@@ -166,9 +172,11 @@ def main():
         # the kernel grid covers the padded input: map points there
         scale_h = inputs.shape[2] / height
         scale_w = inputs.shape[3] / width
-        draw(image, name, kernel[:, :, :round(kernel.shape[2] / scale_h),
-                                 :round(kernel.shape[3] / scale_w)],
-             points, args.group, path)
+        draw(
+            image, name,
+            kernel[:, :, :round(kernel.shape[2] /
+                                scale_h), :round(kernel.shape[3] / scale_w)],
+            points, args.group, path)
         print(path)
 
 

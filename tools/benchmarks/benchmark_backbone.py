@@ -76,25 +76,31 @@ def inference(model, images, amp):
 
 MODES = {'train': train_step, 'infer': inference}
 
-
 #: plot_time_and_memory's arguments: each backbone in its faster format
-PLOT = dict(groups=('mode', 'setting', 'precision'),
-            series=('backbone', ), time_key='step_ms',
-            select=lambda row: 'time_ratio' in row,
-            time_label='step time (ms, median)')
+PLOT = dict(
+    groups=('mode', 'setting', 'precision'),
+    series=('backbone', ),
+    time_key='step_ms',
+    select=lambda row: 'time_ratio' in row,
+    time_label='step time (ms, median)')
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--backbones', nargs='+', choices=list(BACKBONES),
-                        default=list(BACKBONES))
-    parser.add_argument('--modes', nargs='+', choices=list(MODES),
-                        default=list(MODES))
-    parser.add_argument('--formats', nargs='+', choices=list(FORMATS),
-                        default=list(FORMATS))
-    parser.add_argument('--fuse-conv-bn', action='store_true',
-                        help='inference: fold BN into the preceding convs '
-                        "first (mmcv's fuse_conv_bn)")
+    parser.add_argument(
+        '--backbones',
+        nargs='+',
+        choices=list(BACKBONES),
+        default=list(BACKBONES))
+    parser.add_argument(
+        '--modes', nargs='+', choices=list(MODES), default=list(MODES))
+    parser.add_argument(
+        '--formats', nargs='+', choices=list(FORMATS), default=list(FORMATS))
+    parser.add_argument(
+        '--fuse-conv-bn',
+        action='store_true',
+        help='inference: fold BN into the preceding convs '
+        "first (mmcv's fuse_conv_bn)")
     add_benchmark_arguments(parser, SETTINGS, warmup=3)
     return parser.parse_args()
 
@@ -102,8 +108,9 @@ def parse_args():
 def run(mode, setting, amp, name, layout, device, args):
     batch, height, width = SETTINGS[setting]
     memory_format = FORMATS[layout]
-    images = torch.randn(batch, 3, height, width,
-                         device=device).contiguous(memory_format=memory_format)
+    images = torch.randn(
+        batch, 3, height, width,
+        device=device).contiguous(memory_format=memory_format)
     model = build(BACKBONES[name], device, memory_format)
     if mode == 'infer' and args.fuse_conv_bn:
         model = fuse_conv_bn(model.eval())
@@ -112,10 +119,16 @@ def run(mode, setting, amp, name, layout, device, args):
         step()
     # time first: measuring memory trims the allocator's cache
     times = times_ms(step, device, args.repeats)
-    return dict(mode=mode, setting=setting, precision='amp' if amp else 'fp32',
-                backbone=name, format=layout, step_ms=statistics.median(times),
-                step_ms_min=min(times), step_ms_max=max(times),
-                peak_mib=peak_mib(step, device))
+    return dict(
+        mode=mode,
+        setting=setting,
+        precision='amp' if amp else 'fp32',
+        backbone=name,
+        format=layout,
+        step_ms=statistics.median(times),
+        step_ms_min=min(times),
+        step_ms_max=max(times),
+        peak_mib=peak_mib(step, device))
 
 
 def add_ratios(rows):
@@ -124,8 +137,8 @@ def add_ratios(rows):
     def fastest(backbone, like):
         same = [
             r for r in rows if r['backbone'] == backbone and all(
-                r[key] == like[key] for key in ('mode', 'setting',
-                                                'precision'))
+                r[key] == like[key]
+                for key in ('mode', 'setting', 'precision'))
         ]
         return min(same, key=lambda r: r['step_ms']) if same else None
 
@@ -184,15 +197,22 @@ def main():
                             run(mode, setting, amp, name, layout, device,
                                 args))
                         row = rows[-1]
-                        print(f"{mode:5s} {setting:18s} {row['precision']:4s}"
-                              f' {name:19s} {layout:13s} '
-                              f"{row['step_ms']:10.1f} ms "
-                              f"{row['peak_mib']:9.0f} MiB", flush=True)
+                        print(
+                            f"{mode:5s} {setting:18s} {row['precision']:4s}"
+                            f' {name:19s} {layout:13s} '
+                            f"{row['step_ms']:10.1f} ms "
+                            f"{row['peak_mib']:9.0f} MiB",
+                            flush=True)
     add_ratios(rows)
     write_results(
-        args.out, f'backbone_{device.type}',
-        dict(environment=env, repeats=args.repeats, warmup=args.warmup,
-             rows=rows), to_markdown(rows, env, args),
+        args.out,
+        f'backbone_{device.type}',
+        dict(
+            environment=env,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            rows=rows),
+        to_markdown(rows, env, args),
         plot=PLOT)
 
 

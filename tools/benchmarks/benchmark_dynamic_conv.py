@@ -60,9 +60,8 @@ LAYERS = (
      lambda: DCDConv2d(**DEPTHWISE)),
 )
 
-
 #: plot_time_and_memory's arguments for these rows
-PLOT = dict(groups=('setting', 'task'), series=('layer',))
+PLOT = dict(groups=('setting', 'task'), series=('layer', ))
 
 
 def parse_args():
@@ -99,9 +98,10 @@ def main():
                     params=sum(p.numel() for p in modules[name].parameters()),
                     **results[name])
                 rows.append(row)
-                print(f'{setting:16s} {task:13s} {name:26s} '
-                      f'{row["ms"]:9.2f} ms {row["peak_mib"]:8.1f} MiB',
-                      flush=True)
+                print(
+                    f'{setting:16s} {task:13s} {name:26s} '
+                    f'{row["ms"]:9.2f} ms {row["peak_mib"]:8.1f} MiB',
+                    flush=True)
     add_ratios(
         rows, lambda r, row: r['layer'] == row['baseline'] and r['setting'] ==
         row['setting'] and r['task'] == row['task'])
@@ -121,9 +121,14 @@ def main():
                      f"{row['time_ratio']:.2f} | "
                      f"{row['memory_ratio']:.2f} |")
     write_results(
-        args.out, f'dynamic_conv_{device.type}',
-        dict(environment=env, repeats=args.repeats, warmup=args.warmup,
-             rows=rows), '\n'.join(lines) + '\n',
+        args.out,
+        f'dynamic_conv_{device.type}',
+        dict(
+            environment=env,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            rows=rows),
+        '\n'.join(lines) + '\n',
         plot=PLOT)
 
 

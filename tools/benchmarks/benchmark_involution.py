@@ -96,7 +96,10 @@ def shapes(resolution, quick):
             count=count)
 
 
-def make_inputs(shape, device, dtype, requires_grad,
+def make_inputs(shape,
+                device,
+                dtype,
+                requires_grad,
                 memory_format=torch.contiguous_format):
     n, c, h, w, k, s = (shape[key] for key in 'nchwks')
     ho, wo = -(-h // s), -(-w // s)
@@ -104,8 +107,8 @@ def make_inputs(shape, device, dtype, requires_grad,
     x = torch.randn(n, c, h, w, device=device, dtype=dtype)
     kernel = torch.randn(n, groups * k * k, ho, wo, device=device, dtype=dtype)
     weight = torch.randn(c, 1, k, k, device=device, dtype=dtype)
-    x, kernel = (t.contiguous(memory_format=memory_format)
-                 for t in (x, kernel))
+    x, kernel = (
+        t.contiguous(memory_format=memory_format) for t in (x, kernel))
     for t in (x, kernel, weight):
         t.requires_grad_(requires_grad)
     return x, kernel, weight
@@ -262,9 +265,12 @@ def to_markdown(result):
 
 #: plot_time_and_memory's arguments: forward + backward of every
 #: implementation, per shape
-PLOT = dict(groups=('resolution', 'name', 'shape'), series=('impl',),
-            time_key='fwdbwd_ms', memory_key='fwdbwd_peak_mib',
-            time_label='forward + backward (ms, median)')
+PLOT = dict(
+    groups=('resolution', 'name', 'shape'),
+    series=('impl', ),
+    time_key='fwdbwd_ms',
+    memory_key='fwdbwd_peak_mib',
+    time_label='forward + backward (ms, median)')
 
 
 def parse_args():

@@ -46,7 +46,8 @@ MODELS = {
     'ResNet-50': (dict(type='ResNet', depth=50), False),
     'RedNet-50': (dict(type='RedNet', depth=50), False),
     'X-volution ResNet-50 (pssa), deploy form': (dict(
-        type='XVolutionResNet', depth=50,
+        type='XVolutionResNet',
+        depth=50,
         xvolution=dict(type='XVolution', attention='pssa'),
         stage_with_xvolution=(False, False, True, False)), True),
 }
@@ -54,8 +55,8 @@ MODELS = {
 
 def build(config: dict, deploy: bool) -> TensorOutputs:
     torch.manual_seed(0)
-    model = build_config_model(Config(dict(model=config,
-                                           default_scope='mmdet')))
+    model = build_config_model(
+        Config(dict(model=config, default_scope='mmdet')))
     if deploy:
         switch_xvolution_to_deploy(model)
     return TensorOutputs(model)
@@ -64,13 +65,13 @@ def build(config: dict, deploy: bool) -> TensorOutputs:
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     add_benchmark_arguments(parser, SETTINGS, warmup=2)
-    parser.add_argument('--models', nargs='+', choices=list(MODELS),
-                        default=list(MODELS))
+    parser.add_argument(
+        '--models', nargs='+', choices=list(MODELS), default=list(MODELS))
     return parser.parse_args()
 
 
 #: plot_time_and_memory's arguments for these rows
-PLOT = dict(groups=('model', 'setting'), series=('runtime',))
+PLOT = dict(groups=('model', 'setting'), series=('runtime', ))
 
 
 def main():
@@ -83,8 +84,8 @@ def main():
     import onnxruntime
     device = torch.device('cpu')
     threads = torch.get_num_threads()
-    env = dict(environment(device), device='cpu',
-               onnxruntime=onnxruntime.__version__)
+    env = dict(
+        environment(device), device='cpu', onnxruntime=onnxruntime.__version__)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
@@ -93,8 +94,13 @@ def main():
         for name in args.models:
             module = build(*MODELS[name])
             path = str(Path(folder) / 'model.onnx')
-            export_onnx(module, torch.randn(1, 3, 224, 224), path,
-                        dynamic=True, exporter='torchscript', size_divisor=32)
+            export_onnx(
+                module,
+                torch.randn(1, 3, 224, 224),
+                path,
+                dynamic=True,
+                exporter='torchscript',
+                size_divisor=32)
             session = onnxruntime.InferenceSession(
                 path, options, providers=['CPUExecutionProvider'])
             options.enable_cpu_mem_arena = False
@@ -110,23 +116,25 @@ def main():
                     with torch.no_grad():
                         module(x)
 
-                fns = {'PyTorch eager': eager,
-                       'ONNX Runtime': lambda feed=feed: session.run(None,
-                                                                     feed)}
+                fns = {
+                    'PyTorch eager': eager,
+                    'ONNX Runtime': lambda feed=feed: session.run(None, feed)
+                }
                 results = measure_all(fns, device, args.repeats, args.warmup)
                 results['ONNX Runtime']['peak_mib'] = peak_mib(
                     lambda: arena_free.run(None, feed), device)
                 for runtime, result in results.items():
-                    row = dict(model=name, setting=setting, runtime=runtime,
-                               **result)
+                    row = dict(
+                        model=name, setting=setting, runtime=runtime, **result)
                     rows.append(row)
-                    print(f'{name:42s} {setting:18s} {runtime:14s} '
-                          f'{row["ms"]:9.1f} ms {row["peak_mib"]:8.1f} MiB',
-                          flush=True)
+                    print(
+                        f'{name:42s} {setting:18s} {runtime:14s} '
+                        f'{row["ms"]:9.1f} ms {row["peak_mib"]:8.1f} MiB',
+                        flush=True)
             session = arena_free = None  # free both before the next model
     add_ratios(
-        rows, lambda r, row: r['runtime'] == 'PyTorch eager' and r['model']
-        == row['model'] and r['setting'] == row['setting'])
+        rows, lambda r, row: r['runtime'] == 'PyTorch eager' and r['model'] ==
+        row['model'] and r['setting'] == row['setting'])
     lines = [
         f'{device_line(env)}; onnxruntime {env["onnxruntime"]} '
         f'({threads} intra-op threads); median of {args.repeats} calls after '
@@ -139,10 +147,10 @@ def main():
                      f" | {row['ms']:.1f} | {row['ms_min']:.1f}-"
                      f"{row['ms_max']:.1f} | {row['peak_mib']:.1f} | "
                      f"{row['time_ratio']:.2f} | {row['memory_ratio']:.2f} |")
-    result = dict(environment=env, repeats=args.repeats, warmup=args.warmup,
-                  rows=rows)
-    write_results(args.out, 'onnx_cpu', result, '\n'.join(lines) + '\n',
-                  plot=PLOT)
+    result = dict(
+        environment=env, repeats=args.repeats, warmup=args.warmup, rows=rows)
+    write_results(
+        args.out, 'onnx_cpu', result, '\n'.join(lines) + '\n', plot=PLOT)
 
 
 if __name__ == '__main__':

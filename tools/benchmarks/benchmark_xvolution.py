@@ -85,12 +85,17 @@ def main():
                 fns[f'{name}, {form}'] = partial(step, module, x)
             results = measure_all(fns, device, args.repeats, args.warmup)
             for name, form, _ in chosen:
-                row = dict(setting=setting, task=task, layer=name, form=form,
-                           **results[f'{name}, {form}'])
+                row = dict(
+                    setting=setting,
+                    task=task,
+                    layer=name,
+                    form=form,
+                    **results[f'{name}, {form}'])
                 rows.append(row)
-                print(f'{setting:16s} {task:13s} {name:24s} {form:13s} '
-                      f'{row["ms"]:9.2f} ms {row["peak_mib"]:8.1f} MiB',
-                      flush=True)
+                print(
+                    f'{setting:16s} {task:13s} {name:24s} {form:13s} '
+                    f'{row["ms"]:9.2f} ms {row["peak_mib"]:8.1f} MiB',
+                    flush=True)
     add_ratios(
         rows, lambda r, row: r['form'] == 'static' and r['setting'] == row[
             'setting'] and r['task'] == row['task'])
@@ -109,9 +114,14 @@ def main():
                      f"{row['peak_mib']:.1f} | {row['time_ratio']:.2f} | "
                      f"{row['memory_ratio']:.2f} |")
     write_results(
-        args.out, f'xvolution_{device.type}',
-        dict(environment=env, repeats=args.repeats, warmup=args.warmup,
-             rows=rows), '\n'.join(lines) + '\n',
+        args.out,
+        f'xvolution_{device.type}',
+        dict(
+            environment=env,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            rows=rows),
+        '\n'.join(lines) + '\n',
         plot=PLOT)
 
 

@@ -25,10 +25,10 @@ import torch
 
 __all__ = [
     'MemoryMeter', 'RESNET50_STAGE3_SETTINGS', 'add_plot_only_argument',
-    'add_ratios', 'device_line',
-    'environment', 'layer_inference', 'layer_training_step', 'measure',
-    'measure_all', 'median_ms', 'peak_mib', 'plot_time_and_memory',
-    'replot', 'resolve_device', 'times_ms', 'write_results'
+    'add_ratios', 'device_line', 'environment', 'layer_inference',
+    'layer_training_step', 'measure', 'measure_all', 'median_ms', 'peak_mib',
+    'plot_time_and_memory', 'replot', 'resolve_device', 'times_ms',
+    'write_results'
 ]
 
 # The input of ResNet-50's stage 3 (256-channel 3x3 convs), where the layer
@@ -141,8 +141,8 @@ def layer_training_step(module: torch.nn.Module, x: torch.Tensor) -> None:
     module.zero_grad(set_to_none=True)
 
 
-def add_ratios(rows: List[dict],
-               is_baseline_of: Callable[[dict, dict], bool]) -> None:
+def add_ratios(rows: List[dict], is_baseline_of: Callable[[dict, dict],
+                                                          bool]) -> None:
     """Add ``time_ratio`` and ``memory_ratio`` to each row: its ``ms`` and
     ``peak_mib`` over those of the row ``r`` with ``is_baseline_of(r,
     row)``."""
@@ -227,8 +227,10 @@ def plot_time_and_memory(path: str,
     bars = list(dict.fromkeys(label(r, series) for r in rows))
     height = 0.8 / len(bars)
     figure, axes = plt.subplots(
-        1, 2, figsize=(12, 0.16 * len(blocks) * len(bars) + 0.25 * len(blocks)
-                       + 1.4))
+        1,
+        2,
+        figsize=(12,
+                 0.16 * len(blocks) * len(bars) + 0.25 * len(blocks) + 1.4))
     for axis, key, title in ((axes[0], time_key, time_label),
                              (axes[1], memory_key, 'peak memory (MiB)')):
         for index, bar in enumerate(bars):
@@ -240,9 +242,11 @@ def plot_time_and_memory(path: str,
                 i - 0.4 + (index + 0.5) * height
                 for i, block in enumerate(blocks) if block in values
             ]
-            axis.barh(positions,
-                      [max(values[b], 1e-3) for b in blocks if b in values],
-                      height=height, label=bar)
+            axis.barh(
+                positions,
+                [max(values[b], 1e-3) for b in blocks if b in values],
+                height=height,
+                label=bar)
         axis.set_xscale('log')
         axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.set_xlabel(title)
@@ -251,13 +255,17 @@ def plot_time_and_memory(path: str,
         axis.invert_yaxis()
         axis.grid(axis='x', alpha=0.3)
     columns = min(len(bars), 3)
-    figure.legend(*axes[0].get_legend_handles_labels(), loc='lower center',
-                  ncol=columns, fontsize=7, frameon=False)
+    figure.legend(
+        *axes[0].get_legend_handles_labels(),
+        loc='lower center',
+        ncol=columns,
+        fontsize=7,
+        frameon=False)
     figure.suptitle(device_line(result['environment']), fontsize=8)
     legend_rows = -(-len(bars) // columns)
     inches = figure.get_figheight()
-    figure.tight_layout(rect=(0, 0.25 * legend_rows / inches, 1,
-                              1 - 0.3 / inches))
+    figure.tight_layout(
+        rect=(0, 0.25 * legend_rows / inches, 1, 1 - 0.3 / inches))
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
@@ -279,7 +287,10 @@ def replot(json_path: str, plot: dict) -> None:
     print(f'Plot written to {out}')
 
 
-def write_results(out_dir: str, stem: str, result: dict, markdown: str,
+def write_results(out_dir: str,
+                  stem: str,
+                  result: dict,
+                  markdown: str,
                   plot: Optional[dict] = None) -> None:
     """Write ``<out_dir>/<stem>.json`` and ``.md`` and print the table; with
     ``plot`` (:func:`plot_time_and_memory`'s keyword arguments) also
@@ -301,20 +312,31 @@ def add_benchmark_arguments(parser, settings, warmup: int) -> None:
 
     ``settings`` are the names a run may choose from (all by default).
     """
-    parser.add_argument('--device', default='auto',
-                        help='cpu, cuda, cuda:N or auto')
-    parser.add_argument('--repeats', type=int, default=5,
-                        help='timed calls per measurement (median)')
-    parser.add_argument('--warmup', type=int, default=warmup,
-                        help='untimed calls first (allocator, kernels)')
-    parser.add_argument('--settings', nargs='+', choices=list(settings),
-                        default=list(settings))
+    parser.add_argument(
+        '--device', default='auto', help='cpu, cuda, cuda:N or auto')
+    parser.add_argument(
+        '--repeats',
+        type=int,
+        default=5,
+        help='timed calls per measurement (median)')
+    parser.add_argument(
+        '--warmup',
+        type=int,
+        default=warmup,
+        help='untimed calls first (allocator, kernels)')
+    parser.add_argument(
+        '--settings',
+        nargs='+',
+        choices=list(settings),
+        default=list(settings))
     parser.add_argument('--out', default='benchmark_results')
     add_plot_only_argument(parser)
 
 
 def add_plot_only_argument(parser) -> None:
     """``--plot-only JSON``, for :func:`replot`."""
-    parser.add_argument('--plot-only', metavar='JSON',
-                        help="redraw the plot of an earlier run's results "
-                        '(its .json, written beside it as .png) and exit')
+    parser.add_argument(
+        '--plot-only',
+        metavar='JSON',
+        help="redraw the plot of an earlier run's results "
+        '(its .json, written beside it as .png) and exit')

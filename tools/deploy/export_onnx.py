@@ -39,30 +39,52 @@ def parse_args():
         'Runtime\'s outputs with PyTorch\'s.')
     parser.add_argument('config', help='an mmdet or mmseg config')
     parser.add_argument(
-        'checkpoint', nargs='?',
+        'checkpoint',
+        nargs='?',
         help='weights to export (default: the config\'s initialisation)')
     parser.add_argument('--out', required=True, help='the .onnx file')
     parser.add_argument(
-        '--shape', type=int, nargs=2, default=(512, 512),
-        metavar=('H', 'W'), help='input height and width (default 512 512)')
-    parser.add_argument('--batch', type=int, default=1,
-                        help='batch size of the example input (default 1)')
+        '--shape',
+        type=int,
+        nargs=2,
+        default=(512, 512),
+        metavar=('H', 'W'),
+        help='input height and width (default 512 512)')
     parser.add_argument(
-        '--dynamic', action='store_true',
+        '--batch',
+        type=int,
+        default=1,
+        help='batch size of the example input (default 1)')
+    parser.add_argument(
+        '--dynamic',
+        action='store_true',
         help='dynamic batch, height and width (multiples of '
         '--size-divisor)')
     parser.add_argument(
-        '--size-divisor', type=int, default=32,
+        '--size-divisor',
+        type=int,
+        default=32,
         help='with --dynamic: heights and widths are multiples of this '
         '(default 32, the stride of the deepest FPN level); 1 for any size')
-    parser.add_argument('--exporter', choices=EXPORTERS, default='dynamo',
-                        help='torch.onnx exporter (default dynamo)')
-    parser.add_argument('--tolerance', type=float, default=1e-4,
-                        help='largest accepted relative difference')
-    parser.add_argument('--overwrite', action='store_true',
-                        help='replace an existing --out file')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config settings, key=value')
+    parser.add_argument(
+        '--exporter',
+        choices=EXPORTERS,
+        default='dynamo',
+        help='torch.onnx exporter (default dynamo)')
+    parser.add_argument(
+        '--tolerance',
+        type=float,
+        default=1e-4,
+        help='largest accepted relative difference')
+    parser.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='replace an existing --out file')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, key=value')
     return parser.parse_args()
 
 
@@ -110,12 +132,17 @@ def main():
     os.makedirs(folder, exist_ok=True)
     # written beside the target and renamed: a failed export leaves no
     # half-written file where the user expects a model
-    handle, partial = tempfile.mkstemp(suffix='.onnx', dir=folder,
-                                       prefix='.export_onnx.')
+    handle, partial = tempfile.mkstemp(
+        suffix='.onnx', dir=folder, prefix='.export_onnx.')
     os.close(handle)
     try:
-        export_onnx(module, example, partial, dynamic=args.dynamic,
-                    exporter=args.exporter, size_divisor=divisor)
+        export_onnx(
+            module,
+            example,
+            partial,
+            dynamic=args.dynamic,
+            exporter=args.exporter,
+            size_divisor=divisor)
         onnx.checker.check_model(partial, full_check=True)
         os.replace(partial, args.out)
     finally:
@@ -128,8 +155,12 @@ def main():
     if args.dynamic:
         step = max(divisor, 8)
         batches.append(
-            torch.randn(args.batch + 1, 3, height + step, width + 2 * step,
-                        generator=generator))
+            torch.randn(
+                args.batch + 1,
+                3,
+                height + step,
+                width + 2 * step,
+                generator=generator))
     worst = 0.
     for result in compare_with_onnxruntime(args.out, module, batches):
         print(f'ONNX Runtime vs PyTorch, input {result["shape"]}: largest '

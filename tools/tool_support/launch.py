@@ -29,9 +29,8 @@ import mmplug_involution.runtime  # noqa: F401 (registers the runner)
 
 __all__ = [
     'add_tool_arguments', 'build_config_model', 'build_runner',
-    'finish_launch', 'load_config_checkpoint',
-    'iter_config_dicts', 'launch', 'load_tool_config', 'prepare_launch',
-    'replace_sync_bn'
+    'finish_launch', 'load_config_checkpoint', 'iter_config_dicts', 'launch',
+    'load_tool_config', 'prepare_launch', 'replace_sync_bn'
 ]
 
 TOOLKITS = ('mmdet', 'mmseg', 'mmpretrain')
@@ -84,8 +83,10 @@ def prepare_launch(cfg: Config, launcher: str) -> None:
         raise ValueError(f'--launcher {launcher} needs GPUs; on CPU use '
                          '--launcher pytorch under torchrun (gloo).')
     if not dist.is_initialized():
-        missing = [v for v in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR')
-                   if v not in os.environ]
+        missing = [
+            v for v in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR')
+            if v not in os.environ
+        ]
         if missing:
             raise RuntimeError(
                 f'--launcher pytorch expects torchrun; {missing} are not set. '
@@ -131,8 +132,9 @@ def launch(cfg: Config, launcher: str, job: Callable[[], Any]) -> Any:
 
 def add_tool_arguments(parser: argparse.ArgumentParser) -> None:
     """``--work-dir``, ``--cfg-options``, ``--launcher``, ``--local-rank``."""
-    parser.add_argument('--work-dir', help='the dir for logs, checkpoints '
-                        'and results')
+    parser.add_argument(
+        '--work-dir', help='the dir for logs, checkpoints '
+        'and results')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -168,9 +170,8 @@ def load_tool_config(args: argparse.Namespace) -> Config:
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join(
-            './work_dirs',
-            osp.splitext(osp.basename(args.config))[0])
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
     return cfg
 
 
@@ -200,8 +201,8 @@ def load_config_checkpoint(model: nn.Module, checkpoint: str,
             another model), with mmengine's list of them.
     """
     try:
-        return load_checkpoint(model, checkpoint, map_location='cpu',
-                               strict=True)
+        return load_checkpoint(
+            model, checkpoint, map_location='cpu', strict=True)
     except RuntimeError as error:
         raise ValueError(f'{checkpoint} does not fit the model of {config}: '
                          f'{error}') from error

@@ -22,7 +22,9 @@ def earlier_run_checkpoints(work_dir: str) -> List[str]:
         and osp.isfile(osp.join(work_dir, name)))
 
 
-def prepare_work_dir(work_dir: str, resume: bool, start_over: bool,
+def prepare_work_dir(work_dir: str,
+                     resume: bool,
+                     start_over: bool,
                      rank: int = 0) -> None:
     """Refuse a new run into a work dir that holds an earlier run.
 

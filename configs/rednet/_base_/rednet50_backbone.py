@@ -13,8 +13,7 @@ rednet50_backbone = dict(
     norm_cfg=dict(type='BN', requires_grad=True),
     norm_eval=True,
     init_cfg=dict(
-        type='Pretrained', checkpoint=rednet50_pretrained,
-        prefix='backbone.'))
+        type='Pretrained', checkpoint=rednet50_pretrained, prefix='backbone.'))
 
 # RedNet-50 as a segmentation backbone, as in the reference segmentors: the
 # same checkpoint, SyncBN trained (not frozen), no frozen stage. Configs use

@@ -113,8 +113,8 @@ class InvolutionBottleneck(Bottleneck):
         self.plugins, self.with_plugins = plugins, plugins is not None
         for position in _PLUGIN_POSITIONS:
             setattr(self, f'{position}_plugins', [
-                plugin['cfg'] for plugin in plugins or []
-                if plugin['position'] == position
+                plugin['cfg']
+                for plugin in plugins or [] if plugin['position'] == position
             ])
         if style == 'pytorch':
             self.conv1_stride, self.conv2_stride = 1, stride
@@ -244,8 +244,7 @@ class RedNet(ResNet):
                 f'{drop_path_rate}, an argument of mmpretrain\'s ResNet): '
                 'set drop_path_rate=0.')
         kwargs.setdefault('norm_eval', True)
-        resnet_args = inspect.signature(super().__init__).bind(
-            depth, **kwargs)
+        resnet_args = inspect.signature(super().__init__).bind(depth, **kwargs)
         resnet_args.apply_defaults()
         args = resnet_args.arguments
         self._check_resnet_arguments(**args)
@@ -318,12 +317,10 @@ class RedNet(ResNet):
                 conv_cfg=self.conv_cfg,
                 norm_cfg=self.norm_cfg),
             Involution(
-                mid,
-                mid,
+                mid, mid,
                 **dict(self.involution_cfg,
                        kernel_size=self.stem_kernel_size)),
-            build_norm_layer(self.norm_cfg, mid)[1],
-            nn.ReLU(inplace=True),
+            build_norm_layer(self.norm_cfg, mid)[1], nn.ReLU(inplace=True),
             ConvModule(
                 mid,
                 stem_channels,
@@ -336,11 +333,10 @@ class RedNet(ResNet):
     def make_res_layer(self, dcn: None, **kwargs) -> ResLayer:
         """mmseg's ResLayer of :class:`InvolutionBottleneck` blocks (``dcn``
         is None: RedNet takes none)."""
-        return super().make_res_layer(
-            **dict(
-                kwargs,
-                block=InvolutionBottleneck,
-                involution_cfg=self.involution_cfg))
+        return super().make_res_layer(**dict(
+            kwargs,
+            block=InvolutionBottleneck,
+            involution_cfg=self.involution_cfg))
 
     def _freeze_stages(self) -> None:
         """Freeze the stem (``frozen_stages >= 0``) and ``layer1`` to
@@ -365,8 +361,8 @@ class RedNet(ResNet):
                 outs.append(x)
         return tuple(outs)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata,
-                              strict, missing_keys, unexpected_keys,
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
+                              missing_keys, unexpected_keys,
                               error_msgs) -> None:
         """Refuse a foreign backbone; keep the stem head when its K differs.
 

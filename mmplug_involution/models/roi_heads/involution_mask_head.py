@@ -57,8 +57,9 @@ class InvolutionFCNMaskHead(FCNMaskHead):
                 'InvolutionFCNMaskHead does not use conv_cfg='
                 f'{kwargs["conv_cfg"]!r} (its convs are involutions); '
                 'configure them with involution_cfg instead.')
-        if kwargs.get('conv_kernel_size', 3) != 3 and involution_cfg.get(
-                'window_size') is not None:
+        if kwargs.get(
+                'conv_kernel_size',
+                3) != 3 and involution_cfg.get('window_size') is not None:
             raise ValueError(
                 'InvolutionFCNMaskHead: conv_kernel_size='
                 f'{kwargs["conv_kernel_size"]} would be unused beside '

@@ -54,10 +54,9 @@ class Backend(Protocol):
                  dilation: int) -> Tuple[Tensor, Tensor]:
         ...
 
-    def generated_forward(self, input: Tensor, reduced: Tensor,
-                          weight: Tensor, bias: Optional[Tensor],
-                          kernel_size: int, stride: int, padding: int,
-                          dilation: int) -> Tensor:
+    def generated_forward(self, input: Tensor, reduced: Tensor, weight: Tensor,
+                          bias: Optional[Tensor], kernel_size: int,
+                          stride: int, padding: int, dilation: int) -> Tensor:
         ...
 
 

@@ -212,8 +212,8 @@ def generated_forward(input: Tensor, reduced: Tensor, weight: Tensor,
         return torch.ops.mmplug_involution_cpu.generated_forward(
             input, reduced, weight, bias, kernel_size, stride, padding,
             dilation)
-    return forward(input, F.conv2d(reduced, weight, bias), kernel_size,
-                   stride, padding, dilation)
+    return forward(input, F.conv2d(reduced, weight, bias), kernel_size, stride,
+                   padding, dilation)
 
 
 def _is_channels_last(tensor: Tensor) -> bool:

@@ -27,8 +27,8 @@ __all__ = [
 
 NAME = 'cupy'
 DEVICE_TYPE = 'cuda'
-KERNEL_SOURCE_PATH = (Path(__file__).parents[1] / 'csrc' / 'cupy' /
-                      'involution_kernels.cu')
+KERNEL_SOURCE_PATH = (
+    Path(__file__).parents[1] / 'csrc' / 'cupy' / 'involution_kernels.cu')
 NVRTC_OPTIONS = ('--std=c++14', )
 KERNEL_NAMES = ('involution_forward', 'involution_grad_input',
                 'involution_grad_kernel')
@@ -203,5 +203,5 @@ def generated_forward(input: Tensor, reduced: Tensor, weight: Tensor,
                       padding: int, dilation: int) -> Tensor:
     """The involution with the kernel ``conv2d(reduced, weight, bias)``: the
     conv (cuDNN), then :func:`forward`."""
-    return forward(input, F.conv2d(reduced, weight, bias), kernel_size,
-                   stride, padding, dilation)
+    return forward(input, F.conv2d(reduced, weight, bias), kernel_size, stride,
+                   padding, dilation)

@@ -58,8 +58,8 @@ def _phase_window(out_len: int, in_len: int, offset: int,
     first, last = max(0, -shift), min(out_len, phase_len - shift) - 1
     if last < first:
         return None
-    return (slice(first, last + 1), phase,
-            slice(first + shift, last + 1 + shift))
+    return (slice(first,
+                  last + 1), phase, slice(first + shift, last + 1 + shift))
 
 
 def _taps(kernel_size: int, stride: int, padding: int, dilation: int,
@@ -113,8 +113,7 @@ def forward(input: Tensor, kernel: Tensor, kernel_size: int, stride: int,
     ho, wo = k.shape[-2:]
     phases = _phases(x, stride)
     out = x.new_zeros(n, groups, cg, ho, wo)
-    for tap in _taps(kernel_size, stride, padding, dilation, (ho, wo),
-                     (h, w)):
+    for tap in _taps(kernel_size, stride, padding, dilation, (ho, wo), (h, w)):
         a, b = tap.phase
         out[..., tap.out_rows, tap.out_cols].addcmul_(
             phases[a][b][..., tap.in_rows, tap.in_cols],
@@ -133,8 +132,7 @@ def backward(grad_output: Tensor, input: Tensor, kernel: Tensor,
     phases = _phases(x, stride)
     grad_phases = [[torch.zeros_like(p) for p in row] for row in phases]
     grad_k = k.new_zeros(n, groups, kernel_size * kernel_size, ho, wo)
-    for tap in _taps(kernel_size, stride, padding, dilation, (ho, wo),
-                     (h, w)):
+    for tap in _taps(kernel_size, stride, padding, dilation, (ho, wo), (h, w)):
         a, b = tap.phase
         gy_tap = gy[..., tap.out_rows, tap.out_cols]
         x_tap = phases[a][b][..., tap.in_rows, tap.in_cols]
@@ -161,5 +159,5 @@ def generated_forward(input: Tensor, reduced: Tensor, weight: Tensor,
                       padding: int, dilation: int) -> Tensor:
     """The involution with the kernel ``conv2d(reduced, weight, bias)``: the
     conv, then :func:`forward`."""
-    return forward(input, F.conv2d(reduced, weight, bias), kernel_size,
-                   stride, padding, dilation)
+    return forward(input, F.conv2d(reduced, weight, bias), kernel_size, stride,
+                   padding, dilation)

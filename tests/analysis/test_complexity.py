@@ -13,7 +13,7 @@ class _Detector(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.layer = Involution(8, kernel_size=3)
+        self.layer = Involution(16, kernel_size=3)
 
     def extract_feat(self, x):
         return self.layer(x)
@@ -24,16 +24,16 @@ class _Detector(nn.Module):
 
 def test_counts_the_involution_and_restores_forward():
     model = _Detector().train()
-    result = model_complexity(model, (8, 9, 11))
+    result = model_complexity(model, (16, 9, 11))
     assert result['counted'] == 'extract_feat (backbone + neck)'
     assert 'mmplug_involution::generated_involution2d' not in (
         result['unsupported'])
-    # the involution alone: 8 channels x 9 x 11 pixels x 3 x 3 taps
-    assert result['flops'] >= 8 * 9 * 11 * 9
+    # the involution alone: 16 channels x 9 x 11 pixels x 3 x 3 taps
+    assert result['flops'] >= 16 * 9 * 11 * 9
     assert 'forward' not in vars(model)
     assert model.training
     with pytest.raises(AssertionError, match='counted method'):
-        model(torch.rand(1, 8, 9, 11))
+        model(torch.rand(1, 16, 9, 11))
 
 
 def test_an_instance_forward_is_put_back():
@@ -43,5 +43,5 @@ def test_an_instance_forward_is_put_back():
         return x
 
     model.forward = own_forward
-    model_complexity(model, (8, 5, 5))
+    model_complexity(model, (16, 5, 5))
     assert model.forward is own_forward

@@ -82,8 +82,13 @@ def vector_isa() -> str:
 
 def _cflags() -> List[str]:
     # -fopenmp: at::parallel_for runs its body on torch's OpenMP threads only
-    # when the including code is compiled with OpenMP (serially otherwise)
-    return ['-O3', '-fopenmp'] + _ISA_FLAGS[vector_isa()]
+    # when the including code is compiled with OpenMP (serially otherwise).
+    # Hidden visibility: the passes live in several files and call each
+    # other's helpers; exported (interposable) symbols would keep the
+    # compiler from specialising them (measured: the strided NCHW forward
+    # 1.3x slower). The library exports nothing; its ops register at load.
+    return ['-O3', '-fopenmp', '-fvisibility=hidden',
+            '-fvisibility-inlines-hidden'] + _ISA_FLAGS[vector_isa()]
 
 
 def _cache_root() -> Path:

@@ -74,7 +74,13 @@ trap finish EXIT
 if [[ $MODE == gpu ]]; then
   KIT="$ROOT/.gpu-kit/wheels"
   BASE_PY="${KIT_PYTHON:-python3}"
-  "$BASE_PY" -m venv --system-site-packages "$WORK/venv"
+  if ! "$BASE_PY" -m venv --system-site-packages "$WORK/venv" \
+      > "$LOGS/venv.log" 2>&1; then
+    # an image without the venv module: the base interpreter, with the kit
+    # installed into a folder of its own on PYTHONPATH
+    log "no virtual environment ($LOGS/venv.log): installing into $WORK/site"
+    TARGET="$WORK/site"
+  fi
 else
   KIT="$ROOT/.gpu-kit-host/wheels"
   BASE_PY="$(readlink -f "$ROOT/.venv/bin/python")"
@@ -84,10 +90,17 @@ else
     "$ROOT/.venv" "$WORK/image" > "$LOGS/image_packages.log" 2>&1 \
     || { log "could not stand in the image's packages: $LOGS/image_packages.log"; exit 1; }
 fi
-VPY="$WORK/venv/bin/python"
-# the venv's scripts first: torch's extension builder looks for ninja on PATH
-export PATH="$WORK/venv/bin:$PATH"
-export PYTHONPATH="$ROOT" PYTHONDONTWRITEBYTECODE=1
+if [[ -n "${TARGET:-}" ]]; then
+  VPY="$BASE_PY"
+  PIP_INTO=(--target "$TARGET")
+  export PATH="$TARGET/bin:$PATH" PYTHONPATH="$ROOT:$TARGET"
+else
+  VPY="$WORK/venv/bin/python"
+  PIP_INTO=(--ignore-installed)
+  # the venv's scripts first: torch's extension builder looks for ninja there
+  export PATH="$WORK/venv/bin:$PATH" PYTHONPATH="$ROOT"
+fi
+export PYTHONDONTWRITEBYTECODE=1
 if [[ ! -d "$KIT" ]]; then
   log "no kit at $KIT: run bash tools/gpu/prepare.sh on a machine with the registries"
   record install failed 0 "no kit at $KIT"; exit 1
@@ -114,19 +127,20 @@ PY
 
 # The kit's wheels, offline, none of their dependencies (those the image has).
 part install-wheels 120 "$VPY" -m pip install --no-index --no-deps \
-  --ignore-installed --disable-pip-version-check "$KIT"/*.whl
+  "${PIP_INTO[@]}" --disable-pip-version-check "$KIT"/*.whl
 
 # mmcv: built from its source distribution with its CPU ops only (the GPU hidden
 # from torch: far shorter than the CUDA-ops build); --cpu reuses the set-up's
 # cached wheel for this torch and Python when there is one.
 build_mmcv() {
-  local torch_version py_tag cached src
+  local torch_version py_tag cached src into
+  read -ra into <<< "$PIP_INTO_ARGS"  # (arrays do not pass to bash -c)
   torch_version="$("$VPY" -c 'import torch; print(torch.__version__)')"
   py_tag="$("$VPY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
   cached="${MMPLUG_CACHE_DIR:-$HOME/.cache/mmplug-involution}/wheels/mmcv-$MMCV_VERSION-torch-$torch_version-$py_tag-cuda0"
   if [[ $MODE == cpu ]] && ls "$cached"/mmcv-*.whl > /dev/null 2>&1; then
     echo "using the set-up's cached wheel in $cached"
-    "$VPY" -m pip install --no-index --no-deps --ignore-installed "$cached"/mmcv-*.whl
+    "$VPY" -m pip install --no-index --no-deps "${into[@]}" "$cached"/mmcv-*.whl
     return
   fi
   src="$WORK/mmcv-src"
@@ -138,7 +152,7 @@ build_mmcv() {
   fi
   CUDA_VISIBLE_DEVICES='' MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="$(nproc)" \
     "$VPY" -m pip install --no-index --no-deps --no-build-isolation \
-    --no-cache-dir "$src/mmcv-$MMCV_VERSION"
+    --no-cache-dir "${into[@]}" "$src/mmcv-$MMCV_VERSION"
 }
 # The sanitizer needs only torch and CuPy: it runs while mmcv builds.
 if [[ $MODE == gpu ]]; then
@@ -153,7 +167,7 @@ else
   SANITIZER_PID=
 fi
 export -f build_mmcv
-export VPY MODE WORK ROOT MMCV_VERSION
+export VPY MODE WORK ROOT MMCV_VERSION PIP_INTO_ARGS="${PIP_INTO[*]}"
 part install-mmcv 300 bash -c build_mmcv
 part import-check 60 "$VPY" -c 'import mmcv._ext, mmdet, mmseg, mmplug_involution; print("imports ok")'
 [[ -n "$SANITIZER_PID" ]] && wait "$SANITIZER_PID"

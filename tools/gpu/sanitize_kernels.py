@@ -23,12 +23,12 @@ kernel), for every case of:
 Outputs the backend lets us pass (``out=``, ``grad_input=``,
 ``grad_kernel=``) are filled with NaN before the launch, so an element the
 kernel fails to write shows up. Each result is compared with a float64
-reference computed here on the CPU (``F.unfold`` forward, autograd for the
-gradients) from the same dtype-rounded inputs; the error is the max absolute
-difference relative to max |reference|, and must be at most 1e-5 for float32
-and 1e-2 for float16/bfloat16 (the kernels accumulate in float32). TF32 is
-turned off so the float32 cuDNN conv of ``generated_forward`` is exact
-enough.
+reference on the CPU (the test suite's ``tests/ops/reference.py``,
+autograd for the gradients) from the same dtype-rounded inputs; the error is
+the max absolute difference relative to max |reference|, and must be at most
+1e-5 for float32 and 1e-2 for float16/bfloat16 (the kernels accumulate in
+float32). TF32 is turned off so the float32 cuDNN conv of
+``generated_forward`` is exact enough.
 
 The backend module is loaded standalone from its file (it imports only
 torch; CuPy is imported when a kernel is first launched), not through
@@ -53,6 +53,18 @@ from torch import Tensor
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKEND_PATH = ROOT / 'mmplug_involution' / 'ops' / 'backends' / 'cupy.py'
+REFERENCE_PATH = ROOT / 'tests' / 'ops' / 'reference.py'
+
+
+def load_module(name: str, path: Path):
+    """The Python file at ``path`` as a module (imports nothing else)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TEST_REFERENCE = load_module('involution_test_reference', REFERENCE_PATH)
 BATCH, CHANNELS, GROUPS, HEIGHT, WIDTH = 2, 32, 2, 13, 11
 REDUCED_CHANNELS = 8
 # (kernel_size, stride, dilation); padding = dilation * (K - 1) // 2
@@ -120,20 +132,10 @@ def cases() -> List[Case]:
 
 def reference_forward(input: Tensor, kernel: Tensor, kernel_size: int,
                       stride: int, padding: int, dilation: int) -> Tensor:
-    """Involution by ``F.unfold`` (float64 in, float64 out; any device).
-
-    ``out[n, c, i, j] = sum_{u,v} kernel[n, g*K*K + u*K + v, i, j] *
-    input[n, c, i*s - p + u*d, j*s - p + v*d]``, ``g = c // (C / G)``.
-    """
-    n, c, _, _ = input.shape
-    taps = kernel_size * kernel_size
-    groups = kernel.shape[1] // taps
-    out_h, out_w = kernel.shape[-2:]
-    columns = F.unfold(
-        input, kernel_size, dilation=dilation, padding=padding, stride=stride)
-    columns = columns.view(n, groups, c // groups, taps, out_h, out_w)
-    weights = kernel.view(n, groups, 1, taps, out_h, out_w)
-    return (columns * weights).sum(dim=3).view(n, c, out_h, out_w)
+    """The test suite's float64 involution (``tests/ops/reference.py``:
+    explicit padding and index gathers, independent of every backend)."""
+    return TEST_REFERENCE.involution_reference(input, kernel, kernel_size,
+                                               stride, padding, dilation)
 
 
 def reference_backward(grad_output: Tensor, input: Tensor, kernel: Tensor,
@@ -161,11 +163,7 @@ def relative_error(result: Tensor, reference: Tensor) -> float:
 
 def load_backend():
     """``mmplug_involution/ops/backends/cupy.py`` as a standalone module."""
-    spec = importlib.util.spec_from_file_location(
-        'mmplug_involution_cupy_backend', BACKEND_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module('mmplug_involution_cupy_backend', BACKEND_PATH)
 
 
 def unavailable_reason(backend) -> Optional[str]:

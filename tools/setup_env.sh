@@ -91,33 +91,13 @@ log "torch $TORCH_VERSION (CUDA: ${TORCH_CUDA:-none})"
 #    inheritance import pkg_resources, removed in setuptools 82).
 "${PIP[@]}" "setuptools<82" wheel ninja "mmengine==0.10.7"
 
-# 4. mmcv with compiled ops, built once per (torch, python, cuda) and cached as a wheel.
-#    pip's own wheel cache is off for the build: it would hand back an mmcv compiled
-#    against another torch under the same name. A marker in the venv records the torch
-#    the installed mmcv was built for, so a venv whose torch changed gets it rebuilt.
+# 4. mmcv with compiled ops, built once per (torch, python, cuda) and cached as a wheel
+#    (tools/mmcv_wheel.sh). A marker in the venv records the torch the installed mmcv
+#    was built for, so a venv whose torch changed gets it rebuilt.
 MMCV_MARKER="$VENV/.mmcv-$MMCV_VERSION-built-for-torch-$TORCH_VERSION"
 if [[ ! -f "$MMCV_MARKER" ]] || ! "$PY" -c 'import mmcv, mmcv._ext; assert mmcv.__version__ == "'$MMCV_VERSION'"' >/dev/null 2>&1; then
-  PY_TAG="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
-  FORCE_CUDA_FLAG="${MMCV_FORCE_CUDA:-0}"
-  WHEEL_DIR="$CACHE/wheels/mmcv-$MMCV_VERSION-torch-$TORCH_VERSION-$PY_TAG-cuda$FORCE_CUDA_FLAG"
-  mkdir -p "$WHEEL_DIR"
-  if ! ls "$WHEEL_DIR"/mmcv-*.whl >/dev/null 2>&1; then
-    log "building mmcv $MMCV_VERSION with ops (about 10 minutes on 2 cores; cached in $WHEEL_DIR)"
-    BUILD_TMP="$(mktemp -d)"
-    # mmcv's setup.py compiles as C++17; torch's headers need C++20 from torch 2.14
-    # on. Build from its source distribution with that one flag changed.
-    "$PY" -m pip download --disable-pip-version-check --quiet --no-cache-dir \
-      --no-deps --no-binary :all: --no-build-isolation "mmcv==$MMCV_VERSION" \
-      -d "$BUILD_TMP"
-    tar -xzf "$BUILD_TMP/mmcv-$MMCV_VERSION.tar.gz" -C "$BUILD_TMP"
-    sed -i "s/'-std=c++17'/'-std=c++20'/" "$BUILD_TMP/mmcv-$MMCV_VERSION/setup.py"
-    MMCV_WITH_OPS=1 FORCE_CUDA="$FORCE_CUDA_FLAG" MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-      "$PY" -m pip wheel --disable-pip-version-check --quiet --no-cache-dir \
-      --no-build-isolation --no-deps "$BUILD_TMP/mmcv-$MMCV_VERSION" -w "$BUILD_TMP"
-    # Move into place only once complete, so an interrupted build never leaves a bad cache.
-    mv "$BUILD_TMP"/mmcv-*.whl "$WHEEL_DIR"/
-    rm -rf "$BUILD_TMP"
-  fi
+  PATH="$VENV/bin:$PATH" bash "$ROOT/tools/mmcv_wheel.sh" --build "$PY"
+  WHEEL_DIR="$(bash "$ROOT/tools/mmcv_wheel.sh" --dir "$PY")"
   "${PIP[@]}" --find-links "$WHEEL_DIR" --no-index --no-deps --force-reinstall \
     "mmcv==$MMCV_VERSION"
   "${PIP[@]}" --find-links "$WHEEL_DIR" "mmcv==$MMCV_VERSION"

@@ -10,8 +10,8 @@ from .common import ROOT, TOOLS, load_tool
 
 KIT_LIMIT_MIB = 60
 #: parts run.sh --cpu runs, and the GPU parts it skips with a line each
-CPU_PARTS = ('install-wheels', 'install-mmcv', 'import-check', 'tests',
-             'operator-float32', 'backbone', 'demo')
+CPU_PARTS = ('install-wheels', 'build-mmcv', 'install-mmcv', 'import-check',
+             'tests', 'operator-float32', 'backbone', 'demo')
 SKIPPED_GPU_PARTS = ('sanitizer-memcheck', 'sanitizer-racecheck', 'tests-gpu',
                      'operator-cuda', 'backbone-cuda', 'demo-cuda')
 

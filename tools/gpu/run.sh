@@ -130,30 +130,9 @@ part install-wheels 120 "$VPY" -m pip install --no-index --no-deps \
   "${PIP_INTO[@]}" --disable-pip-version-check "$KIT"/*.whl
 
 # mmcv: built from its source distribution with its CPU ops only (the GPU hidden
-# from torch: far shorter than the CUDA-ops build); --cpu reuses the set-up's
-# cached wheel for this torch and Python when there is one.
-build_mmcv() {
-  local torch_version py_tag cached src into
-  read -ra into <<< "$PIP_INTO_ARGS"  # (arrays do not pass to bash -c)
-  torch_version="$("$VPY" -c 'import torch; print(torch.__version__)')"
-  py_tag="$("$VPY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
-  cached="${MMPLUG_CACHE_DIR:-$HOME/.cache/mmplug-involution}/wheels/mmcv-$MMCV_VERSION-torch-$torch_version-$py_tag-cuda0"
-  if [[ $MODE == cpu ]] && ls "$cached"/mmcv-*.whl > /dev/null 2>&1; then
-    echo "using the set-up's cached wheel in $cached"
-    "$VPY" -m pip install --no-index --no-deps "${into[@]}" "$cached"/mmcv-*.whl
-    return
-  fi
-  src="$WORK/mmcv-src"
-  mkdir -p "$src"
-  tar -xzf "$ROOT/.gpu-kit/sdist/mmcv-$MMCV_VERSION.tar.gz" -C "$src"
-  # torch 2.14's headers need C++20; mmcv's setup.py asks for C++17
-  if "$VPY" -c 'import sys, torch; sys.exit(tuple(map(int, torch.__version__.split(".")[:2])) < (2, 14))'; then
-    sed -i "s/'-std=c++17'/'-std=c++20'/" "$src/mmcv-$MMCV_VERSION/setup.py"
-  fi
-  CUDA_VISIBLE_DEVICES='' MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="$(nproc)" \
-    "$VPY" -m pip install --no-index --no-deps --no-build-isolation \
-    --no-cache-dir "${into[@]}" "$src/mmcv-$MMCV_VERSION"
-}
+# from torch: far shorter than the CUDA-ops build) by tools/mmcv_wheel.sh, which
+# caches the wheel (--cpu finds the set-up's).
+MMCV_WHEELS="$(bash "$ROOT/tools/mmcv_wheel.sh" --dir "$VPY")"
 # The sanitizer needs only torch and CuPy: it runs while mmcv builds.
 if [[ $MODE == gpu ]]; then
   ( part sanitizer-memcheck 120 compute-sanitizer --tool memcheck \
@@ -166,9 +145,10 @@ else
   skip sanitizer-racecheck "no GPU (--cpu)"
   SANITIZER_PID=
 fi
-export -f build_mmcv
-export VPY MODE WORK ROOT MMCV_VERSION PIP_INTO_ARGS="${PIP_INTO[*]}"
-part install-mmcv 300 bash -c build_mmcv
+part build-mmcv 300 env CUDA_VISIBLE_DEVICES='' bash "$ROOT/tools/mmcv_wheel.sh" \
+  --build "$VPY" "$ROOT/.gpu-kit/sdist/mmcv-$MMCV_VERSION.tar.gz"
+part install-mmcv 60 "$VPY" -m pip install --no-index --no-deps \
+  "${PIP_INTO[@]}" "$MMCV_WHEELS"/mmcv-*.whl
 part import-check 60 "$VPY" -c 'import mmcv._ext, mmdet, mmseg, mmplug_involution; print("imports ok")'
 [[ -n "$SANITIZER_PID" ]] && wait "$SANITIZER_PID"
 

@@ -26,7 +26,6 @@ import warnings
 from typing import Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .backends import BACKEND_MODULES, native_backend
@@ -168,22 +167,41 @@ def _generated_setup_context(ctx, inputs, output):
     ctx.params = inputs[4:]
 
 
+@torch.library.custom_op(
+    'mmplug_involution::generated_involution2d_backward', mutates_args=())
+def _generated_involution2d_backward_op(
+        grad_output: Tensor, input: Tensor, reduced: Tensor, weight: Tensor,
+        bias: Optional[Tensor], kernel_size: int, stride: int, padding: int,
+        dilation: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    backend = BACKEND_MODULES[select_backend(input.device)]
+    grad_input, grad_reduced, grad_weight, grad_bias = (
+        backend.generated_backward(grad_output, input, reduced, weight, bias,
+                                   kernel_size, stride, padding, dilation))
+    return (grad_input.contiguous(memory_format=memory_format_of(input)),
+            grad_reduced.contiguous(memory_format=memory_format_of(reduced)),
+            grad_weight.contiguous(), grad_bias.contiguous())
+
+
+@_generated_involution2d_backward_op.register_fake
+def _generated_involution2d_backward_fake(grad_output, input, reduced, weight,
+                                          bias, kernel_size, stride, padding,
+                                          dilation):
+    return (torch.empty_like(input, memory_format=memory_format_of(input)),
+            torch.empty_like(reduced, memory_format=memory_format_of(reduced)),
+            torch.empty_like(weight, memory_format=torch.contiguous_format),
+            weight.new_empty(0 if bias is None else bias.shape[0]))
+
+
 def _generated_backward(ctx, grad_output):
-    # the kernel is recomputed (one 1x1 conv) rather than kept from the
-    # forward pass: it holds G*K*K values per output pixel
+    # the backend recomputes the kernel rather than keeping it from the
+    # forward pass (it holds G*K*K values per output pixel); the cpp backend
+    # never writes it, nor its gradient
     input, reduced, weight, bias = ctx.saved_tensors
-    kernel = F.conv2d(reduced, weight, bias)
-    grad_input, grad_kernel = _involution2d_backward_op(
-        grad_output, input, kernel, *ctx.params)
-    needs = ctx.needs_input_grad
-    grad_reduced, grad_weight, grad_bias = (
-        torch.ops.aten.convolution_backward(
-            grad_kernel, reduced, weight,
-            None if bias is None else [bias.shape[0]], [1, 1], [0, 0], [1, 1],
-            False, [0, 0], 1,
-            [needs[1], needs[2], bias is not None and needs[3]]))
-    return (grad_input, grad_reduced, grad_weight, grad_bias, None, None, None,
-            None)
+    grad_input, grad_reduced, grad_weight, grad_bias = (
+        _generated_involution2d_backward_op(grad_output, input, reduced,
+                                            weight, bias, *ctx.params))
+    return (grad_input, grad_reduced, grad_weight,
+            None if bias is None else grad_bias, None, None, None, None)
 
 
 _generated_involution2d_op.register_autograd(

@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from . import unfused
 
 __all__ = [
     'NAME', 'DEVICE_TYPE', 'unavailable_reason', 'forward', 'backward',
-    'generated_forward', 'CPU_SOURCE_DIR', 'cpu_sources', 'build_cpu_kernels',
+    'generated_forward', 'generated_backward', 'CPU_SOURCE_DIR', 'cpu_sources', 'build_cpu_kernels',
     'cpu_kernels_error', 'cpu_kernels_path', 'vector_isa'
 ]
 
@@ -214,12 +215,43 @@ def generated_forward(input: Tensor, reduced: Tensor, weight: Tensor,
     row chunk by row chunk (the kernel tensor is never written); an NCHW
     input takes the conv, then :func:`forward`.
     """
-    if _is_channels_last(input):
+    if _fused(input):
         return torch.ops.mmplug_involution_cpu.generated_forward(
             input, reduced, weight, bias, kernel_size, stride, padding,
             dilation)
-    return forward(input, F.conv2d(reduced, weight, bias), kernel_size, stride,
-                   padding, dilation)
+    return unfused.generated_forward(forward, input, reduced, weight, bias,
+                                     kernel_size, stride, padding, dilation)
+
+
+def generated_backward(grad_output: Tensor, input: Tensor, reduced: Tensor,
+                       weight: Tensor, bias: Optional[Tensor],
+                       kernel_size: int, stride: int, padding: int,
+                       dilation: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(grad_input, grad_reduced, grad_weight, grad_bias)``; grad_bias is
+    empty without a bias.
+
+    On a channels_last input one fused pass per band of output rows
+    regenerates the band's kernel, computes its gradient and contracts it
+    into the generator's gradients at once: neither the kernel nor its
+    gradient is ever a whole tensor. An NCHW input recomputes the kernel and
+    takes :func:`backward` and the conv's backward.
+    """
+    if _fused(input):
+        grad_input, grad_reduced, grad_weight, grad_bias = (
+            torch.ops.mmplug_involution_cpu.generated_backward(
+                grad_output, input, reduced, weight, bias, kernel_size,
+                stride, padding, dilation))
+        return grad_input, grad_reduced, grad_weight, grad_bias
+    return unfused.generated_backward(backward, grad_output, input, reduced,
+                                      weight, bias, kernel_size, stride,
+                                      padding, dilation)
+
+
+_NCHW_FUSED = os.environ.get('XX_NCHW_FUSED') == '1'
+
+
+def _fused(input: Tensor) -> bool:
+    return _NCHW_FUSED or _is_channels_last(input)
 
 
 def _is_channels_last(tensor: Tensor) -> bool:

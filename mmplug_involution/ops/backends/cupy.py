@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from . import unfused
 
 __all__ = [
     'NAME', 'DEVICE_TYPE', 'unavailable_reason', 'forward', 'backward',
-    'generated_forward', 'KERNEL_SOURCE_PATH', 'NVRTC_OPTIONS',
+    'generated_forward', 'generated_backward', 'KERNEL_SOURCE_PATH',
+    'NVRTC_OPTIONS',
     'kernel_name_expressions', 'cupy_import_error'
 ]
 
@@ -203,5 +205,15 @@ def generated_forward(input: Tensor, reduced: Tensor, weight: Tensor,
                       padding: int, dilation: int) -> Tensor:
     """The involution with the kernel ``conv2d(reduced, weight, bias)``: the
     conv (cuDNN), then :func:`forward`."""
-    return forward(input, F.conv2d(reduced, weight, bias), kernel_size, stride,
-                   padding, dilation)
+    return unfused.generated_forward(forward, input, reduced, weight, bias,
+                                     kernel_size, stride, padding, dilation)
+
+
+def generated_backward(grad_output: Tensor, input: Tensor, reduced: Tensor,
+                       weight: Tensor, bias: Optional[Tensor],
+                       kernel_size: int, stride: int, padding: int,
+                       dilation: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Its gradients through the recomputed kernel and :func:`backward`."""
+    return unfused.generated_backward(backward, grad_output, input, reduced,
+                                      weight, bias, kernel_size, stride,
+                                      padding, dilation)

@@ -18,12 +18,13 @@ accumulation is float32.
 from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from . import unfused
 
 __all__ = [
     'NAME', 'DEVICE_TYPE', 'unavailable_reason', 'forward', 'backward',
-    'generated_forward'
+    'generated_forward', 'generated_backward'
 ]
 
 NAME = 'pytorch'
@@ -159,5 +160,15 @@ def generated_forward(input: Tensor, reduced: Tensor, weight: Tensor,
                       padding: int, dilation: int) -> Tensor:
     """The involution with the kernel ``conv2d(reduced, weight, bias)``: the
     conv, then :func:`forward`."""
-    return forward(input, F.conv2d(reduced, weight, bias), kernel_size, stride,
-                   padding, dilation)
+    return unfused.generated_forward(forward, input, reduced, weight, bias,
+                                     kernel_size, stride, padding, dilation)
+
+
+def generated_backward(grad_output: Tensor, input: Tensor, reduced: Tensor,
+                       weight: Tensor, bias: Optional[Tensor],
+                       kernel_size: int, stride: int, padding: int,
+                       dilation: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Its gradients through the recomputed kernel and :func:`backward`."""
+    return unfused.generated_backward(backward, grad_output, input, reduced,
+                                      weight, bias, kernel_size, stride,
+                                      padding, dilation)

@@ -21,9 +21,13 @@
 //                          block of pixels x channel vectors across the taps)
 //   nhwc_forward.h         the forward of one NHWC output row
 //   nhwc_forward.cpp       forward, channels_last (NHWC) tensors
+//   nhwc_backward.h        their per-band and per-row pieces
 //   nhwc_backward.cpp      kernel gradient and input gradient, NHWC
+//   matmul.h               register-blocked products of the 1x1 span conv
 //   generated_forward.cpp  NHWC forward with the kernel computed on the fly
 //                          by a 1x1 conv (never written to memory)
+//   generated_backward.cpp its fused backward: the kernel and its gradient
+//                          only ever as tiles of a band of rows
 //   registration.cpp       argument checks, layout and dtype dispatch, and
 //                          the torch.ops.mmplug_involution_cpu registration
 // Each opens with its maths and loop order. What several passes share is
@@ -131,5 +135,14 @@ template <typename T>
 void generated_forward_nhwc(const T* x, const T* reduced, const T* wt,
                             const T* bias, T* out, int64_t r_count,
                             const Geometry& g);
+
+// generated_backward.cpp: the fused backward of the generated NHWC forward,
+// weight (G*K*K, R) and wt its transpose; grad_weight (G*K*K, R)
+template <typename T>
+void generated_backward_nhwc(const T* grad_out, const T* x,
+                             const T* reduced, const T* weight, const T* wt,
+                             const T* bias, T* grad_in, T* grad_reduced,
+                             T* grad_weight, T* grad_bias, int64_t r_count,
+                             const Geometry& g);
 
 }  // namespace mmplug_involution_cpu

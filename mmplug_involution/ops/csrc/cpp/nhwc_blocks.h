@@ -10,7 +10,9 @@
 //     sweep_row: interior pixels in blocks of PB -> broadcast_block, whose
 //                taps need no checks; border pixels one at a time ->
 //                checked_pixel, which skips the taps that read padding
-//       broadcast_block: tap row u -> tap column v -> pixel b -> vector a,
+//                (the forward), or broadcast_block over the taps that
+//                land inside (the input gradient)
+//       broadcast_block: tap row -> tap column -> pixel b -> vector a,
 //                        the PB x NV accumulators in registers throughout
 #pragma once
 
@@ -18,17 +20,19 @@
 
 namespace mmplug_involution_cpu {
 
-// PB pixels of a row, NV vectors of a group's channels each: PB * NV
-// independent accumulators across the taps (u, v), u in [u_lo, u_hi),
-// v in [0, k). `tap(b, u, v, scalar)` returns the channel vector that tap
-// (u, v) of pixel b reads (always inside its tensor: the callers' interior
-// pixels) and sets the kernel value that scales it. out[b * c + channel]
-// gets the sums; FULL: the NV vectors are all `width` covers (no masks).
-// Every argument is a value and the taps capture values, so that nothing in
-// the loop can alias the accumulators and they stay in registers.
+// PB pixels, NV vectors of a group's channels each: PB * NV independent
+// accumulators across `rows` x `cols` taps. `tap(b, a, e, scalar)` returns
+// the channel vector that the a-th tap row's e-th tap of pixel b reads
+// (always inside its tensor: the callers' interior pixels, or taps they
+// listed) and sets the kernel value that scales it; which (u, v) that is,
+// is the caller's (a range of rows, every column, or every s-th of each).
+// out[b * out_step + channel] gets the sums; FULL: the NV vectors are all
+// `width` covers (no masks). Every argument is a value and the taps capture
+// values, so that nothing in the loop can alias the accumulators and they
+// stay in registers.
 template <typename T, int64_t PB, int64_t NV, bool FULL, typename Tap>
-inline void broadcast_block(const Tap tap, T* out, int64_t width, int64_t c,
-                            int64_t k, int64_t u_lo, int64_t u_hi) {
+inline void broadcast_block(const Tap tap, T* out, int64_t out_step,
+                            int64_t width, int64_t rows, int64_t cols) {
   using Vec = Vectorized<T>;
   constexpr int64_t V = Vec::size();
   int64_t lens[NV];
@@ -44,12 +48,12 @@ inline void broadcast_block(const Tap tap, T* out, int64_t width, int64_t c,
   for (int64_t b = 0; b < PB; ++b)
     KEEP_IN_REGISTERS
     for (int64_t a = 0; a < NV; ++a) acc[b][a] = Vec(0);
-  for (int64_t u = u_lo; u < u_hi; ++u) {
-    for (int64_t v = 0; v < k; ++v) {
+  for (int64_t a = 0; a < rows; ++a) {
+    for (int64_t e = 0; e < cols; ++e) {
       KEEP_IN_REGISTERS
       for (int64_t b = 0; b < PB; ++b) {
         T scalar;
-        const T* src = tap(b, u, v, scalar);
+        const T* src = tap(b, a, e, scalar);
         const Vec kv(scalar);
         KEEP_IN_REGISTERS
         for (int64_t a = 0; a < NV; ++a) {
@@ -62,7 +66,7 @@ inline void broadcast_block(const Tap tap, T* out, int64_t width, int64_t c,
   for (int64_t b = 0; b < PB; ++b) {
     KEEP_IN_REGISTERS
     for (int64_t a = 0; a < NV; ++a) {
-      T* dst = out + b * c + a * V;
+      T* dst = out + b * out_step + a * V;
       if (FULL) {
         acc[b][a].store(dst);
       } else {

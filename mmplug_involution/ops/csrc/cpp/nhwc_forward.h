@@ -33,12 +33,12 @@ inline void forward_nhwc_pixels(const T* x, int64_t at, const T* k_pixel,
   const int64_t gkk = g.groups * g.kk, x_step = g.s * g.c, k = g.k;
   const int64_t* offset = g.tap_nhwc.data();
   const T* x_at = x + at;
-  const auto tap = [=](int64_t b, int64_t u, int64_t v, T& scalar) {
-    const int64_t t = u * k + v;
+  const auto tap = [=](int64_t b, int64_t a, int64_t v, T& scalar) {
+    const int64_t t = (u_lo + a) * k + v;
     scalar = k_pixel[b * gkk + t];
     return x_at + (b * x_step + offset[t]);
   };
-  broadcast_block<T, PB, NV, FULL>(tap, out, width, g.c, k, u_lo, u_hi);
+  broadcast_block<T, PB, NV, FULL>(tap, out, g.c, width, u_hi - u_lo, k);
 }
 
 // Forward of a border pixel (i, j).

@@ -1,7 +1,7 @@
 // Dispatch and registration of the involution CPU kernels.
 //
-// Registers torch.ops.mmplug_involution_cpu.forward, .backward and
-// .generated_forward (CPU). Each checks the shapes, picks the layout (NHWC
+// Registers torch.ops.mmplug_involution_cpu.forward, .backward,
+// .generated_forward and .generated_backward (CPU). Each checks the shapes, picks the layout (NHWC
 // when the input is channels_last and not also contiguous, NCHW otherwise)
 // and the compute type (double for double, float for every other dtype:
 // float32 accumulation), converts the operands, and calls the pass of that
@@ -85,6 +85,13 @@ Layout layout_of(const Tensor& input) {
           input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat};
 }
 
+// NHWC whatever the input's layout (the generated passes exist in NHWC only;
+// an NCHW operand is converted).
+Layout nhwc_layout(const Tensor& input) {
+  return {true, at::MemoryFormat::ChannelsLast,
+          input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat};
+}
+
 void poison_with_nan(Tensor& t) {
   t.fill_(std::numeric_limits<double>::quiet_NaN());
 }
@@ -109,17 +116,11 @@ Tensor involution_forward(const Tensor& input, const Tensor& kernel,
   return out.to(input.scalar_type());
 }
 
-// Forward of channels_last tensors with the kernel generated on the fly
-// from `reduced` (N, R, Ho, Wo) by the 1x1 conv `weight` (G*K*K, R, 1, 1)
-// and `bias` (G*K*K): the kernel tensor is never written.
-Tensor generated_forward(const Tensor& input, const Tensor& reduced,
-                         const Tensor& weight,
-                         const c10::optional<Tensor>& bias,
-                         int64_t kernel_size, int64_t stride,
-                         int64_t padding, int64_t dilation, bool poison) {
-  const Layout layout = layout_of(input);
-  TORCH_CHECK(layout.nhwc,
-              "involution: generated_forward takes a channels_last input");
+// The geometry of a generated involution and R, the reduced channels.
+std::tuple<Geometry, int64_t> generated_geometry(
+    const Tensor& input, const Tensor& reduced, const Tensor& weight,
+    const c10::optional<Tensor>& bias, int64_t kernel_size, int64_t stride,
+    int64_t padding, int64_t dilation) {
   TORCH_CHECK(reduced.dim() == 4 && reduced.size(0) == input.size(0),
               "involution: reduced must be (N, R, Ho, Wo)");
   const int64_t gkk = weight.size(0), r_count = reduced.size(1);
@@ -130,6 +131,23 @@ Tensor generated_forward(const Tensor& input, const Tensor& reduced,
               "involution: bias must be (G*K*K,)");
   const Geometry g = geometry(input, gkk, reduced.size(2), reduced.size(3),
                               kernel_size, stride, padding, dilation);
+  return {g, r_count};
+}
+
+// Forward (computed in NHWC) with the kernel generated on the fly
+// from `reduced` (N, R, Ho, Wo) by the 1x1 conv `weight` (G*K*K, R, 1, 1)
+// and `bias` (G*K*K): the kernel tensor is never written.
+Tensor generated_forward(const Tensor& input, const Tensor& reduced,
+                         const Tensor& weight,
+                         const c10::optional<Tensor>& bias,
+                         int64_t kernel_size, int64_t stride,
+                         int64_t padding, int64_t dilation, bool poison) {
+  const Layout layout = nhwc_layout(input);
+  Geometry g;
+  int64_t r_count;
+  std::tie(g, r_count) = generated_geometry(
+      input, reduced, weight, bias, kernel_size, stride, padding, dilation);
+  const int64_t gkk = g.groups * g.kk;
   const Tensor x = layout(input), red = layout(reduced);
   const Tensor wt = weight.reshape({gkk, r_count}).to(layout.type).t()
                         .contiguous();
@@ -144,6 +162,51 @@ Tensor generated_forward(const Tensor& input, const Tensor& reduced,
         out.data_ptr<scalar_t>(), r_count, g);
   });
   return out.to(input.scalar_type());
+}
+
+// Fused backward of generated_forward (computed in NHWC): grad_input,
+// grad_reduced, grad_weight and grad_bias (size 0 without a bias); neither
+// the kernel nor its gradient is written to memory.
+std::tuple<Tensor, Tensor, Tensor, Tensor> generated_backward(
+    const Tensor& grad_output, const Tensor& input, const Tensor& reduced,
+    const Tensor& weight, const c10::optional<Tensor>& bias,
+    int64_t kernel_size, int64_t stride, int64_t padding, int64_t dilation,
+    bool poison) {
+  const Layout layout = nhwc_layout(input);
+  Geometry g;
+  int64_t r_count;
+  std::tie(g, r_count) = generated_geometry(
+      input, reduced, weight, bias, kernel_size, stride, padding, dilation);
+  TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({g.n, g.c, g.ho, g.wo}),
+              "involution: grad_output shape does not match the output");
+  const int64_t gkk = g.groups * g.kk;
+  const Tensor x = layout(input), red = layout(reduced),
+               gy = layout(grad_output);
+  const Tensor w = weight.reshape({gkk, r_count}).to(layout.type).contiguous();
+  const Tensor wt = w.t().contiguous();
+  const Tensor b = bias.has_value() ? bias->to(layout.type).contiguous()
+                                    : at::zeros({gkk}, wt.options());
+  Tensor grad_in = at::empty_like(x, layout.format);
+  Tensor grad_red = at::empty_like(red, layout.format);
+  Tensor grad_w = at::empty({gkk, r_count}, w.options());
+  Tensor grad_b = at::empty({gkk}, w.options());
+  if (poison) {
+    for (Tensor* t : {&grad_in, &grad_red, &grad_w, &grad_b}) {
+      poison_with_nan(*t);
+    }
+  }
+  AT_DISPATCH_FLOATING_TYPES(layout.type, "involution_generated_bwd_cpu", [&] {
+    generated_backward_nhwc<scalar_t>(
+        gy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
+        red.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
+        wt.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
+        grad_in.data_ptr<scalar_t>(), grad_red.data_ptr<scalar_t>(),
+        grad_w.data_ptr<scalar_t>(), grad_b.data_ptr<scalar_t>(), r_count, g);
+  });
+  return {grad_in.to(input.scalar_type()), grad_red.to(reduced.scalar_type()),
+          grad_w.reshape(weight.sizes()).to(weight.scalar_type()),
+          bias.has_value() ? grad_b.to(bias->scalar_type())
+                           : at::empty({0}, weight.options())};
 }
 
 std::tuple<Tensor, Tensor> involution_backward(
@@ -191,10 +254,16 @@ TORCH_LIBRARY(mmplug_involution_cpu, m) {
       "generated_forward(Tensor input, Tensor reduced, Tensor weight, "
       "Tensor? bias, int kernel_size, int stride, int padding, int dilation, "
       "bool poison=False) -> Tensor");
+  m.def(
+      "generated_backward(Tensor grad_output, Tensor input, Tensor reduced, "
+      "Tensor weight, Tensor? bias, int kernel_size, int stride, "
+      "int padding, int dilation, bool poison=False) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(mmplug_involution_cpu, CPU, m) {
   m.impl("forward", &involution_forward);
   m.impl("backward", &involution_backward);
   m.impl("generated_forward", &generated_forward);
+  m.impl("generated_backward", &generated_backward);
 }

@@ -16,10 +16,13 @@ The op is registered as ``torch.ops.mmplug_involution.involution2d``
 formula, so ``torch.compile`` traces models that use it without graph
 breaks. So is ``generated_involution2d`` (:data:`GENERATED_INVOLUTION_OP`),
 the involution whose kernel is a 1x1 conv of reduced features (the
-involution layer's kernel generator ends in one): each backend computes it
-its own way (on CPU tensors in channels_last the C++ kernels compute that
-conv inside the aggregation, never writing the kernel tensor), and its
-backward recomputes the kernel instead of keeping it from the forward pass.
+involution layer's kernel generator ends in one), and its backward
+(``generated_involution2d_backward``): each backend computes them its own
+way. On CPU tensors the C++ kernels compute that conv inside the
+aggregation (in NHWC, whatever the tensors' layout), and the backward in one
+fused pass per band of output rows: neither the kernel nor its gradient is
+ever written as a whole tensor. The other backends compute the kernel, and
+recompute it in the backward pass instead of keeping it.
 """
 import os
 import warnings
@@ -32,7 +35,8 @@ from .backends import BACKEND_MODULES, native_backend
 
 __all__ = [
     'involution2d', 'generated_involution2d', 'involution_output_size',
-    'select_backend', 'BACKEND_ENV', 'BACKENDS', 'INVOLUTION_OP',
+    'select_backend', 'memory_format_of', 'BACKEND_ENV', 'BACKENDS',
+    'INVOLUTION_OP',
     'GENERATED_INVOLUTION_OP'
 ]
 
@@ -363,9 +367,10 @@ def generated_involution2d(input: Tensor,
     """:func:`involution2d` with the kernel ``conv2d(reduced, weight, bias)``.
 
     Equal to ``involution2d(input, F.conv2d(reduced, weight, bias), ...)``,
-    without keeping the kernel tensor: on CPU tensors in channels_last the
-    C++ kernels generate it chunk by chunk inside the aggregation, and the
-    backward pass recomputes it.
+    without keeping the kernel tensor: on CPU tensors the C++ kernels
+    generate it chunk by chunk inside the aggregation and, in the backward
+    pass, band by band with its gradient (neither ever a whole tensor); the
+    other backends recompute it in the backward pass.
 
     Args:
         input: (N, C, H, W).

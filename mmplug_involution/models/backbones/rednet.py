@@ -4,6 +4,7 @@ import logging
 import re
 from typing import Optional, Tuple
 
+import torch
 import torch.nn as nn
 from mmcv.cnn import ConvModule, build_conv_layer, build_norm_layer
 from mmengine.logging import print_log
@@ -14,6 +15,7 @@ from mmseg.models.utils import ResLayer
 from torch import Tensor
 
 from ...layers import Involution
+from ...ops import memory_format_of
 from ...registry import MODELS
 
 #: model zoos whose aliases mmengine resolves; none of them holds a RedNet
@@ -352,13 +354,22 @@ class RedNet(ResNet):
                 param.requires_grad = False
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
-        """(N, C, H, W) -> the outputs of the ``out_indices`` stages."""
+        """(N, C, H, W) -> the outputs of the ``out_indices`` stages, in
+        ``x``'s memory format.
+
+        On CPU the network runs in channels_last whatever ``x``'s format:
+        ``x`` is converted once, before the stem, and the outputs are
+        converted back (the involution CPU kernels' fused paths are NHWC).
+        """
+        memory_format = memory_format_of(x)
+        if x.device.type == 'cpu':
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.maxpool(self.stem(x))
         outs = []
         for i, layer_name in enumerate(self.res_layers):
             x = getattr(self, layer_name)(x)
             if i in self.out_indices:
-                outs.append(x)
+                outs.append(x.contiguous(memory_format=memory_format))
         return tuple(outs)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,

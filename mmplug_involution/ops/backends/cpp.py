@@ -28,8 +28,6 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from . import unfused
-
 __all__ = [
     'NAME', 'DEVICE_TYPE', 'unavailable_reason', 'forward', 'backward',
     'generated_forward', 'generated_backward', 'CPU_SOURCE_DIR', 'cpu_sources', 'build_cpu_kernels',
@@ -209,52 +207,27 @@ def backward(grad_output: Tensor, input: Tensor, kernel: Tensor,
 def generated_forward(input: Tensor, reduced: Tensor, weight: Tensor,
                       bias: Optional[Tensor], kernel_size: int, stride: int,
                       padding: int, dilation: int) -> Tensor:
-    """The involution with the kernel ``conv2d(reduced, weight, bias)``.
-
-    On a channels_last input (N, C, H, W) the kernel is computed on the fly,
-    row chunk by row chunk (the kernel tensor is never written); an NCHW
-    input takes the conv, then :func:`forward`.
-    """
-    if _fused(input):
-        return torch.ops.mmplug_involution_cpu.generated_forward(
-            input, reduced, weight, bias, kernel_size, stride, padding,
-            dilation)
-    return unfused.generated_forward(forward, input, reduced, weight, bias,
-                                     kernel_size, stride, padding, dilation)
+    """The involution with the kernel ``conv2d(reduced, weight, bias)``,
+    computed in NHWC (an NCHW operand is converted) with the kernel made
+    row chunk by row chunk on the fly: the kernel tensor is never written.
+    Returns channels_last."""
+    return torch.ops.mmplug_involution_cpu.generated_forward(
+        input, reduced, weight, bias, kernel_size, stride, padding, dilation)
 
 
 def generated_backward(grad_output: Tensor, input: Tensor, reduced: Tensor,
                        weight: Tensor, bias: Optional[Tensor],
                        kernel_size: int, stride: int, padding: int,
                        dilation: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``(grad_input, grad_reduced, grad_weight, grad_bias)``; grad_bias is
-    empty without a bias.
+    """``(grad_input, grad_reduced, grad_weight, grad_bias)`` (grad_bias
+    empty without a bias), in one fused NHWC pass per band of output rows:
+    the band's kernel is regenerated, its gradient computed and contracted
+    at once into the generator's gradients, so neither the kernel nor its
+    gradient is ever a whole tensor.
 
-    On a channels_last input one fused pass per band of output rows
-    regenerates the band's kernel, computes its gradient and contracts it
-    into the generator's gradients at once: neither the kernel nor its
-    gradient is ever a whole tensor. An NCHW input recomputes the kernel and
-    takes :func:`backward` and the conv's backward.
+    Every layout takes this path (an NCHW operand is converted): measured
+    faster than the NCHW kernels with the kernel tensor written.
     """
-    if _fused(input):
-        grad_input, grad_reduced, grad_weight, grad_bias = (
-            torch.ops.mmplug_involution_cpu.generated_backward(
-                grad_output, input, reduced, weight, bias, kernel_size,
-                stride, padding, dilation))
-        return grad_input, grad_reduced, grad_weight, grad_bias
-    return unfused.generated_backward(backward, grad_output, input, reduced,
-                                      weight, bias, kernel_size, stride,
-                                      padding, dilation)
-
-
-_NCHW_FUSED = os.environ.get('XX_NCHW_FUSED') == '1'
-
-
-def _fused(input: Tensor) -> bool:
-    return _NCHW_FUSED or _is_channels_last(input)
-
-
-def _is_channels_last(tensor: Tensor) -> bool:
-    """channels_last and not also contiguous: what the kernels run NHWC."""
-    return not tensor.is_contiguous() and tensor.is_contiguous(
-        memory_format=torch.channels_last)
+    return torch.ops.mmplug_involution_cpu.generated_backward(
+        grad_output, input, reduced, weight, bias, kernel_size, stride,
+        padding, dilation)

@@ -28,7 +28,9 @@ def test_the_package_registers_its_models_and_hooks():
         'InvolutionFCNMaskHead'
     }
     assert set(
-        _ours(HOOKS)) == {'DynamicConvTemperatureHook', 'SafeCheckpointHook'}
+        _ours(HOOKS)) == {
+            'DynamicConvTemperatureHook', 'SafeCheckpointHook', 'FuseConvBNHook'
+        }
 
 
 @pytest.mark.parametrize('registry,children', [

@@ -1,4 +1,5 @@
 """Training components for the mmengine runner."""
 from .dynamic_conv_temperature_hook import DynamicConvTemperatureHook
+from .fuse_conv_bn_hook import FuseConvBNHook
 
-__all__ = ['DynamicConvTemperatureHook']
+__all__ = ['DynamicConvTemperatureHook', 'FuseConvBNHook']

@@ -4,13 +4,15 @@ Training step = forward, loss = sum of the means of every output stage,
 backward (no optimizer step), BN in training mode, nothing frozen. Inference
 = eval mode under ``torch.no_grad``. Each model runs in each memory format
 asked for (NCHW and channels_last: the model and its input converted). For
-each mode, setting, backbone and format: median (and range) of repeated
-steps after warm-up steps, and the peak memory one step adds on top of the
-model and input (``tools/benchmarks/harness.py``). All models run in the
-same process. Ratios compare each RedNet with the ResNet of its depth class
-in the same mode and setting, each in its faster memory format.
+each mode, setting and precision every (backbone, format) is built, warmed
+up, then stepped in turn, one step each, round after round (``--repeats``
+rounds), so that a shared machine's drift reaches every model alike; then
+the peak memory one step adds on top of the model and input
+(``tools/benchmarks/harness.py``). Reported: median (and range) of each
+model's steps. Ratios compare each RedNet with the ResNet of its depth
+class in the same mode and setting, each in its faster memory format.
 
-Settings: ImageNet size (224x224, batch 1 and 32) and detection size
+Settings: ImageNet size (224x224, batch 1, 8 and 32) and detection size
 (800x1216, batch 1 and 2); on CUDA in fp32 and with AMP (fp16 autocast) too.
 
 Usage:
@@ -44,6 +46,7 @@ BACKBONES = {
 SETTINGS = {
     # name: (batch, height, width)
     '224 px, batch 1': (1, 224, 224),
+    '224 px, batch 8': (8, 224, 224),
     '224 px, batch 32': (32, 224, 224),
     '800x1216, batch 1': (1, 800, 1216),
     '800x1216, batch 2': (2, 800, 1216),
@@ -105,30 +108,43 @@ def parse_args():
     return parser.parse_args()
 
 
-def run(mode, setting, amp, name, layout, device, args):
+def run_in_turn(mode, setting, amp, device, args):
+    """Rows of every (backbone, format) of one mode, setting and precision,
+    stepped in turn round after round."""
     batch, height, width = SETTINGS[setting]
-    memory_format = FORMATS[layout]
-    images = torch.randn(
-        batch, 3, height, width,
-        device=device).contiguous(memory_format=memory_format)
-    model = build(BACKBONES[name], device, memory_format)
-    if mode == 'infer' and args.fuse_conv_bn:
-        model = fuse_conv_bn(model.eval())
-    step = functools.partial(MODES[mode], model, images, amp)
-    for _ in range(args.warmup):
-        step()
-    # time first: measuring memory trims the allocator's cache
-    times = times_ms(step, device, args.repeats)
-    return dict(
-        mode=mode,
-        setting=setting,
-        precision='amp' if amp else 'fp32',
-        backbone=name,
-        format=layout,
-        step_ms=statistics.median(times),
-        step_ms_min=min(times),
-        step_ms_max=max(times),
-        peak_mib=peak_mib(step, device))
+    steps = {}
+    for name in args.backbones:
+        for layout in args.formats:
+            memory_format = FORMATS[layout]
+            images = torch.randn(
+                batch, 3, height, width,
+                device=device).contiguous(memory_format=memory_format)
+            model = build(BACKBONES[name], device, memory_format)
+            if mode == 'infer' and args.fuse_conv_bn:
+                model = fuse_conv_bn(model.eval())
+            steps[name, layout] = functools.partial(MODES[mode], model,
+                                                    images, amp)
+            for _ in range(args.warmup):
+                steps[name, layout]()
+    times = {key: [] for key in steps}
+    for _ in range(args.repeats):
+        for key, step in steps.items():
+            times[key] += times_ms(step, device, 1)
+    rows = []
+    # memory after the timing: measuring it trims the allocator's cache
+    for (name, layout), step in steps.items():
+        rows.append(
+            dict(
+                mode=mode,
+                setting=setting,
+                precision='amp' if amp else 'fp32',
+                backbone=name,
+                format=layout,
+                step_ms=statistics.median(times[name, layout]),
+                step_ms_min=min(times[name, layout]),
+                step_ms_max=max(times[name, layout]),
+                peak_mib=peak_mib(step, device)))
+    return rows
 
 
 def add_ratios(rows):
@@ -157,7 +173,8 @@ def to_markdown(rows, env, args):
              if args.fuse_conv_bn else '')
     lines = [
         f'{device_line(env)}; median of {args.repeats} steps after '
-        f'{args.warmup} warm-up steps{fused}.', '',
+        f'{args.warmup} warm-up steps, the models stepped in turn, round '
+        f'after round{fused}.', '',
         '| mode | setting | precision | backbone | format | ms (median) | '
         'min-max | peak MiB | time / ResNet | memory / ResNet |',
         '|' + '---|' * 10
@@ -191,18 +208,14 @@ def main():
     for mode in args.modes:
         for setting in args.settings:
             for amp in precisions:
-                for name in args.backbones:
-                    for layout in args.formats:
-                        rows.append(
-                            run(mode, setting, amp, name, layout, device,
-                                args))
-                        row = rows[-1]
-                        print(
-                            f"{mode:5s} {setting:18s} {row['precision']:4s}"
-                            f' {name:19s} {layout:13s} '
-                            f"{row['step_ms']:10.1f} ms "
-                            f"{row['peak_mib']:9.0f} MiB",
-                            flush=True)
+                for row in run_in_turn(mode, setting, amp, device, args):
+                    rows.append(row)
+                    print(
+                        f"{mode:5s} {setting:18s} {row['precision']:4s}"
+                        f" {row['backbone']:19s} {row['format']:13s} "
+                        f"{row['step_ms']:10.1f} ms "
+                        f"{row['peak_mib']:9.0f} MiB",
+                        flush=True)
     add_ratios(rows)
     write_results(
         args.out,

@@ -60,7 +60,6 @@ void generated_backward_nhwc(const T* grad_out, const T* x,
                              T* grad_weight, T* grad_bias, int64_t r_count,
                              const Geometry& g) {
   using Vec = Vectorized<T>;
-  constexpr int64_t V = Vec::size();
   const int64_t gkk = g.groups * g.kk;
   const BandPlan plan = band_plan(g, sizeof(T));
   const int64_t bands = g.n * plan.per_image;
@@ -87,28 +86,26 @@ void generated_backward_nhwc(const T* grad_out, const T* x,
     const int64_t i0 = b * plan.rows;
     const int64_t count = std::min(plan.rows, g.ho - i0);
     const int64_t pixels = count * g.wo, q0 = (n * g.ho + i0) * g.wo;
-    // the band's kernel gradient, group by group, sub-band by sub-band
+    // the band's kernel gradient gk[o][q], group by group, sub-band by
+    // sub-band
     for (int64_t s0 = 0; s0 < count; s0 += sub_rows) {
       const Geometry gb = band_geometry(g, std::min(sub_rows, count - s0));
       T* xs = scratch(xs_buffer, grad_kernel_band_scratch(gb));
       for (int64_t grp = 0; grp < g.groups; ++grp) {
-        grad_kernel_nhwc_band(grad_out, x, gk + s0 * g.wo * gkk + grp * g.kk,
-                              gkk, n, grp, i0 + s0, gb, xs, g);
+        grad_kernel_nhwc_band(grad_out, x, gk + grp * g.kk * pixels + s0 * g.wo,
+                              1, pixels, n, grp, i0 + s0, gb, xs, g);
       }
     }
     // contracted at once: grad_reduced, and this chunk's partial sums
     const T* red = reduced + q0 * r_count;
-    matmul<T>(gk, gkk, 1, weight, r_count, nullptr, 0,
+    matmul<T>(gk, 1, pixels, weight, r_count, nullptr, 0,
               grad_reduced + q0 * r_count, r_count, pixels, r_count, gkk);
-    matmul<T>(gk, 1, gkk, red, r_count, partial, r_count, partial, r_count,
+    matmul<T>(gk, pixels, 1, red, r_count, partial, r_count, partial, r_count,
               gkk, r_count, pixels);
     T* partial_bias = partial + gkk * r_count;
-    for (int64_t q = 0; q < pixels; ++q) {
-      for (int64_t o = 0; o < gkk; o += V) {
-        const int64_t len = std::min(V, gkk - o);
-        store(load(partial_bias + o, len) + load(gk + q * gkk + o, len),
-              partial_bias + o, len);
-      }
+    for (int64_t o = 0; o < gkk; ++o) {
+      partial_bias[o] += at::vec::reduce_all<T>(
+          [](Vec a, Vec b) { return a + b; }, gk + o * pixels, pixels);
     }
     // the band's kernel, then the input rows it reaches
     matmul<T>(red, r_count, 1, wt, gkk, bias, 0, ks, gkk, pixels, gkk,

@@ -30,7 +30,8 @@ void grad_kernel_nhwc(const T* grad_out, const T* x, T* grad_kernel,
       const int64_t n = ng / g.groups, grp = ng % g.groups, i0 = band * rows;
       grad_kernel_nhwc_band(
           grad_out, x, grad_kernel + (n * g.ho + i0) * g.wo * gkk + grp * g.kk,
-          gkk, n, grp, i0, band + 1 == bands ? last_band : full_band, xs, g);
+          gkk, 1, n, grp, i0, band + 1 == bands ? last_band : full_band, xs,
+          g);
     }
   });
 }

@@ -42,16 +42,18 @@ inline int64_t grad_kernel_band_scratch(const Geometry& gb) {
 }
 
 // Kernel gradient of group `grp` of output rows [i0, i0 + gb.ho) of image
-// n, `gb` the band geometry of those rows: gk[q * gk_step + t] for their
-// pixels q (from 0) and taps t < K*K. `xs`: grad_kernel_band_scratch(gb).
+// n, `gb` the band geometry of those rows: gk[q * q_step + t * t_step] for
+// their pixels q (from 0) and taps t < K*K (computed in place when that is
+// the scratch's own [t][q] layout). `xs`: grad_kernel_band_scratch(gb).
 template <typename T>
 void grad_kernel_nhwc_band(const T* grad_out, const T* x, T* gk,
-                           int64_t gk_step, int64_t n, int64_t grp,
-                           int64_t i0, const Geometry& gb, T* xs,
+                           int64_t q_step, int64_t t_step, int64_t n,
+                           int64_t grp, int64_t i0, const Geometry& gb, T* xs,
                            const Geometry& g) {
   const int64_t ch = grp * g.cg, hw_band = gb.ho * g.wo;
   T* gy = xs + g.s * gb.phase_stride;
-  T* gk_nchw = gy + g.cg * hw_band;
+  const bool in_place = q_step == 1 && t_step == hw_band;
+  T* gk_nchw = in_place ? gk : gy + g.cg * hw_band;
   pad_group(x + n * g.h * g.w * g.c + ch, xs, gb, 1, g.w * g.c, g.c,
             i0 * g.s);
   const T* gy_band = grad_out + (n * g.ho + i0) * g.wo * g.c + ch;
@@ -61,9 +63,10 @@ void grad_kernel_nhwc_band(const T* grad_out, const T* x, T* gk,
     }
   }
   grad_kernel_group(gy, xs, gk_nchw, gb);
+  if (in_place) return;
   for (int64_t q = 0; q < hw_band; ++q) {
     for (int64_t t = 0; t < g.kk; ++t) {
-      gk[q * gk_step + t] = gk_nchw[t * hw_band + q];
+      gk[q * q_step + t * t_step] = gk_nchw[t * hw_band + q];
     }
   }
 }

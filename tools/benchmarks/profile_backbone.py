@@ -62,8 +62,9 @@ def conv_roles(model, images):
                 roles[key] = conv_role(name, module.kernel_size)
 
             handles.append(module.register_forward_pre_hook(hook))
+    model.eval()  # mmdet's ResNet.train returns None, not the model
     with torch.no_grad():
-        model.eval()(images)
+        model(images)
     for handle in handles:
         handle.remove()
     return roles

@@ -89,13 +89,13 @@ void matmul_columns(const T* a, int64_t a_p, int64_t a_r, const T* b,
   }
 }
 
-// c = init + a @ b (see the top of this file): 4 vectors x 4 rows of
-// accumulators (2 rows with 16 vector registers), narrower column blocks
-// with more rows.
+// One panel of depth: c = init + a @ b over `depth` values of r, 4 vectors
+// x 4 rows of accumulators (2 rows with 16 vector registers), narrower
+// column blocks with more rows.
 template <typename T>
-void matmul(const T* a, int64_t a_p, int64_t a_r, const T* b, int64_t ldb,
-            const T* init, int64_t init_p, T* c, int64_t ldc, int64_t rows,
-            int64_t cols, int64_t depth) {
+void matmul_panel(const T* a, int64_t a_p, int64_t a_r, const T* b,
+                  int64_t ldb, const T* init, int64_t init_p, T* c,
+                  int64_t ldc, int64_t rows, int64_t cols, int64_t depth) {
   constexpr int64_t V = Vectorized<T>::size();
   constexpr int64_t ROWS = Vectorized<T>::size() * sizeof(T) >= 64 ? 16 : 8;
   int64_t o0 = 0;
@@ -114,6 +114,24 @@ void matmul(const T* a, int64_t a_p, int64_t a_r, const T* b, int64_t ldb,
   } else {
     matmul_columns<T, ROWS / 4, 4, false>(a, a_p, a_r, b, ldb, init, init_p,
                                           c, ldc, rows, o0, width, depth);
+  }
+}
+
+// c = init + a @ b (see the top of this file), in panels of at most
+// kDepthPanel values of r, so that the panel of b a column block reads
+// (kDepthPanel x 4 vectors) stays in L1 across the blocks of rows; each
+// panel after the first starts from c. The sums keep their order: the
+// results do not depend on the panels.
+constexpr int64_t kDepthPanel = 128;
+
+template <typename T>
+void matmul(const T* a, int64_t a_p, int64_t a_r, const T* b, int64_t ldb,
+            const T* init, int64_t init_p, T* c, int64_t ldc, int64_t rows,
+            int64_t cols, int64_t depth) {
+  for (int64_t r0 = 0; r0 < depth; r0 += kDepthPanel) {
+    matmul_panel(a + r0 * a_r, a_p, a_r, b + r0 * ldb, ldb,
+                 r0 == 0 ? init : c, r0 == 0 ? init_p : ldc, c, ldc, rows,
+                 cols, std::min(kDepthPanel, depth - r0));
   }
 }
 

@@ -5,7 +5,8 @@
 // the s column phases: padded column q = m*s + b goes to phase b, position
 // m, i.e. xs[b][c][hp][wq] (the taps' offsets in it: geometry.cpp).
 //   pad_group:   channel c -> input row -> phase b -> position m (a plain
-//                row copy when s = 1 and the row is contiguous)
+//                row copy when s = 1 and the row is contiguous; from an
+//                NHWC group, one transpose per input row and phase)
 //   unpad_group: its inverse, for the input gradient, in the same order
 //   grad_kernel_group:
 //     gk[t][i][j] = sum_c gy[c][i][j] * xs[phase(t)][c][i*s + u*d][j + (v*d)/s]
@@ -31,6 +32,21 @@ void pad_group(const T* x, T* xs, const Geometry& g, int64_t c_step,
   std::fill_n(xs, g.s * g.phase_stride, T(0));
   const int64_t row_begin = std::max<int64_t>(0, first_row - g.p);
   const int64_t row_end = std::min(g.h, first_row + g.hp - g.p);
+  if (c_step == 1) {  // an NHWC group: a transpose per row and phase
+    for (int64_t row = row_begin; row < row_end; ++row) {
+      T* dst = xs + (row + g.p - first_row) * g.wq;
+      for (int64_t b = 0; b < g.s; ++b, dst += g.phase_stride) {
+        // padded columns m*s + b: input columns from col0 on, s apart
+        const int64_t m0 = std::max<int64_t>(0, (g.p - b + g.s - 1) / g.s);
+        const int64_t col0 = m0 * g.s + b - g.p;
+        if (col0 >= g.w) continue;
+        at::vec::transpose_mxn<T>(x + row * row_step + col0 * col_step,
+                                  g.s * col_step, dst + m0, g.plane,
+                                  (g.w - col0 + g.s - 1) / g.s, g.cg);
+      }
+    }
+    return;
+  }
   for (int64_t c = 0; c < g.cg; ++c) {
     for (int64_t row = row_begin; row < row_end; ++row) {
       const T* src = x + c * c_step + row * row_step;

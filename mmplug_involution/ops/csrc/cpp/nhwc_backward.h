@@ -167,13 +167,36 @@ void grad_input_nhwc_row(const T* grad_out, const KernelRows<T>& kr,
         const T* gy0 = gy_image + q0 * c + ch;
         const T* k0 = kr.k_rows + (q0 - kr.k_row0 * wo) * gkk +
                       grp * g.kk + us.first * k + vs.first;
-        const auto tap = [=](int64_t b, int64_t a, int64_t e, T& scalar) {
-          const int64_t q = b - a * row_step - e * col_step;
-          scalar = k0[q * gkk + a * u_step + e * v_step];
-          return gy0 + q * c;
+        constexpr int64_t PB = decltype(block)::value;
+        T* out = gx_row + w * c + ch;
+        const auto general = [&] {
+          const auto tap = [=](int64_t b, int64_t a, int64_t e, T& scalar) {
+            const int64_t q = b - a * row_step - e * col_step;
+            scalar = k0[q * gkk + a * u_step + e * v_step];
+            return gy0 + q * c;
+          };
+          broadcast_block<T, PB, NV, FULL>(tap, out, g.s * c, width,
+                                           us.count, vs.count);
         };
-        broadcast_block<T, decltype(block)::value, NV, FULL>(
-            tap, gx_row + w * c + ch, g.s * c, width, us.count, vs.count);
+        with_sliding_window(
+            g,
+            [&](auto window) {
+              constexpr int64_t K = decltype(window)::value;
+              if (vs.count != K) return general();
+              // column x = b + t of tap row a: output pixel
+              // q0 - (K-1) + x - a*Wo, its tap v = K-1-t
+              const T* gy_at = gy0 - (K - 1) * c;
+              const T* k_at = k0 - (K - 1) * gkk + (K - 1);
+              const auto column = [=](int64_t a, int64_t x) {
+                return gy_at + (x - a * wo) * c;
+              };
+              const auto weight = [=](int64_t b, int64_t a, int64_t t) {
+                return k_at[(b + t - a * wo) * gkk + a * K - t];
+              };
+              sliding_block<T, PB, NV, FULL, K>(column, weight, out, c, width,
+                                                us.count);
+            },
+            general);
       };
       for (int64_t phase = 0; phase < static_cast<int64_t>(cols.lo.size());
            ++phase) {

@@ -76,6 +76,82 @@ inline void broadcast_block(const Tap tap, T* out, int64_t out_step,
   }
 }
 
+// The same sums where the stride and dilation are 1 and K is a
+// compile-time constant: the PB pixels of a block read PB + K - 1 input
+// columns per tap row, side by side. Each column's vectors are loaded once
+// and multiplied into every pixel whose window covers them (register
+// blocking along the row), instead of once per pixel and tap.
+// `column(a, x)` returns what column x (x = b + t for pixel b, tap t of its
+// window row) of tap row a holds; `weight(b, a, t)` the kernel value that
+// scales it for pixel b. Both loops over columns and pixels unroll fully,
+// so the tap bounds are resolved at compile time.
+template <typename T, int64_t PB, int64_t NV, bool FULL, int64_t K,
+          typename Column, typename Weight>
+inline void sliding_block(const Column column, const Weight weight, T* out,
+                          int64_t out_step, int64_t width, int64_t rows) {
+  using Vec = Vectorized<T>;
+  constexpr int64_t V = Vec::size();
+  int64_t lens[NV];
+  KEEP_IN_REGISTERS
+  for (int64_t a = 0; a < NV; ++a) {
+    lens[a] = FULL ? V : std::min(V, width - a * V);
+  }
+  Vec acc[PB][NV];
+  KEEP_IN_REGISTERS
+  for (int64_t b = 0; b < PB; ++b)
+    KEEP_IN_REGISTERS
+    for (int64_t a = 0; a < NV; ++a) acc[b][a] = Vec(0);
+  for (int64_t row = 0; row < rows; ++row) {
+    KEEP_IN_REGISTERS
+    for (int64_t x = 0; x < PB + K - 1; ++x) {
+      const T* src = column(row, x);
+      Vec in[NV];
+      KEEP_IN_REGISTERS
+      for (int64_t a = 0; a < NV; ++a) {
+        in[a] = FULL ? Vec::loadu(src + a * V) : load(src + a * V, lens[a]);
+      }
+      KEEP_IN_REGISTERS
+      for (int64_t b = 0; b < PB; ++b) {
+        if (x - b < 0 || x - b >= K) continue;
+        const Vec kv(weight(b, row, x - b));
+        KEEP_IN_REGISTERS
+        for (int64_t a = 0; a < NV; ++a) {
+          acc[b][a] = at::vec::fmadd(kv, in[a], acc[b][a]);
+        }
+      }
+    }
+  }
+  KEEP_IN_REGISTERS
+  for (int64_t b = 0; b < PB; ++b) {
+    KEEP_IN_REGISTERS
+    for (int64_t a = 0; a < NV; ++a) {
+      T* dst = out + b * out_step + a * V;
+      if (FULL) {
+        acc[b][a].store(dst);
+      } else {
+        store(acc[b][a], dst, lens[a]);
+      }
+    }
+  }
+}
+
+// Calls `body(std::integral_constant<int64_t, K>())` where K is a window
+// size compiled for the sliding blocks (3 or 7) and the stride and dilation
+// are 1, else `general()`.
+template <typename Body, typename General>
+inline void with_sliding_window(const Geometry& g, const Body& body,
+                                const General& general) {
+  if (g.s != 1 || g.d != 1) {
+    general();
+  } else if (g.k == 7) {
+    body(std::integral_constant<int64_t, 7>());
+  } else if (g.k == 3) {
+    body(std::integral_constant<int64_t, 3>());
+  } else {
+    general();
+  }
+}
+
 // One pixel with every tap checked: `tap(u, v, scalar)` returns the channel
 // vector tap (u, v) reads and sets its kernel value, or returns nullptr
 // where the tap reads padding.

@@ -84,9 +84,33 @@ void forward_nhwc_row(const T* x, const T* k_row, T* out, int64_t row,
       const int64_t ch = grp * g.cg + c0;
       const T* k_group = k_row + grp * g.kk;
       const auto interior = [&](int64_t j, auto block) {
-        forward_nhwc_pixels<T, decltype(block)::value, NV, FULL>(
-            x_image, (row0 * g.w + j * g.s - g.p) * g.c + ch,
-            k_group + j * gkk, out_row + j * g.c + ch, width, u_lo, u_hi, g);
+        constexpr int64_t PB = decltype(block)::value;
+        const int64_t at = (row0 * g.w + j * g.s - g.p) * g.c + ch;
+        const T* k_pixel = k_group + j * gkk;
+        T* out_pixel = out_row + j * g.c + ch;
+        with_sliding_window(
+            g,
+            [&](auto window) {
+              constexpr int64_t K = decltype(window)::value;
+              // tap row a is u_lo + a; column x of it is input column
+              // j - p + x
+              const T* x_at = x_image + at + u_lo * g.w * g.c;
+              const int64_t row_step = g.w * g.c, c = g.c;
+              const auto column = [=](int64_t a, int64_t x) {
+                return x_at + a * row_step + x * c;
+              };
+              const T* k_at = k_pixel + u_lo * K;
+              const auto weight = [=](int64_t b, int64_t a, int64_t t) {
+                return k_at[b * gkk + a * K + t];
+              };
+              sliding_block<T, PB, NV, FULL, K>(column, weight, out_pixel,
+                                                c, width, u_hi - u_lo);
+            },
+            [&] {
+              forward_nhwc_pixels<T, PB, NV, FULL>(x_image, at, k_pixel,
+                                                   out_pixel, width, u_lo,
+                                                   u_hi, g);
+            });
       };
       const auto border = [&](int64_t j) {
         forward_nhwc_border(x_image + ch, k_group + j * gkk,

@@ -27,10 +27,9 @@ def test_the_package_registers_its_models_and_hooks():
         'CondConv2d', 'DynamicConv2d', 'InvolutionFPN', 'InvolutionRPNHead',
         'InvolutionFCNMaskHead'
     }
-    assert set(
-        _ours(HOOKS)) == {
-            'DynamicConvTemperatureHook', 'SafeCheckpointHook', 'FuseConvBNHook'
-        }
+    assert set(_ours(HOOKS)) == {
+        'DynamicConvTemperatureHook', 'SafeCheckpointHook', 'FuseConvBNHook'
+    }
 
 
 @pytest.mark.parametrize('registry,children', [

@@ -1,8 +1,10 @@
 """Fold every BatchNorm into the conv before it, for testing."""
 from mmcv.cnn import fuse_conv_bn
 from mmengine.hooks import Hook
+from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
+from torch.nn.modules.batchnorm import _BatchNorm
 
 
 @HOOKS.register_module()
@@ -31,5 +33,13 @@ class FuseConvBNHook(Hook):
     def before_test(self, runner) -> None:
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
-        model.eval()
-        fuse_conv_bn(model)
+        before = _count_norms(model)
+        fuse_conv_bn(model.eval())
+        print_log(
+            f'FuseConvBNHook: folded {before - _count_norms(model)} of '
+            f'{before} BatchNorm layers into the convs before them.',
+            logger='current')
+
+
+def _count_norms(model) -> int:
+    return sum(isinstance(m, _BatchNorm) for m in model.modules())

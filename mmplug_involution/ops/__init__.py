@@ -13,6 +13,7 @@ from .xvolution import pixel_shift_attention, xvolution_fused2d
 __all__ = [
     'involution2d', 'generated_involution2d', 'involution_output_size',
     'select_backend', 'memory_format_of', 'BACKEND_ENV', 'BACKENDS',
-    'INVOLUTION_OP', 'GENERATED_INVOLUTION_OP', 'pixel_shift_attention', 'xvolution_fused2d',
-    'per_sample_conv2d', 'per_sample_conv2d_by_taps', 'onnx_translation_table'
+    'INVOLUTION_OP', 'GENERATED_INVOLUTION_OP', 'pixel_shift_attention',
+    'xvolution_fused2d', 'per_sample_conv2d', 'per_sample_conv2d_by_taps',
+    'onnx_translation_table'
 ]

@@ -36,8 +36,7 @@ from .backends import BACKEND_MODULES, native_backend
 __all__ = [
     'involution2d', 'generated_involution2d', 'involution_output_size',
     'select_backend', 'memory_format_of', 'BACKEND_ENV', 'BACKENDS',
-    'INVOLUTION_OP',
-    'GENERATED_INVOLUTION_OP'
+    'INVOLUTION_OP', 'GENERATED_INVOLUTION_OP'
 ]
 
 INVOLUTION_OP = 'mmplug_involution::involution2d'

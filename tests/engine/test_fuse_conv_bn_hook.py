@@ -10,7 +10,9 @@ from mmplug_involution.models.backbones import RedNet
 
 
 def _norms(model):
-    return [name for name, m in model.named_modules() if isinstance(m, _BatchNorm)]
+    return [
+        name for name, m in model.named_modules() if isinstance(m, _BatchNorm)
+    ]
 
 
 def test_folds_every_conv_bn_pair_and_keeps_the_outputs():
@@ -32,8 +34,8 @@ def test_folds_every_conv_bn_pair_and_keeps_the_outputs():
     remaining = _norms(model)
     # only the norms after an involution (bn2, the stem's) stay
     assert remaining and all(
-        name.endswith('.bn2') or name == 'stem.2' for name in remaining
-    ), remaining
+        name.endswith('.bn2') or name == 'stem.2'
+        for name in remaining), remaining
     with torch.no_grad():
         outputs = model(x)
     for out, wanted in zip(outputs, expected):

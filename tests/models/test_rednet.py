@@ -490,15 +490,21 @@ def test_paper_params_and_flops_within_2_percent(depth):
     assert 'mmplug_involution::involution2d' not in result['unsupported']
 
 
-def test_channels_last_end_to_end():
-    """A channels_last RedNet keeps every involution in channels_last and
-    computes what the NCHW model computes."""
+@pytest.mark.parametrize('memory_format',
+                         [torch.contiguous_format, torch.channels_last])
+def test_runs_channels_last_on_cpu_and_returns_the_input_format(memory_format):
+    """On CPU every involution works on channels_last tensors whatever the
+    input's format (one conversion before the stem); the outputs come back
+    in the input's format, equal to those of the other format."""
     torch.manual_seed(0)
     model = RedNet(26, base_channels=16, stem_channels=32).eval()
     x = torch.rand(2, 3, 61, 47)
+    other = (
+        torch.channels_last if memory_format == torch.contiguous_format else
+        torch.contiguous_format)
     with torch.no_grad():
-        expected = model(x)
-    model = model.to(memory_format=torch.channels_last)
+        expected = model(x.contiguous(memory_format=other))
+    model = model.to(memory_format=memory_format)
     layouts = []
 
     def record(module, inputs, output):
@@ -512,13 +518,13 @@ def test_channels_last_end_to_end():
         if isinstance(m, Involution)
     ]
     with torch.no_grad():
-        outs = model(x.contiguous(memory_format=torch.channels_last))
+        outs = model(x.contiguous(memory_format=memory_format))
     for handle in handles:
         handle.remove()
     assert len(layouts) == 1 + 8 and set(layouts) == {(True, True)}
     for out, ref in zip(outs, expected):
-        assert out.is_contiguous(memory_format=torch.channels_last)
-        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+        assert out.is_contiguous(memory_format=memory_format)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_eval_batchnorm_folds_with_mmcv_fuse_conv_bn():

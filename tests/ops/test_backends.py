@@ -34,7 +34,7 @@ def test_one_module_per_environment_value():
 def test_every_backend_has_the_interface(name):
     module = BACKEND_MODULES[name]
     for attribute in ('unavailable_reason', 'forward', 'backward',
-                      'generated_forward'):
+                      'generated_forward', 'generated_backward'):
         function = getattr(module, attribute)
         expected = inspect.signature(getattr(Backend, attribute))
         params = list(inspect.signature(function).parameters)
@@ -149,3 +149,46 @@ def test_generated_forward_of_each_backend(name):
         out = module.generated_forward(*args, weight.to(device),
                                        bias.to(device), 3, 1, 1, 1)
         torch.testing.assert_close(out.cpu(), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('name', list(BACKEND_MODULES))
+def test_generated_backward_of_each_backend(name):
+    """``generated_backward`` gives the reference's gradients of input,
+    reduced features, weight and bias, in either memory format, and an
+    empty bias gradient without a bias."""
+    module = BACKEND_MODULES[name]
+    device = CPU if module.DEVICE_TYPE in ('cpu', None) else CUDA
+    if module.unavailable_reason(device) is not None or (
+            device.type == 'cuda' and not torch.cuda.is_available()):
+        pytest.skip(f'{name} cannot run here')
+    gen = torch.Generator().manual_seed(6)
+    x, _ = random_case(2, 8, 11, 7, 3, 2, 1, 2, generator=gen)
+    leaves = [
+        x,
+        torch.randn(2, 4, 6, 4, dtype=torch.float64, generator=gen),
+        torch.randn(18, 4, 1, 1, dtype=torch.float64, generator=gen),
+        torch.randn(18, dtype=torch.float64, generator=gen)
+    ]
+    leaves = [t.requires_grad_(True) for t in leaves]
+    grad = torch.randn(2, 8, 6, 4, dtype=torch.float64, generator=gen)
+
+    def reference(with_bias):
+        used = leaves if with_bias else leaves[:3]
+        kernel = torch.nn.functional.conv2d(*used[1:])
+        out = involution_reference(used[0], kernel, 3, 2, 1, 1)
+        return torch.autograd.grad(out, used, grad)
+
+    for layout in (torch.contiguous_format, torch.channels_last):
+        args = [
+            t.detach().to(device).contiguous(memory_format=layout)
+            for t in (grad, *leaves[:2])
+        ]
+        for bias in (leaves[3], None):
+            grads = module.generated_backward(
+                *args, leaves[2].detach().to(device),
+                None if bias is None else bias.detach().to(device), 3, 2, 1, 1)
+            for value, wanted in zip(grads, reference(bias is not None)):
+                torch.testing.assert_close(
+                    value.cpu(), wanted, rtol=1e-12, atol=1e-12)
+            if bias is None:
+                assert grads[3].numel() == 0

@@ -69,8 +69,9 @@ def _reference_grads(tensors, params):
 
 def _fused(tensors, params, dtype, layout, **kwargs):
     args = [
-        t.to(dtype).contiguous(memory_format=layout) if t.dim() == 4 else
-        t.to(dtype) for t in tensors.values()
+        t.to(dtype).contiguous(
+            memory_format=layout) if t.dim() == 4 else t.to(dtype)
+        for t in tensors.values()
     ]
     return torch.ops.mmplug_involution_cpu.generated_backward(
         *args, *params, **kwargs)
@@ -103,8 +104,9 @@ def test_matches_the_unfused_path(case):
     generator = torch.Generator().manual_seed(len(case) * 7 + sum(case))
     tensors, params = _tensors(case, generator)
     args = {
-        name: t.float().contiguous(memory_format=torch.channels_last)
-        if t.dim() == 4 else t.float()
+        name:
+        t.float().contiguous(
+            memory_format=torch.channels_last) if t.dim() == 4 else t.float()
         for name, t in tensors.items()
     }
     fused = torch.ops.mmplug_involution_cpu.generated_backward(
@@ -120,8 +122,8 @@ def test_non_contiguous_operands():
     tensors, params = _tensors(CASES[3], generator)
     # every 4-D operand a strided view of a larger tensor
     views = {
-        name: torch.stack([t, t], dim=2).flatten(1, 2)[:, ::2]
-        if t.dim() == 4 else t
+        name:
+        torch.stack([t, t], dim=2).flatten(1, 2)[:, ::2] if t.dim() == 4 else t
         for name, t in tensors.items()
     }
     assert not views['input'].is_contiguous()
@@ -168,22 +170,20 @@ def test_gradcheck_over_several_bands(stride, dilation, monkeypatch):
     k, groups = 3, 2
     padding = dilation * (k - 1) // 2
     h = 18 * stride  # 18 output rows: bands of 5 rows
-    ho, wo = (output_size(size, k, stride, padding, dilation)
-              for size in (h, 5))
+    ho, wo = (
+        output_size(size, k, stride, padding, dilation) for size in (h, 5))
     args = [
         torch.randn(1, 4, h, 5, dtype=torch.float64, generator=generator),
         torch.randn(1, 3, ho, wo, dtype=torch.float64, generator=generator),
-        torch.randn(groups * k * k, 3, 1, 1, dtype=torch.float64,
-                    generator=generator),
+        torch.randn(
+            groups * k * k, 3, 1, 1, dtype=torch.float64, generator=generator),
         torch.randn(groups * k * k, dtype=torch.float64, generator=generator)
     ]
-    args = [
-        (t.contiguous(memory_format=torch.channels_last)
-         if t.dim() == 4 else t).requires_grad_(True) for t in args
-    ]
+    args = [(t.contiguous(memory_format=torch.channels_last)
+             if t.dim() == 4 else t).requires_grad_(True) for t in args]
     assert torch.autograd.gradcheck(
-        lambda x, red, w, b: generated_involution2d(
-            x, red, w, b, k, stride, padding, dilation), args)
+        lambda x, red, w, b: generated_involution2d(x, red, w, b, k, stride,
+                                                    padding, dilation), args)
 
 
 def test_without_bias_and_through_autograd(monkeypatch):

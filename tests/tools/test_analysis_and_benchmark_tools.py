@@ -201,3 +201,56 @@ def test_plot_training_curves_draws_each_run_and_key(tmp_path):
         text=True,
         cwd=ROOT)
     assert result.returncode == 1 and 'line 2: not JSON' in result.stderr
+
+
+def test_generated_involution_benchmark_runs(tmp_path):
+    subprocess.run([
+        sys.executable,
+        str(BENCHMARKS / 'benchmark_generated_involution.py'), '--device',
+        'cpu', '--quick', '--resolutions', 'imagenet', '--repeats', '1',
+        '--out',
+        str(tmp_path)
+    ],
+                   capture_output=True,
+                   text=True,
+                   check=True,
+                   cwd=ROOT)
+    rows = json.loads(
+        (tmp_path / 'generated_involution_cpu_quick.json').read_text())['rows']
+    # 3 shapes x 2 passes x 3 implementations x 2 formats
+    assert len(rows) == 3 * 2 * 3 * 2
+    baselines = [r for r in rows if r['time_ratio'] == 1.0]
+    assert {r['implementation'] for r in baselines} == {'depthwise + 1x1'}
+    assert len(baselines) == 3 * 2  # one per shape and pass
+    _assert_png(tmp_path / 'generated_involution_cpu_quick.png')
+
+
+def test_backbone_profile_accounts_for_the_step(tmp_path):
+    subprocess.run([
+        sys.executable,
+        str(BENCHMARKS / 'profile_backbone.py'), '--device', 'cpu',
+        '--backbones', 'RedNet-26', 'ResNet-50 (mmdet)', '--mode', 'train',
+        '--setting', '224 px, batch 1', '--steps', '1', '--warmup', '0',
+        '--out',
+        str(tmp_path)
+    ],
+                   capture_output=True,
+                   text=True,
+                   check=True,
+                   cwd=ROOT)
+    rows = json.loads(
+        (tmp_path / 'profile_train_cpu.json').read_text())['rows']
+    for backbone in ('RedNet-26', 'ResNet-50 (mmdet)'):
+        kinds = {r['kind']: r for r in rows if r['backbone'] == backbone}
+        assert sum(r['share'] for r in kinds.values()) == pytest.approx(1)
+        assert kinds['block 1x1 convs (conv1, conv3, downsample)']['ms'] > 0
+        assert 'other convs' not in kinds  # every conv found its module
+    rednet = {r['kind'] for r in rows if r['backbone'] == 'RedNet-26'}
+    assert {
+        'involution ops (span conv + aggregation)',
+        'involution kernel generator: reduce conv'
+    } <= rednet
+    assert 'block 3x3 convs' in {
+        r['kind']
+        for r in rows if r['backbone'] == 'ResNet-50 (mmdet)'
+    }

@@ -229,6 +229,30 @@ def test_train_resume_and_test_with_show_dir(tiny_config, tmp_path):
         assert 'accuracy/top1' in log
         drawn = list((tmp_path / 'test').glob(f'*/{show}/*.png'))
     assert len(drawn) == NUM_VAL
+    # the same checkpoint with BN folded into the convs: the same metrics
+    folded = _run([
+        sys.executable,
+        str(ROOT / 'tools' / 'test.py'),
+        str(tiny_config),
+        str(work / 'iter_4.pth'), '--work-dir',
+        str(tmp_path / 'test_folded'), '--fuse-conv-bn'
+    ])
+    assert 'FuseConvBNHook: folded' in folded.stdout + folded.stderr
+    metrics = _printed_metrics(test_out.stdout)
+    assert metrics and _printed_metrics(folded.stdout) == pytest.approx(
+        metrics, abs=0.01)
+
+
+def _printed_metrics(stdout: str) -> dict:
+    """tools/test.py's metrics table as {name: value}."""
+    rows = (
+        line.strip('│ ').split('│') for line in stdout.splitlines()
+        if line.count('│') == 3)
+    return {
+        name.strip(): float(value)
+        for name, value in (row for row in rows if len(row) == 2)
+        if value.strip().replace('.', '', 1).replace('-', '', 1).isdigit()
+    }
 
 
 def test_resume_from_missing_path_is_a_clear_error(tiny_config, tmp_path):

@@ -122,8 +122,8 @@ def run_in_turn(mode, setting, amp, device, args):
             model = build(BACKBONES[name], device, memory_format)
             if mode == 'infer' and args.fuse_conv_bn:
                 model = fuse_conv_bn(model.eval())
-            steps[name, layout] = functools.partial(MODES[mode], model,
-                                                    images, amp)
+            steps[name, layout] = functools.partial(MODES[mode], model, images,
+                                                    amp)
             for _ in range(args.warmup):
                 steps[name, layout]()
     times = {key: [] for key in steps}

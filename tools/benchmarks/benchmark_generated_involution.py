@@ -25,12 +25,12 @@ import argparse
 
 import torch
 import torch.nn.functional as F
-
 from benchmark_involution import GROUP_CHANNELS, RESOLUTIONS, shapes
+
+from mmplug_involution.ops import generated_involution2d, involution2d
 from harness import (add_plot_only_argument, add_ratios, device_line,
                      environment, measure_all, replot, resolve_device,
                      write_results)
-from mmplug_involution.ops import generated_involution2d, involution2d
 
 REDUCTION = 4
 FORMATS = {
@@ -58,9 +58,8 @@ def make_tensors(shape, device, memory_format):
         bias=torch.zeros(gkk, device=device),
         depthwise=torch.randn(c, 1, k, k, device=device) / k)
     return {
-        name: (t.contiguous(memory_format=memory_format)
-               if t.dim() == 4 and name in ('input', 'reduced') else
-               t).requires_grad_(True)
+        name: (t.contiguous(memory_format=memory_format) if t.dim() == 4
+               and name in ('input', 'reduced') else t).requires_grad_(True)
         for name, t in tensors.items()
     }
 
@@ -190,10 +189,11 @@ def main():
                 f"{shape['name']} ({shape['n']},{shape['c']},{shape['h']},"
                 f"{shape['w']}) {shape['k']}/{shape['s']}")
             new = run(shape, resolution, device, args)
-            print(f"{resolution} {shape['label']}: " + ', '.join(
-                f"{r['implementation']} {r['format']} {r['pass']} "
-                f"{r['ms']:.1f} ms" for r in new),
-                  flush=True)
+            print(
+                f"{resolution} {shape['label']}: " +
+                ', '.join(f"{r['implementation']} {r['format']} {r['pass']} "
+                          f"{r['ms']:.1f} ms" for r in new),
+                flush=True)
             rows += new
     add_ratios(rows, lambda base, row: base is faster_baseline(rows, row))
     result = dict(

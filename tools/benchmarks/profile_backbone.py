@@ -18,12 +18,11 @@ import collections
 import multiprocessing
 
 import torch
+from benchmark_backbone import BACKBONES, FORMATS, MODES, SETTINGS, build
 from mmengine.registry import init_default_scope
 from torch.profiler import ProfilerActivity, profile
 
-from benchmark_backbone import BACKBONES, FORMATS, MODES, SETTINGS, build
-from harness import (device_line, environment, resolve_device,
-                     write_results)
+from harness import device_line, environment, resolve_device, write_results
 
 #: op name (or its start) -> kind of work, for the ops that are not convs
 OP_KINDS = [
@@ -110,8 +109,9 @@ def profile_backbone(name, args, device):
             step(model, images, False)
     totals = collections.Counter()
     for event in prof.events():
-        time_us = (event.self_device_time_total if device.type == 'cuda' else
-                   event.self_cpu_time_total)
+        time_us = (
+            event.self_device_time_total
+            if device.type == 'cuda' else event.self_cpu_time_total)
         totals[kind_of(event, roles)] += time_us / 1e3 / args.steps
     step_ms = sum(totals.values())
     return [

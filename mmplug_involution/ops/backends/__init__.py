@@ -37,7 +37,11 @@ class Backend(Protocol):
     operator brings results into the input's memory format.
     ``generated_forward`` is the involution with the kernel
     ``conv2d(reduced, weight, bias)``: a backend that can avoid writing that
-    kernel does so, the others compute it, then run ``forward``.
+    kernel does so, the others compute it, then run ``forward``
+    (:mod:`.unfused`). ``generated_backward`` returns its ``(grad_input,
+    grad_reduced, grad_weight, grad_bias)``, ``grad_bias`` empty without a
+    bias: fused where the backend can, else through the recomputed kernel,
+    ``backward`` and the 1x1 conv's backward.
     """
     NAME: str
     DEVICE_TYPE: Optional[str]
@@ -57,6 +61,13 @@ class Backend(Protocol):
     def generated_forward(self, input: Tensor, reduced: Tensor, weight: Tensor,
                           bias: Optional[Tensor], kernel_size: int,
                           stride: int, padding: int, dilation: int) -> Tensor:
+        ...
+
+    def generated_backward(
+            self, grad_output: Tensor, input: Tensor, reduced: Tensor,
+            weight: Tensor, bias: Optional[Tensor], kernel_size: int,
+            stride: int, padding: int,
+            dilation: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
         ...
 
 

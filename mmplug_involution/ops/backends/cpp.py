@@ -30,8 +30,8 @@ from torch import Tensor
 
 __all__ = [
     'NAME', 'DEVICE_TYPE', 'unavailable_reason', 'forward', 'backward',
-    'generated_forward', 'generated_backward', 'CPU_SOURCE_DIR', 'cpu_sources', 'build_cpu_kernels',
-    'cpu_kernels_error', 'cpu_kernels_path', 'vector_isa'
+    'generated_forward', 'generated_backward', 'CPU_SOURCE_DIR', 'cpu_sources',
+    'build_cpu_kernels', 'cpu_kernels_error', 'cpu_kernels_path', 'vector_isa'
 ]
 
 NAME = 'cpp'

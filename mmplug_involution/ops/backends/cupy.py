@@ -23,8 +23,7 @@ from . import unfused
 __all__ = [
     'NAME', 'DEVICE_TYPE', 'unavailable_reason', 'forward', 'backward',
     'generated_forward', 'generated_backward', 'KERNEL_SOURCE_PATH',
-    'NVRTC_OPTIONS',
-    'kernel_name_expressions', 'cupy_import_error'
+    'NVRTC_OPTIONS', 'kernel_name_expressions', 'cupy_import_error'
 ]
 
 NAME = 'cupy'

@@ -15,24 +15,22 @@ __all__ = ['generated_forward', 'generated_backward']
 
 
 def generated_forward(forward: Callable, input: Tensor, reduced: Tensor,
-                      weight: Tensor, bias: Optional[Tensor],
-                      kernel_size: int, stride: int, padding: int,
-                      dilation: int) -> Tensor:
+                      weight: Tensor, bias: Optional[Tensor], kernel_size: int,
+                      stride: int, padding: int, dilation: int) -> Tensor:
     """``forward(input, conv2d(reduced, weight, bias), ...)``."""
-    return forward(input, F.conv2d(reduced, weight, bias), kernel_size,
-                   stride, padding, dilation)
+    return forward(input, F.conv2d(reduced, weight, bias), kernel_size, stride,
+                   padding, dilation)
 
 
-def generated_backward(
-        backward: Callable, grad_output: Tensor, input: Tensor,
-        reduced: Tensor, weight: Tensor, bias: Optional[Tensor],
-        kernel_size: int, stride: int, padding: int,
-        dilation: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def generated_backward(backward: Callable, grad_output: Tensor, input: Tensor,
+                       reduced: Tensor, weight: Tensor, bias: Optional[Tensor],
+                       kernel_size: int, stride: int, padding: int,
+                       dilation: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(grad_input, grad_reduced, grad_weight, grad_bias)`` through the
     recomputed kernel; ``grad_bias`` is empty when ``bias`` is None."""
     kernel = F.conv2d(reduced, weight, bias)
-    grad_input, grad_kernel = backward(grad_output, input, kernel,
-                                       kernel_size, stride, padding, dilation)
+    grad_input, grad_kernel = backward(grad_output, input, kernel, kernel_size,
+                                       stride, padding, dilation)
     grad_reduced, grad_weight, grad_bias = (
         torch.ops.aten.convolution_backward(
             grad_kernel, reduced, weight,

@@ -31,7 +31,8 @@ float32). TF32 is turned off so the float32 cuDNN conv of
 ``generated_forward`` is exact enough.
 
 The backend module is loaded standalone from its file (it imports only
-torch; CuPy is imported when a kernel is first launched), not through
+torch and its sibling ``unfused.py``; CuPy is imported when a kernel is
+first launched), not through
 ``import mmplug_involution``, which would import mmdet and mmseg and make
 the sanitized process heavier.
 
@@ -40,10 +41,12 @@ PASS/FAIL) and a summary; exit status 0 when every case passes, 1 when one
 fails or when there is no CUDA device or no CuPy.
 """
 import argparse
+import importlib
 import importlib.util
 import math
 import sys
 import traceback
+import types
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
@@ -53,6 +56,7 @@ from torch import Tensor
 
 ROOT = Path(__file__).resolve().parents[2]
 BACKEND_PATH = ROOT / 'mmplug_involution' / 'ops' / 'backends' / 'cupy.py'
+STANDALONE_PACKAGE = 'mmplug_involution_standalone_backends'
 REFERENCE_PATH = ROOT / 'tests' / 'ops' / 'reference.py'
 
 
@@ -162,8 +166,13 @@ def relative_error(result: Tensor, reference: Tensor) -> float:
 
 
 def load_backend():
-    """``mmplug_involution/ops/backends/cupy.py`` as a standalone module."""
-    return load_module('mmplug_involution_cupy_backend', BACKEND_PATH)
+    """``mmplug_involution/ops/backends/cupy.py`` as a module of a stand-in
+    package of its folder, so that it finds its sibling ``unfused.py``
+    without the package's ``__init__`` files running."""
+    package = types.ModuleType(STANDALONE_PACKAGE)
+    package.__path__ = [str(BACKEND_PATH.parent)]
+    sys.modules.setdefault(STANDALONE_PACKAGE, package)
+    return importlib.import_module(f'{STANDALONE_PACKAGE}.cupy')
 
 
 def unavailable_reason(backend) -> Optional[str]:

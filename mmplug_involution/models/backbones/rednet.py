@@ -360,16 +360,23 @@ class RedNet(ResNet):
         On CPU the network runs in channels_last whatever ``x``'s format:
         ``x`` is converted once, before the stem, and the outputs are
         converted back (the involution CPU kernels' fused paths are NHWC).
+        Not while traced, compiled or exported: a graph has no layout, and
+        the format checks would constrain its shapes.
         """
-        memory_format = memory_format_of(x)
-        if x.device.type == 'cpu':
+        convert = x.device.type == 'cpu' and not (
+            torch.jit.is_tracing() or torch.jit.is_scripting()
+            or torch.compiler.is_compiling())
+        memory_format = memory_format_of(x) if convert else None
+        if convert:
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.maxpool(self.stem(x))
         outs = []
         for i, layer_name in enumerate(self.res_layers):
             x = getattr(self, layer_name)(x)
             if i in self.out_indices:
-                outs.append(x.contiguous(memory_format=memory_format))
+                outs.append(
+                    x.contiguous(
+                        memory_format=memory_format) if convert else x)
         return tuple(outs)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,

@@ -34,7 +34,8 @@ class FuseConvBNHook(Hook):
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
         before = _count_norms(model)
-        fuse_conv_bn(model.eval())
+        model.eval()  # some modules' train() returns None, not the module
+        fuse_conv_bn(model)
         print_log(
             f'FuseConvBNHook: folded {before - _count_norms(model)} of '
             f'{before} BatchNorm layers into the convs before them.',

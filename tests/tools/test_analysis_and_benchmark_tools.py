@@ -95,6 +95,24 @@ def test_backbone_benchmark_runs_and_compares_formats(tmp_path):
     _assert_png(tmp_path / 'backbone_cpu.png')
 
 
+def test_backbone_benchmark_folds_bn_for_inference(tmp_path):
+    subprocess.run([
+        sys.executable,
+        str(BENCHMARKS / 'benchmark_backbone.py'), '--device', 'cpu',
+        '--modes', 'infer', '--settings', '224 px, batch 1', '--backbones',
+        'RedNet-26', 'ResNet-50 (mmdet)', '--formats', 'channels_last',
+        '--fuse-conv-bn', '--warmup', '0', '--repeats', '1', '--out',
+        str(tmp_path)
+    ],
+                   capture_output=True,
+                   text=True,
+                   check=True,
+                   cwd=ROOT)
+    assert 'fuse_conv_bn' in (tmp_path / 'backbone_cpu.md').read_text()
+    rows = json.loads((tmp_path / 'backbone_cpu.json').read_text())['rows']
+    assert len(rows) == 2
+
+
 @pytest.mark.parametrize('tool,stem,rows', [
     ('benchmark_dynamic_conv.py', 'dynamic_conv_cpu', 7 * 2),
     ('benchmark_xvolution.py', 'xvolution_cpu', 2 + 2 * 3 + 2),

@@ -121,7 +121,8 @@ def run_in_turn(mode, setting, amp, device, args):
                 device=device).contiguous(memory_format=memory_format)
             model = build(BACKBONES[name], device, memory_format)
             if mode == 'infer' and args.fuse_conv_bn:
-                model = fuse_conv_bn(model.eval())
+                model.eval()  # mmdet's ResNet.train returns None
+                model = fuse_conv_bn(model)
             steps[name, layout] = functools.partial(MODES[mode], model, images,
                                                     amp)
             for _ in range(args.warmup):

@@ -30,8 +30,11 @@ namespace mmplug_involution_cpu {
 
 namespace {
 
-// Partial sums are kept per chunk of bands: at most this many chunks.
-constexpr int64_t kMaxChunks = 64;
+// Partial sums are kept per chunk of bands: at most kMaxChunks chunks, and
+// fewer where their sums would take more than kPartialBytes (a deep layer's
+// weight gradient is 0.8 MB), but not fewer than kMinChunks.
+constexpr int64_t kMaxChunks = 64, kMinChunks = 4;
+constexpr int64_t kPartialBytes = 8 << 20;
 
 struct BandPlan {
   int64_t rows;       // output rows of a band (the last may have fewer)
@@ -41,12 +44,13 @@ struct BandPlan {
 
 BandPlan band_plan(const Geometry& g, int64_t value_size) {
   const int64_t gkk = g.groups * g.kk;
-  // two tiles of rows x Wo x G*K*K values in 2 MiB, at least 4 bands an
-  // image where the rows allow, never fewer rows than a window spans
+  // two tiles of rows x Wo x G*K*K values in 2 MiB, at least 16 bands in
+  // all where the rows allow (work for the threads), never fewer rows than
+  // a window spans; larger bands give the partial sums deeper products
   const int64_t span = ((g.k - 1) * g.d + g.s - 1) / g.s + 1;
   const int64_t budget = (1024 * 1024) / (value_size * g.wo * gkk);
   const int64_t rows = std::min(
-      g.ho, std::max(span, std::min(budget, (g.ho + 3) / 4)));
+      g.ho, std::max(span, std::min(budget, (g.n * g.ho + 15) / 16)));
   return {rows, (g.ho + rows - 1) / rows,
           std::max((g.k - 1) * g.d, g.s - 1)};
 }
@@ -63,8 +67,13 @@ void generated_backward_nhwc(const T* grad_out, const T* x,
   const int64_t gkk = g.groups * g.kk;
   const BandPlan plan = band_plan(g, sizeof(T));
   const int64_t bands = g.n * plan.per_image;
-  const int64_t chunks = std::min(bands, kMaxChunks);
   const int64_t partial_size = gkk * r_count + gkk;
+  // chunks: the unit of work of a thread; their partial sums in at most
+  // kPartialBytes where that leaves kMinChunks
+  const int64_t chunks = std::min(
+      {bands, kMaxChunks,
+       std::max(kMinChunks, kPartialBytes /
+                                (partial_size * static_cast<int64_t>(sizeof(T))))});
   std::vector<T> partials(chunks * partial_size, T(0));
   const int64_t sub_rows = grad_kernel_band_rows<T>(g);
   const int64_t tile = plan.rows * g.wo * gkk;

@@ -72,3 +72,17 @@ def random_case(n,
         dtype=torch.float64,
         generator=generator)
     return x.to(device=device, dtype=dtype), k.to(device=device, dtype=dtype)
+
+
+def results_with_threads(fn, counts=(1, 2)):
+    """``[fn() with torch on n threads for n in counts]``, the thread count
+    restored after."""
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for count in counts:
+            torch.set_num_threads(count)
+            results.append(fn())
+        return results
+    finally:
+        torch.set_num_threads(threads)

@@ -126,15 +126,21 @@ def test_select_backend_asks_the_backend(monkeypatch):
         involution_module.select_backend(CPU)
 
 
-@pytest.mark.parametrize('name', list(BACKEND_MODULES))
-def test_generated_forward_of_each_backend(name):
-    """``generated_forward`` equals the conv, then the involution, in either
-    memory format (run where the backend runs on this machine)."""
+def _runnable(name):
+    """The backend module and the device it runs here on, or a skip."""
     module = BACKEND_MODULES[name]
     device = CPU if module.DEVICE_TYPE in ('cpu', None) else CUDA
     if module.unavailable_reason(device) is not None or (
             device.type == 'cuda' and not torch.cuda.is_available()):
         pytest.skip(f'{name} cannot run here')
+    return module, device
+
+
+@pytest.mark.parametrize('name', list(BACKEND_MODULES))
+def test_generated_forward_of_each_backend(name):
+    """``generated_forward`` equals the conv, then the involution, in either
+    memory format (run where the backend runs on this machine)."""
+    module, device = _runnable(name)
     gen = torch.Generator().manual_seed(4)
     x, _ = random_case(2, 8, 9, 7, 3, 1, 1, 2, generator=gen)
     reduced = torch.randn(2, 4, 9, 7, dtype=torch.float64, generator=gen)
@@ -156,11 +162,7 @@ def test_generated_backward_of_each_backend(name):
     """``generated_backward`` gives the reference's gradients of input,
     reduced features, weight and bias, in either memory format, and an
     empty bias gradient without a bias."""
-    module = BACKEND_MODULES[name]
-    device = CPU if module.DEVICE_TYPE in ('cpu', None) else CUDA
-    if module.unavailable_reason(device) is not None or (
-            device.type == 'cuda' and not torch.cuda.is_available()):
-        pytest.skip(f'{name} cannot run here')
+    module, device = _runnable(name)
     gen = torch.Generator().manual_seed(6)
     x, _ = random_case(2, 8, 11, 7, 3, 2, 1, 2, generator=gen)
     leaves = [

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from mmplug_involution.ops import BACKEND_ENV, generated_involution2d
 from mmplug_involution.ops.backends import cpp as cpp_backend
 from mmplug_involution.ops.backends import unfused
-from .reference import involution_reference, output_size
+from .reference import involution_reference, output_size, results_with_threads
 
 pytestmark = pytest.mark.skipif(
     cpp_backend.cpu_kernels_error() is not None,
@@ -138,15 +138,8 @@ def test_bitwise_the_same_with_1_and_2_threads():
     # 392 kernel channels): more bands than partial-sum chunks (64)
     case = (20, 16, 8, 4, 60, 40, 7, 1, 3, 1)
     tensors, params = _tensors(case, torch.Generator().manual_seed(2))
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for count in (1, 2):
-            torch.set_num_threads(count)
-            results.append(
-                _fused(tensors, params, torch.float32, torch.channels_last))
-    finally:
-        torch.set_num_threads(threads)
+    results = results_with_threads(
+        lambda: _fused(tensors, params, torch.float32, torch.channels_last))
     for one, two in zip(*results):
         assert torch.equal(one, two)
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from mmplug_involution.layers import Involution
 from mmplug_involution.ops import (BACKEND_ENV, generated_involution2d,
                                    involution2d)
-from .reference import involution_reference, output_size
+from .reference import involution_reference, output_size, results_with_threads
 
 CASES = [
     # batch, channels, groups, reduced, h, w, kernel_size, stride, dilation
@@ -118,17 +118,10 @@ def test_the_cpp_kernel_is_the_same_with_1_and_2_threads():
     x, reduced = (
         tensors[name].float().contiguous(memory_format=torch.channels_last)
         for name in ('input', 'reduced'))
-    threads = torch.get_num_threads()
-    results = []
-    try:
-        for count in (1, 2):
-            torch.set_num_threads(count)
-            results.append(
-                torch.ops.mmplug_involution_cpu.generated_forward(
-                    x, reduced, tensors['weight'].float(),
-                    tensors['bias'].float(), *params))
-    finally:
-        torch.set_num_threads(threads)
+    results = results_with_threads(
+        lambda: torch.ops.mmplug_involution_cpu.generated_forward(
+            x, reduced, tensors['weight'].float(), tensors['bias'].float(), *
+            params))
     assert torch.equal(*results)
 
 

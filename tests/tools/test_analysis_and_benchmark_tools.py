@@ -15,6 +15,17 @@ ROOT = Path(__file__).parents[2]
 BENCHMARKS = ROOT / 'tools' / 'benchmarks'
 
 
+def _run_benchmark(script, *args):
+    """``tools/benchmarks/<script> --device cpu *args``, which must pass."""
+    return subprocess.run(
+        [sys.executable,
+         str(BENCHMARKS / script), '--device', 'cpu', *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT)
+
+
 def _assert_png(path, min_height=200):
     """``path`` is a PNG a figure was drawn into (12 inches wide)."""
     image = matplotlib.image.imread(path)
@@ -73,18 +84,10 @@ def test_operator_demo_benchmark(tmp_path):
 
 
 def test_backbone_benchmark_runs_and_compares_formats(tmp_path):
-    subprocess.run([
-        sys.executable,
-        str(BENCHMARKS / 'benchmark_backbone.py'), '--device', 'cpu',
-        '--modes', 'infer', '--settings', '224 px, batch 1', '--backbones',
-        'RedNet-26', 'ResNet-50 (mmdet)', '--warmup', '0', '--repeats', '1',
-        '--out',
-        str(tmp_path)
-    ],
-                   capture_output=True,
-                   text=True,
-                   check=True,
-                   cwd=ROOT)
+    _run_benchmark('benchmark_backbone.py', '--modes', 'infer', '--settings',
+                   '224 px, batch 1', '--backbones', 'RedNet-26',
+                   'ResNet-50 (mmdet)', '--warmup', '0', '--repeats', '1',
+                   '--out', str(tmp_path))
     rows = json.loads((tmp_path / 'backbone_cpu.json').read_text())['rows']
     assert {(r['backbone'], r['format'])
             for r in rows} == {(b, f)
@@ -96,18 +99,11 @@ def test_backbone_benchmark_runs_and_compares_formats(tmp_path):
 
 
 def test_backbone_benchmark_folds_bn_for_inference(tmp_path):
-    subprocess.run([
-        sys.executable,
-        str(BENCHMARKS / 'benchmark_backbone.py'), '--device', 'cpu',
-        '--modes', 'infer', '--settings', '224 px, batch 1', '--backbones',
-        'RedNet-26', 'ResNet-50 (mmdet)', '--formats', 'channels_last',
-        '--fuse-conv-bn', '--warmup', '0', '--repeats', '1', '--out',
-        str(tmp_path)
-    ],
-                   capture_output=True,
-                   text=True,
-                   check=True,
-                   cwd=ROOT)
+    _run_benchmark('benchmark_backbone.py', '--modes', 'infer', '--settings',
+                   '224 px, batch 1', '--backbones', 'RedNet-26',
+                   'ResNet-50 (mmdet)', '--formats', 'channels_last',
+                   '--fuse-conv-bn', '--warmup', '0', '--repeats', '1',
+                   '--out', str(tmp_path))
     assert 'fuse_conv_bn' in (tmp_path / 'backbone_cpu.md').read_text()
     rows = json.loads((tmp_path / 'backbone_cpu.json').read_text())['rows']
     assert len(rows) == 2
@@ -222,17 +218,9 @@ def test_plot_training_curves_draws_each_run_and_key(tmp_path):
 
 
 def test_generated_involution_benchmark_runs(tmp_path):
-    subprocess.run([
-        sys.executable,
-        str(BENCHMARKS / 'benchmark_generated_involution.py'), '--device',
-        'cpu', '--quick', '--resolutions', 'imagenet', '--repeats', '1',
-        '--out',
-        str(tmp_path)
-    ],
-                   capture_output=True,
-                   text=True,
-                   check=True,
-                   cwd=ROOT)
+    _run_benchmark('benchmark_generated_involution.py', '--quick',
+                   '--resolutions', 'imagenet', '--repeats', '1', '--out',
+                   str(tmp_path))
     rows = json.loads(
         (tmp_path / 'generated_involution_cpu_quick.json').read_text())['rows']
     # 3 shapes x 2 passes x 3 implementations x 2 formats
@@ -244,18 +232,10 @@ def test_generated_involution_benchmark_runs(tmp_path):
 
 
 def test_backbone_profile_accounts_for_the_step(tmp_path):
-    subprocess.run([
-        sys.executable,
-        str(BENCHMARKS / 'profile_backbone.py'), '--device', 'cpu',
-        '--backbones', 'RedNet-26', 'ResNet-50 (mmdet)', '--mode', 'train',
-        '--setting', '224 px, batch 1', '--steps', '1', '--warmup', '0',
-        '--out',
-        str(tmp_path)
-    ],
-                   capture_output=True,
-                   text=True,
-                   check=True,
-                   cwd=ROOT)
+    _run_benchmark('profile_backbone.py', '--backbones', 'RedNet-26',
+                   'ResNet-50 (mmdet)', '--mode', 'train', '--setting',
+                   '224 px, batch 1', '--steps', '1', '--warmup', '0', '--out',
+                   str(tmp_path))
     rows = json.loads(
         (tmp_path / 'profile_train_cpu.json').read_text())['rows']
     for backbone in ('RedNet-26', 'ResNet-50 (mmdet)'):

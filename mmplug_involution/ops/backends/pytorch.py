@@ -155,20 +155,6 @@ def backward(grad_output: Tensor, input: Tensor, kernel: Tensor,
             grad_k.view(kernel.shape).to(kernel.dtype))
 
 
-def generated_forward(input: Tensor, reduced: Tensor, weight: Tensor,
-                      bias: Optional[Tensor], kernel_size: int, stride: int,
-                      padding: int, dilation: int) -> Tensor:
-    """The involution with the kernel ``conv2d(reduced, weight, bias)``: the
-    conv, then :func:`forward`."""
-    return unfused.generated_forward(forward, input, reduced, weight, bias,
-                                     kernel_size, stride, padding, dilation)
-
-
-def generated_backward(grad_output: Tensor, input: Tensor, reduced: Tensor,
-                       weight: Tensor, bias: Optional[Tensor],
-                       kernel_size: int, stride: int, padding: int,
-                       dilation: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Its gradients through the recomputed kernel and :func:`backward`."""
-    return unfused.generated_backward(backward, grad_output, input, reduced,
-                                      weight, bias, kernel_size, stride,
-                                      padding, dilation)
+# the kernel ``conv2d(reduced, weight, bias)`` written (and recomputed in the
+# backward pass), then :func:`forward` / :func:`backward`
+generated_forward, generated_backward = unfused.bind(forward, backward)

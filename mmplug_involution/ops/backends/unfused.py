@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ['generated_forward', 'generated_backward']
+__all__ = ['generated_forward', 'generated_backward', 'bind']
 
 
 def generated_forward(forward: Callable, input: Tensor, reduced: Tensor,
@@ -39,3 +39,28 @@ def generated_backward(backward: Callable, grad_output: Tensor, input: Tensor,
     if grad_bias is None:
         grad_bias = weight.new_empty(0)
     return grad_input, grad_reduced, grad_weight, grad_bias
+
+
+def bind(forward: Callable, backward: Callable) -> Tuple[Callable, Callable]:
+    """A backend's ``(generated_forward, generated_backward)`` through its own
+    ``forward`` and ``backward``."""
+
+    def bound_forward(input: Tensor, reduced: Tensor, weight: Tensor,
+                      bias: Optional[Tensor], kernel_size: int, stride: int,
+                      padding: int, dilation: int) -> Tensor:
+        """The involution with the kernel ``conv2d(reduced, weight, bias)``:
+        the conv, then the backend's ``forward``."""
+        return generated_forward(forward, input, reduced, weight, bias,
+                                 kernel_size, stride, padding, dilation)
+
+    def bound_backward(grad_output: Tensor, input: Tensor, reduced: Tensor,
+                       weight: Tensor, bias: Optional[Tensor],
+                       kernel_size: int, stride: int, padding: int,
+                       dilation: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Its gradients through the recomputed kernel and the backend's
+        ``backward``."""
+        return generated_backward(backward, grad_output, input, reduced,
+                                  weight, bias, kernel_size, stride, padding,
+                                  dilation)
+
+    return bound_forward, bound_backward

@@ -51,6 +51,9 @@
 // Fully unrolls a loop over a register block, so that its accumulators
 // stay in vector registers (left rolled, GCC keeps them on the stack).
 #define KEEP_IN_REGISTERS _Pragma("GCC unroll 16")
+// The register blocks' helpers must inline for their arrays to stay in
+// registers.
+#define ALWAYS_INLINE inline __attribute__((always_inline))
 
 namespace mmplug_involution_cpu {
 
@@ -83,6 +86,36 @@ inline void store(const Vectorized<T>& value, T* ptr, int64_t len) {
     value.store(ptr);
   } else {
     value.store(ptr, len);
+  }
+}
+
+// The lengths of NV vectors covering `width` values (all V when FULL; 0 for
+// a vector past the width), for the register blocks' masked loads/stores.
+template <typename T, int64_t NV, bool FULL>
+ALWAYS_INLINE void vector_lengths(int64_t* lens, int64_t width) {
+  constexpr int64_t V = Vectorized<T>::size();
+  KEEP_IN_REGISTERS
+  for (int64_t a = 0; a < NV; ++a) {
+    lens[a] = FULL ? V : std::max<int64_t>(0, std::min(V, width - a * V));
+  }
+}
+
+// Stores a register block's PB x NV accumulators, row b at out + b * step.
+template <typename T, int64_t PB, int64_t NV, bool FULL>
+ALWAYS_INLINE void store_block(const Vectorized<T> (&acc)[PB][NV], T* out,
+                               int64_t step, const int64_t* lens) {
+  constexpr int64_t V = Vectorized<T>::size();
+  KEEP_IN_REGISTERS
+  for (int64_t b = 0; b < PB; ++b) {
+    KEEP_IN_REGISTERS
+    for (int64_t a = 0; a < NV; ++a) {
+      T* dst = out + b * step + a * V;
+      if (FULL) {
+        acc[b][a].store(dst);
+      } else if (lens[a] > 0) {
+        store(acc[b][a], dst, lens[a]);
+      }
+    }
   }
 }
 

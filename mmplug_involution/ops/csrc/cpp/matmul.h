@@ -24,10 +24,7 @@ inline void matmul_block(const T* a, int64_t a_p, int64_t a_r, const T* b,
   using Vec = Vectorized<T>;
   constexpr int64_t V = Vec::size();
   int64_t lens[NV];
-  KEEP_IN_REGISTERS
-  for (int64_t v = 0; v < NV; ++v) {
-    lens[v] = FULL ? V : std::max<int64_t>(0, std::min(V, width - v * V));
-  }
+  vector_lengths<T, NV, FULL>(lens, width);
   const auto get = [&](const T* ptr, int64_t v) {
     return FULL ? Vec::loadu(ptr) : load(ptr, lens[v]);
   };
@@ -52,18 +49,7 @@ inline void matmul_block(const T* a, int64_t a_p, int64_t a_r, const T* b,
       }
     }
   }
-  KEEP_IN_REGISTERS
-  for (int64_t p = 0; p < PB; ++p) {
-    KEEP_IN_REGISTERS
-    for (int64_t v = 0; v < NV; ++v) {
-      T* dst = c + p * ldc + v * V;
-      if (FULL) {
-        acc[p][v].store(dst);
-      } else if (lens[v] > 0) {
-        store(acc[p][v], dst, lens[v]);
-      }
-    }
-  }
+  store_block<T, PB, NV, FULL>(acc, c, ldc, lens);
 }
 
 // The rows in blocks of PB (the last ones one at a time), for the columns

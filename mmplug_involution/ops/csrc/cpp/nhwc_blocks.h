@@ -36,10 +36,7 @@ inline void broadcast_block(const Tap tap, T* out, int64_t out_step,
   using Vec = Vectorized<T>;
   constexpr int64_t V = Vec::size();
   int64_t lens[NV];
-  KEEP_IN_REGISTERS
-  for (int64_t a = 0; a < NV; ++a) {
-    lens[a] = FULL ? V : std::min(V, width - a * V);
-  }
+  vector_lengths<T, NV, FULL>(lens, width);
   const auto get = [&](const T* ptr, int64_t a) {
     return FULL ? Vec::loadu(ptr) : load(ptr, lens[a]);
   };
@@ -62,18 +59,7 @@ inline void broadcast_block(const Tap tap, T* out, int64_t out_step,
       }
     }
   }
-  KEEP_IN_REGISTERS
-  for (int64_t b = 0; b < PB; ++b) {
-    KEEP_IN_REGISTERS
-    for (int64_t a = 0; a < NV; ++a) {
-      T* dst = out + b * out_step + a * V;
-      if (FULL) {
-        acc[b][a].store(dst);
-      } else {
-        store(acc[b][a], dst, lens[a]);
-      }
-    }
-  }
+  store_block<T, PB, NV, FULL>(acc, out, out_step, lens);
 }
 
 // The same sums where the stride and dilation are 1 and K is a
@@ -92,10 +78,7 @@ inline void sliding_block(const Column column, const Weight weight, T* out,
   using Vec = Vectorized<T>;
   constexpr int64_t V = Vec::size();
   int64_t lens[NV];
-  KEEP_IN_REGISTERS
-  for (int64_t a = 0; a < NV; ++a) {
-    lens[a] = FULL ? V : std::min(V, width - a * V);
-  }
+  vector_lengths<T, NV, FULL>(lens, width);
   Vec acc[PB][NV];
   KEEP_IN_REGISTERS
   for (int64_t b = 0; b < PB; ++b)
@@ -121,18 +104,7 @@ inline void sliding_block(const Column column, const Weight weight, T* out,
       }
     }
   }
-  KEEP_IN_REGISTERS
-  for (int64_t b = 0; b < PB; ++b) {
-    KEEP_IN_REGISTERS
-    for (int64_t a = 0; a < NV; ++a) {
-      T* dst = out + b * out_step + a * V;
-      if (FULL) {
-        acc[b][a].store(dst);
-      } else {
-        store(acc[b][a], dst, lens[a]);
-      }
-    }
-  }
+  store_block<T, PB, NV, FULL>(acc, out, out_step, lens);
 }
 
 // Calls `body(std::integral_constant<int64_t, K>())` where K is a window

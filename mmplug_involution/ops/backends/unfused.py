@@ -1,9 +1,9 @@
 """The generated involution as a backend's plain ``forward``/``backward``.
 
-For backends without a fused generated path (and the NCHW tensors of those
-with one): the kernel ``conv2d(reduced, weight, bias)`` is computed (in the
-backward pass: recomputed, not kept), the backend's involution runs on it,
-and the kernel gradient goes through the 1x1 conv's backward.
+For the backends without a fused generated path (cupy and pytorch, through
+:func:`bind`): the kernel ``conv2d(reduced, weight, bias)`` is computed (in
+the backward pass: recomputed, not kept), the backend's involution runs on
+it, and the kernel gradient goes through the 1x1 conv's backward.
 """
 from typing import Callable, Optional, Tuple
 

@@ -39,7 +39,8 @@ constexpr int64_t kPartialBytes = 8 << 20;
 struct BandPlan {
   int64_t rows;       // output rows of a band (the last may have fewer)
   int64_t per_image;  // bands per image
-  int64_t reach;      // input rows below a band's last output row's first
+  int64_t reach;      // input rows a band writes below the first input row
+                      // of its last output row
 };
 
 BandPlan band_plan(const Geometry& g, int64_t value_size) {

@@ -77,7 +77,7 @@ void grad_kernel_nhwc_band(const T* grad_out, const T* x, T* gk,
 struct TapRun {
   int64_t first, count, step;
   bool operator==(const TapRun& o) const {
-    return first == o.first && count == o.count;
+    return first == o.first && count == o.count && step == o.step;
   }
 };
 

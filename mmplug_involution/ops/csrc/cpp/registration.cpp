@@ -1,9 +1,10 @@
 // Dispatch and registration of the involution CPU kernels.
 //
 // Registers torch.ops.mmplug_involution_cpu.forward, .backward,
-// .generated_forward and .generated_backward (CPU). Each checks the shapes, picks the layout (NHWC
-// when the input is channels_last and not also contiguous, NCHW otherwise)
-// and the compute type (double for double, float for every other dtype:
+// .generated_forward and .generated_backward (CPU). Each checks the shapes,
+// picks the layout (NHWC when the input is channels_last and not also
+// contiguous, NCHW otherwise; always NHWC for the generated ones, which
+// exist in NHWC only) and the compute type (double for double, float for every other dtype:
 // float32 accumulation), converts the operands, and calls the pass of that
 // layout; results are cast back to the input's dtype. `poison` (for tests)
 // fills the results with NaN first, so that an element a pass misses cannot
@@ -86,10 +87,9 @@ Layout layout_of(const Tensor& input) {
 }
 
 // NHWC whatever the input's layout (the generated passes exist in NHWC only;
-// an NCHW operand is converted).
+// an NCHW operand is converted), in layout_of's compute type.
 Layout nhwc_layout(const Tensor& input) {
-  return {true, at::MemoryFormat::ChannelsLast,
-          input.scalar_type() == at::kDouble ? at::kDouble : at::kFloat};
+  return {true, at::MemoryFormat::ChannelsLast, layout_of(input).type};
 }
 
 void poison_with_nan(Tensor& t) {
@@ -116,11 +116,20 @@ Tensor involution_forward(const Tensor& input, const Tensor& kernel,
   return out.to(input.scalar_type());
 }
 
-// The geometry of a generated involution and R, the reduced channels.
-std::tuple<Geometry, int64_t> generated_geometry(
-    const Tensor& input, const Tensor& reduced, const Tensor& weight,
-    const c10::optional<Tensor>& bias, int64_t kernel_size, int64_t stride,
-    int64_t padding, int64_t dilation) {
+// A generated involution: its geometry, R (the reduced channels) and its
+// generator in the compute type: w (G*K*K, R), wt its transpose, b the bias
+// (zeros without one).
+struct Generator {
+  Geometry g;
+  int64_t r_count;
+  Tensor w, wt, b;
+};
+
+Generator generator_of(const Tensor& input, const Tensor& reduced,
+                       const Tensor& weight,
+                       const c10::optional<Tensor>& bias, int64_t kernel_size,
+                       int64_t stride, int64_t padding, int64_t dilation,
+                       at::ScalarType type) {
   TORCH_CHECK(reduced.dim() == 4 && reduced.size(0) == input.size(0),
               "involution: reduced must be (N, R, Ho, Wo)");
   const int64_t gkk = weight.size(0), r_count = reduced.size(1);
@@ -131,7 +140,10 @@ std::tuple<Geometry, int64_t> generated_geometry(
               "involution: bias must be (G*K*K,)");
   const Geometry g = geometry(input, gkk, reduced.size(2), reduced.size(3),
                               kernel_size, stride, padding, dilation);
-  return {g, r_count};
+  const Tensor w = weight.reshape({gkk, r_count}).to(type).contiguous();
+  const Tensor b = bias.has_value() ? bias->to(type).contiguous()
+                                    : at::zeros({gkk}, w.options());
+  return {g, r_count, w, w.t().contiguous(), b};
 }
 
 // Forward (computed in NHWC) with the kernel generated on the fly
@@ -143,23 +155,17 @@ Tensor generated_forward(const Tensor& input, const Tensor& reduced,
                          int64_t kernel_size, int64_t stride,
                          int64_t padding, int64_t dilation, bool poison) {
   const Layout layout = nhwc_layout(input);
-  Geometry g;
-  int64_t r_count;
-  std::tie(g, r_count) = generated_geometry(
-      input, reduced, weight, bias, kernel_size, stride, padding, dilation);
-  const int64_t gkk = g.groups * g.kk;
+  const Generator gen = generator_of(input, reduced, weight, bias, kernel_size,
+                                     stride, padding, dilation, layout.type);
+  const Geometry& g = gen.g;
   const Tensor x = layout(input), red = layout(reduced);
-  const Tensor wt = weight.reshape({gkk, r_count}).to(layout.type).t()
-                        .contiguous();
-  const Tensor b = bias.has_value() ? bias->to(layout.type).contiguous()
-                                    : at::zeros({gkk}, wt.options());
   Tensor out = at::empty({g.n, g.c, g.ho, g.wo}, x.options(), layout.format);
   if (poison) poison_with_nan(out);
   AT_DISPATCH_FLOATING_TYPES(layout.type, "involution_generated_cpu", [&] {
     generated_forward_nhwc<scalar_t>(
         x.data_ptr<scalar_t>(), red.data_ptr<scalar_t>(),
-        wt.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
-        out.data_ptr<scalar_t>(), r_count, g);
+        gen.wt.data_ptr<scalar_t>(), gen.b.data_ptr<scalar_t>(),
+        out.data_ptr<scalar_t>(), gen.r_count, g);
   });
   return out.to(input.scalar_type());
 }
@@ -173,23 +179,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> generated_backward(
     int64_t kernel_size, int64_t stride, int64_t padding, int64_t dilation,
     bool poison) {
   const Layout layout = nhwc_layout(input);
-  Geometry g;
-  int64_t r_count;
-  std::tie(g, r_count) = generated_geometry(
-      input, reduced, weight, bias, kernel_size, stride, padding, dilation);
+  const Generator gen = generator_of(input, reduced, weight, bias, kernel_size,
+                                     stride, padding, dilation, layout.type);
+  const Geometry& g = gen.g;
   TORCH_CHECK(grad_output.sizes() == at::IntArrayRef({g.n, g.c, g.ho, g.wo}),
               "involution: grad_output shape does not match the output");
-  const int64_t gkk = g.groups * g.kk;
   const Tensor x = layout(input), red = layout(reduced),
                gy = layout(grad_output);
-  const Tensor w = weight.reshape({gkk, r_count}).to(layout.type).contiguous();
-  const Tensor wt = w.t().contiguous();
-  const Tensor b = bias.has_value() ? bias->to(layout.type).contiguous()
-                                    : at::zeros({gkk}, wt.options());
   Tensor grad_in = at::empty_like(x, layout.format);
   Tensor grad_red = at::empty_like(red, layout.format);
-  Tensor grad_w = at::empty({gkk, r_count}, w.options());
-  Tensor grad_b = at::empty({gkk}, w.options());
+  Tensor grad_w = at::empty_like(gen.w);
+  Tensor grad_b = at::empty_like(gen.b);
   if (poison) {
     for (Tensor* t : {&grad_in, &grad_red, &grad_w, &grad_b}) {
       poison_with_nan(*t);
@@ -198,10 +198,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> generated_backward(
   AT_DISPATCH_FLOATING_TYPES(layout.type, "involution_generated_bwd_cpu", [&] {
     generated_backward_nhwc<scalar_t>(
         gy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(),
-        red.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
-        wt.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(),
+        red.data_ptr<scalar_t>(), gen.w.data_ptr<scalar_t>(),
+        gen.wt.data_ptr<scalar_t>(), gen.b.data_ptr<scalar_t>(),
         grad_in.data_ptr<scalar_t>(), grad_red.data_ptr<scalar_t>(),
-        grad_w.data_ptr<scalar_t>(), grad_b.data_ptr<scalar_t>(), r_count, g);
+        grad_w.data_ptr<scalar_t>(), grad_b.data_ptr<scalar_t>(), gen.r_count,
+        g);
   });
   return {grad_in.to(input.scalar_type()), grad_red.to(reduced.scalar_type()),
           grad_w.reshape(weight.sizes()).to(weight.scalar_type()),

@@ -22,10 +22,12 @@ Usage:
 Writes ``<out>/generated_involution_<device>.json``, ``.md`` and ``.png``.
 """
 import argparse
+import functools
 
 import torch
 import torch.nn.functional as F
-from benchmark_involution import GROUP_CHANNELS, RESOLUTIONS, shapes
+from benchmark_involution import (GROUP_CHANNELS, RESOLUTIONS, shape_label,
+                                  shapes)
 
 from mmplug_involution.ops import generated_involution2d, involution2d
 from harness import (add_plot_only_argument, add_ratios, device_line,
@@ -41,8 +43,7 @@ BASELINE = 'depthwise + 1x1'
 
 PLOT = dict(
     groups=('resolution', 'shape', 'pass'),
-    series=('implementation', 'format'),
-    select=lambda row: True)
+    series=('implementation', 'format'))
 
 
 def make_tensors(shape, device, memory_format):
@@ -58,8 +59,8 @@ def make_tensors(shape, device, memory_format):
         bias=torch.zeros(gkk, device=device),
         depthwise=torch.randn(c, 1, k, k, device=device) / k)
     return {
-        name: (t.contiguous(memory_format=memory_format) if t.dim() == 4
-               and name in ('input', 'reduced') else t).requires_grad_(True)
+        name: (t.contiguous(memory_format=memory_format)
+               if name in ('input', 'reduced') else t).requires_grad_(True)
         for name, t in tensors.items()
     }
 
@@ -93,10 +94,14 @@ def implementations(shape):
     }
 
 
-def call(fn, tensors, backward):
-    outputs = fn(tensors)
+def step(fn, tensors, backward):
+    """One call: ``fn`` alone under no_grad, or ``fn`` and the backward of
+    the sum of its outputs."""
     if not backward:
+        with torch.no_grad():
+            fn(tensors)
         return
+    outputs = fn(tensors)
     outputs = outputs if isinstance(outputs, tuple) else (outputs, )
     sum(out.sum() for out in outputs).backward()
     for t in tensors.values():
@@ -109,16 +114,9 @@ def run(shape, resolution, device, args):
         fns = {}
         for name, fn in implementations(shape).items():
             for layout, memory_format in FORMATS.items():
-                tensors = make_tensors(shape, device, memory_format)
-
-                def step(fn=fn, tensors=tensors):
-                    if backward:
-                        call(fn, tensors, True)
-                    else:
-                        with torch.no_grad():
-                            call(fn, tensors, False)
-
-                fns[name, layout] = step
+                fns[name, layout] = functools.partial(
+                    step, fn, make_tensors(shape, device, memory_format),
+                    backward)
         results = measure_all(fns, device, args.repeats, warmup=1)
         for (name, layout), result in results.items():
             rows.append({
@@ -185,9 +183,7 @@ def main():
     rows = []
     for resolution in args.resolutions:
         for shape in shapes(resolution, args.quick):
-            shape['label'] = (
-                f"{shape['name']} ({shape['n']},{shape['c']},{shape['h']},"
-                f"{shape['w']}) {shape['k']}/{shape['s']}")
+            shape['label'] = f"{shape['name']} {shape_label(shape)}"
             new = run(shape, resolution, device, args)
             print(
                 f"{resolution} {shape['label']}: " +

@@ -96,6 +96,12 @@ def shapes(resolution, quick):
             count=count)
 
 
+def shape_label(shape) -> str:
+    """``(N,C,H,W) K/s`` of one of :func:`shapes`."""
+    return (f"({shape['n']},{shape['c']},{shape['h']},{shape['w']}) "
+            f"{shape['k']}/{shape['s']}")
+
+
 def make_inputs(shape,
                 device,
                 dtype,
@@ -351,8 +357,7 @@ def main():
                     resolution=resolution,
                     impl=name,
                     **shape,
-                    shape=(f"({shape['n']},{shape['c']},{shape['h']},"
-                           f"{shape['w']}) {shape['k']}/{shape['s']}"),
+                    shape=shape_label(shape),
                     fwd_ms=fwd_ms,
                     fwdbwd_ms=fb_ms,
                     fwd_peak_mib=fwd_peak,

@@ -28,8 +28,8 @@ from mmengine.analysis import complexity_analysis
 from ..analysis import complexity_handles
 from .atomic_save import (ATOMIC_LOCAL_BACKEND, AtomicLocalBackend,
                           atomic_write, register_atomic_local_backend)
-from .checkpoint import (CorruptCheckpointError, UnsafeCheckpointError,
-                         load_checkpoint_file,
+from .checkpoint import (CheckpointError, CorruptCheckpointError,
+                         UnsafeCheckpointError, load_checkpoint_file,
                          register_safe_checkpoint_loading,
                          safe_checkpoint_globals, verify_checkpoint_archive)
 from .checkpoint_hook import (LAST_CHECKPOINT, SafeCheckpointHook,
@@ -39,8 +39,8 @@ from .runner import SafeCheckpointRunner
 
 __all__ = [
     'ATOMIC_LOCAL_BACKEND', 'AtomicLocalBackend', 'atomic_write',
-    'register_atomic_local_backend', 'CorruptCheckpointError',
-    'UnsafeCheckpointError', 'load_checkpoint_file',
+    'register_atomic_local_backend', 'CheckpointError',
+    'CorruptCheckpointError', 'UnsafeCheckpointError', 'load_checkpoint_file',
     'register_safe_checkpoint_loading', 'safe_checkpoint_globals',
     'verify_checkpoint_archive', 'LAST_CHECKPOINT', 'SafeCheckpointHook',
     'find_resumable_checkpoint', 'remove_stale_temp_files',

@@ -8,27 +8,30 @@ arrays, scalars and dtypes. :func:`register_safe_checkpoint_loading` (run
 when :mod:`mmplug_involution.runtime` is imported) allow-lists exactly those
 globals, in one place, and makes mmengine's local-file checkpoint loader use
 ``weights_only=True`` explicitly with clear errors: a
-pickle that would run code is refused (naming what it would import), a corrupt
-file is reported as corrupt. Zip checkpoints (every ``torch.save`` since 1.6)
+pickle that would run code is refused (naming what it would import), and
+every other failure to read the file, whatever torch's readers raise, is
+reported as a :class:`CheckpointError` that names the file and says what to do.
+Zip checkpoints (every ``torch.save`` since 1.6)
 carry a CRC-32 of every member, which the loader verifies first, so a flipped
 bit is reported instead of loaded.
 """
 import io
+import logging
 import os.path as osp
 import pickle
 import pickletools
 import re
 import zipfile
-import zlib
 from typing import Any, List, Optional
 
 import numpy as np
 import torch
+from mmengine.logging import print_log
 from mmengine.logging.history_buffer import HistoryBuffer
 from mmengine.runner.checkpoint import CheckpointLoader
 
 __all__ = [
-    'UnsafeCheckpointError', 'CorruptCheckpointError',
+    'CheckpointError', 'UnsafeCheckpointError', 'CorruptCheckpointError',
     'safe_checkpoint_globals', 'register_safe_checkpoint_loading',
     'load_checkpoint_file', 'verify_checkpoint_archive'
 ]
@@ -38,14 +41,23 @@ __all__ = [
 _HISTORY_BUFFER_METHODS = frozenset(('min', 'max', 'current', 'mean'))
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+class CheckpointError(Exception):
+    """A checkpoint file cannot be loaded.
+
+    The message names the file and says what to do. Raised as such for a
+    file that cannot be read (permissions, a folder, memory) or holds CUDA
+    tensors where CUDA is missing; its subclasses say more.
+    """
+
+
+class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
     """A checkpoint holds pickled objects outside the allow-list.
 
     It could run code.
     """
 
 
-class CorruptCheckpointError(RuntimeError):
+class CorruptCheckpointError(CheckpointError, RuntimeError):
     """A checkpoint file is damaged: truncated, not a checkpoint, or its data
     does not match its checksums."""
 
@@ -66,21 +78,22 @@ def _history_buffer_method(owner: Any, name: str):
 
 def safe_checkpoint_globals() -> List[Any]:
     """The globals (and name aliases) that mmengine checkpoints need."""
-    multiarray = np._core.multiarray
+    multiarray = (getattr(np, '_core', None) or np.core).multiarray
     numpy_dtypes = [
         getattr(np.dtypes, name) for name in dir(np.dtypes)
         if name.endswith('DType')
     ]
+    # files written with numpy 1.x name numpy.core, with 2.x numpy._core
+    reconstructors = [(function, f'{module}.multiarray.{function.__name__}')
+                      for function in (multiarray._reconstruct,
+                                       multiarray.scalar)
+                      for module in ('numpy.core', 'numpy._core')]
     return [
         HistoryBuffer,
         np.ndarray,
         np.dtype,
         *numpy_dtypes,
-        multiarray._reconstruct,
-        multiarray.scalar,
-        # files written with numpy 1.x name numpy.core instead of numpy._core
-        (multiarray._reconstruct, 'numpy.core.multiarray._reconstruct'),
-        (multiarray.scalar, 'numpy.core.multiarray.scalar'),
+        *reconstructors,
         (_history_buffer_method, 'builtins.getattr'),
         (_history_buffer_method, '__builtin__.getattr'),
     ]
@@ -97,6 +110,21 @@ def register_safe_checkpoint_loading() -> None:
         prefixes='', loader=load_from_local_safe, force=True)
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _out_of_memory(filename: str) -> CheckpointError:
+    size = osp.getsize(filename) / 2**20
+    return CheckpointError(
+        f'Ran out of memory loading checkpoint {filename} ({size:.1f} MiB). '
+        'A damaged file can claim more data than it holds: check the file '
+        '(tools/analysis/check_checkpoint.py) or re-download it; a sound one '
+        'needs map_location="cpu" or a machine with more memory.')
+
+
 def _corrupt(filename: str, why: str) -> CorruptCheckpointError:
     return CorruptCheckpointError(
         f'Checkpoint {filename} is corrupt or truncated ({why}). Re-download '
@@ -110,13 +138,16 @@ def verify_checkpoint_archive(filename: str) -> bool:
     Returns False for a file that is not a zip archive (a legacy checkpoint,
     or not a checkpoint at all: torch.load decides).
     """
-    if not zipfile.is_zipfile(filename):
-        return False
     try:
+        if not zipfile.is_zipfile(filename):
+            return False
         with zipfile.ZipFile(filename) as archive:
             damaged = archive.testzip()
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-        raise _corrupt(filename, f'unreadable archive: {exc}') from exc
+    except MemoryError as exc:
+        raise _out_of_memory(filename) from exc
+    except Exception as exc:  # whatever a damaged archive makes zipfile raise
+        raise _corrupt(filename,
+                       f'unreadable archive: {_first_line(exc)}') from exc
     if damaged is not None:
         raise _corrupt(filename,
                        f'the CRC-32 of {damaged} does not match its data')
@@ -137,7 +168,7 @@ def _pickle_parses(filename: str, is_zip: bool) -> bool:
         for _ in range(count):
             for _op in pickletools.genops(data):
                 pass
-    except (ValueError, StopIteration, EOFError, zipfile.BadZipFile):
+    except Exception:  # any failure to parse: not a well-formed pickle
         return False
     return True
 
@@ -166,36 +197,72 @@ def load_checkpoint_file(filename: str, map_location=None) -> Any:
         UnsafeCheckpointError: the pickle references code outside the
             allow-list (the message names it).
         CorruptCheckpointError: the file is truncated, damaged (a checksum
-            does not match) or not a torch checkpoint.
+            does not match) or not a torch checkpoint, whatever exception
+            torch's readers raised on it.
+        CheckpointError: the file can not be read (a folder, permissions,
+            memory) or holds CUDA tensors in a process without CUDA.
     """
     filename = osp.expanduser(filename)
+    if osp.isdir(filename):
+        raise CheckpointError(
+            f'checkpoint {filename} is a folder; give the checkpoint file in '
+            'it (e.g. its last_checkpoint names the newest).')
     if not osp.isfile(filename):
         raise FileNotFoundError(f'checkpoint {filename} can not be found.')
+    try:
+        with open(filename, 'rb'):
+            pass
+    except OSError as exc:
+        raise CheckpointError(
+            f'checkpoint {filename} can not be read: {exc.strerror}. Check '
+            'its permissions.') from exc
     is_zip = verify_checkpoint_archive(filename)
+    if not is_zip:
+        print_log(
+            f'Checkpoint {filename} is in torch\'s legacy (non-zip) format, '
+            'which carries no checksums: damage to its tensor data can not '
+            'be detected. Re-save it with torch.save to have it checked.',
+            logger='current',
+            level=logging.WARNING)
     try:
         return torch.load(
             filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = _refusal_reason(str(exc))
-        if reason is None and not _pickle_parses(filename, is_zip):
-            raise _corrupt(filename, 'its pickle does not parse') from exc
-        if reason is None:
-            detail = [
-                line.strip() for line in str(exc).splitlines() if line.strip()
-            ]
-            reason = ('it uses pickle operations checkpoints do not need: ' +
-                      (detail[-2] if len(detail) > 1 else str(exc)))
-        raise UnsafeCheckpointError(
-            f'Refused to load checkpoint {filename}: {reason}, which could '
-            'run code. mmplug_involution loads checkpoints with '
-            'weights_only=True, allowing tensors, plain containers and the '
-            'types mmengine saves. If the file is your own, re-save just '
-            'its tensors (the state_dict) in the process that made it.'
-        ) from exc
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
-        lines = str(exc).strip().splitlines()
-        raise _corrupt(filename,
-                       lines[0] if lines else type(exc).__name__) from exc
+        raise _unpickling_failure(filename, is_zip, exc) from exc
+    except MemoryError as exc:
+        raise _out_of_memory(filename) from exc
+    except Exception as exc:  # whatever torch's readers raise on bad bytes
+        if _CUDA_DESERIALIZE.search(str(exc)):
+            raise CheckpointError(
+                f'checkpoint {filename} holds CUDA tensors and this process '
+                'has no CUDA device: load it with map_location="cpu" (the '
+                'tools and mmengine\'s load_checkpoint do).') from exc
+        raise _corrupt(filename, _first_line(exc)) from exc
+
+
+#: torch's message for CUDA tensors loaded without CUDA
+_CUDA_DESERIALIZE = re.compile(r'deserialize object on (a )?CUDA device')
+
+
+def _unpickling_failure(filename: str, is_zip: bool,
+                        exc: pickle.UnpicklingError) -> CheckpointError:
+    """A refusal naming what the pickle would import, or, for a pickle that
+    does not parse, the corrupt-file error."""
+    reason = _refusal_reason(str(exc))
+    if reason is None and not _pickle_parses(filename, is_zip):
+        return _corrupt(filename, 'its pickle does not parse')
+    if reason is None:
+        detail = [
+            line.strip() for line in str(exc).splitlines() if line.strip()
+        ]
+        reason = ('it uses pickle operations checkpoints do not need: ' +
+                  (detail[-2] if len(detail) > 1 else str(exc)))
+    return UnsafeCheckpointError(
+        f'Refused to load checkpoint {filename}: {reason}, which could run '
+        'code. mmplug_involution loads checkpoints with weights_only=True, '
+        'allowing tensors, plain containers and the types mmengine saves. If '
+        'the file is your own, re-save just its tensors (the state_dict) in '
+        'the process that made it.')
 
 
 def load_from_local_safe(filename: str, map_location=None) -> Any:

@@ -152,6 +152,15 @@ def test_the_tool_refuses_a_checkpoint_of_another_model(tmp_path):
     assert result.returncode != 0
     assert 'does not fit the model of' in result.stderr
     assert not (tmp_path / 'x.onnx').exists()
+    # a damaged file: the loader's message, not a traceback
+    (tmp_path / 'half.pth').write_bytes(
+        (tmp_path / 'other.pth').read_bytes()[:300])
+    result = _tool(SEG_DEMO, tmp_path / 'half.pth', '--out',
+                   tmp_path / 'x.onnx', '--shape', 64, 64)
+    assert result.returncode != 0
+    assert 'is corrupt or truncated' in result.stderr
+    assert 'Traceback' not in result.stderr
+    assert not (tmp_path / 'x.onnx').exists()
 
 
 def test_the_tool_refuses_a_size_off_the_divisor(tmp_path):

@@ -69,3 +69,9 @@ def test_a_checkpoint_of_another_model_is_refused(image, tmp_path):
     assert result.returncode != 0
     assert 'does not fit the model of' in result.stderr
     assert not (tmp_path / 'out').exists()
+    (tmp_path / 'noise.pth').write_bytes(bytes(range(256)) * 4)
+    result = _tool(config, tmp_path / 'noise.pth', image, '--out',
+                   tmp_path / 'out')
+    assert result.returncode != 0
+    assert 'is corrupt or truncated' in result.stderr
+    assert 'Traceback' not in result.stderr

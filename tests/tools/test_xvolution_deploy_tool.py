@@ -208,6 +208,10 @@ def test_missing_files_are_clear_errors(tool, monkeypatch, tmp_path):
     assert 'config file' in message and 'nope.py not found' in message
     message = _main(tool, monkeypatch, config, tmp_path / 'nope.pth', tmp_path)
     assert 'checkpoint file' in message and 'nope.pth not found' in message
+    checkpoint.write_bytes(b'PK\x03\x04' + bytes(500))  # a broken zip
+    message = _main(tool, monkeypatch, config, checkpoint, tmp_path / 'out')
+    assert f'Checkpoint {checkpoint} is corrupt or truncated' in message
+    assert not (tmp_path / 'out').exists()
 
 
 def test_config_without_xvolution_is_a_clear_error(tool, monkeypatch,

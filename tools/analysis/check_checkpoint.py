@@ -21,7 +21,7 @@ from pathlib import Path
 
 from mmengine.config import Config
 
-from mmplug_involution.runtime import load_checkpoint_file
+from mmplug_involution.runtime import CheckpointError, load_checkpoint_file
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/
 from tool_support import build_config_model  # noqa: E402
@@ -80,7 +80,7 @@ def main():
         'backbone.' if args.part == 'backbone' else '')
     try:
         checkpoint = load_checkpoint_file(args.checkpoint, map_location='cpu')
-    except Exception as error:  # the loader's messages say what to do
+    except CheckpointError as error:  # its message says what to do
         sys.exit(f'check_checkpoint: error: {error}')
     state = checkpoint.get('state_dict', checkpoint) if isinstance(
         checkpoint, dict) else None

@@ -29,6 +29,7 @@ import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
 from mmplug_involution.layers import Involution, XVolution  # noqa: E402
+from mmplug_involution.runtime import CheckpointError  # noqa: E402
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/
 from tool_support import build_config_model  # noqa: E402
@@ -136,7 +137,7 @@ def main():
     model = build_config_model(Config.fromfile(args.config))
     try:
         load_config_checkpoint(model, args.checkpoint, args.config)
-    except ValueError as error:
+    except (CheckpointError, ValueError) as error:
         sys.exit(f'visualize_kernels: error: {error}')
     model.eval()
     available = kernel_layers(model)

@@ -27,6 +27,7 @@ from mmengine.config import Config, DictAction
 
 from mmplug_involution.deploy import (EXPORTERS, TensorOutputs,
                                       compare_with_onnxruntime, export_onnx)
+from mmplug_involution.runtime import CheckpointError
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/
 from tool_support import build_config_model  # noqa: E402
@@ -121,7 +122,7 @@ def main():
     if args.checkpoint:
         try:
             load_config_checkpoint(model, args.checkpoint, args.config)
-        except ValueError as error:
+        except (CheckpointError, ValueError) as error:
             fail(str(error))
         model.eval()
     module = TensorOutputs(model)

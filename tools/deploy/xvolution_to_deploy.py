@@ -26,7 +26,7 @@ from mmengine.config import Config
 from mmengine.runner.checkpoint import weights_to_cpu
 
 from mmplug_involution.layers import XVolution, switch_xvolution_to_deploy
-from mmplug_involution.runtime import atomic_write
+from mmplug_involution.runtime import CheckpointError, atomic_write
 
 sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/
 from tool_support import build_config_model  # noqa: E402
@@ -105,6 +105,8 @@ def main():
     try:
         checkpoint = load_config_checkpoint(model, args.checkpoint,
                                             args.config)
+    except CheckpointError as error:
+        fail(str(error))
     except ValueError as error:
         fail(f'{error} (is it a training-form checkpoint of this config?)')
     fused = switch_xvolution_to_deploy(model)

@@ -22,7 +22,9 @@ import torch.distributed as dist
 from mmengine.config import Config, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import MODELS, RUNNERS, DefaultScope
-from mmengine.runner import Runner, load_checkpoint
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import (_load_checkpoint,
+                                        _load_checkpoint_to_model)
 from torch import nn
 
 import mmplug_involution.runtime  # noqa: F401 (registers the runner)
@@ -197,15 +199,26 @@ def load_config_checkpoint(model: nn.Module, checkpoint: str,
     on CPU; returns the checkpoint.
 
     Raises:
-        ValueError: its keys or shapes do not fit the model (a checkpoint of
-            another model), with mmengine's list of them.
+        CheckpointError: the file can not be loaded (corrupt, unsafe or
+            unreadable), with the loader's message.
+        ValueError: it holds no state dict, or its keys or shapes do not fit
+            the model (a checkpoint of another model), with mmengine's list
+            of them.
     """
+    loaded = _load_checkpoint(checkpoint, map_location='cpu')
+    state = loaded.get('state_dict', loaded) if isinstance(loaded,
+                                                           dict) else None
+    if not isinstance(state, dict) or not all(
+            isinstance(key, str) for key in state):
+        raise ValueError(f'{checkpoint} holds no state dict (it holds a '
+                         f'{type(loaded).__name__}); give a checkpoint that '
+                         'torch.save wrote from a model or its state_dict.')
     try:
-        return load_checkpoint(
-            model, checkpoint, map_location='cpu', strict=True)
+        _load_checkpoint_to_model(model, loaded, strict=True)
     except RuntimeError as error:
         raise ValueError(f'{checkpoint} does not fit the model of {config}: '
                          f'{error}') from error
+    return loaded
 
 
 def build_runner(cfg: Config) -> Runner:

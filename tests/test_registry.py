@@ -1,6 +1,9 @@
 """One registration: every class of the package is found by plain name from
 mmdet, mmseg and mmpretrain configs, and none is shadowed by a toolkit's own
 entry of the same name."""
+import subprocess
+import sys
+
 import pytest
 from mmdet.registry import HOOKS as MMDET_HOOKS
 from mmdet.registry import MODELS as MMDET_MODELS
@@ -10,7 +13,7 @@ from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
 from mmseg.registry import HOOKS as MMSEG_HOOKS
 from mmseg.registry import MODELS as MMSEG_MODELS
 
-import mmplug_involution  # noqa: F401
+import mmplug_involution.runtime  # noqa: F401 (SafeCheckpointHook)
 
 
 def _ours(registry) -> dict:
@@ -40,3 +43,34 @@ def test_every_toolkit_finds_each_class_by_plain_name(registry, children):
     for child in children:
         for name, cls in _ours(registry).items():
             assert child.get(name) is cls, (child.scope, name)
+
+
+WITHOUT_MMDET = '''
+import sys
+sys.modules['mmdet'] = None  # as if mmdet were not installed
+import mmplug_involution
+from mmengine.registry import MODELS
+from mmplug_involution.models import InvolutionFPN
+for build in (lambda: MODELS.build(dict(type='InvolutionFPN')),
+              lambda: InvolutionFPN(in_channels=[8], out_channels=8,
+                                    num_outs=1)):
+    try:
+        build()
+    except ImportError as error:
+        print(error)
+rednet = MODELS.build(dict(type='RedNet', depth=26, base_channels=16))
+print(type(rednet).__name__, 'built without mmdet')
+'''
+
+
+def test_a_part_whose_toolkit_is_missing_says_which_extra_to_install():
+    result = subprocess.run([sys.executable, '-c', WITHOUT_MMDET],
+                            capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 3, result.stdout
+    for line in lines[:2]:
+        assert 'InvolutionFPN builds on mmdet, which is not installed' in line
+        assert 'pip install "mmplug-involution[det]"' in line
+    assert lines[2] == 'RedNet built without mmdet'

@@ -3,13 +3,16 @@
 Backends (one module each in :mod:`.backends`, under these names):
   * ``cupy``    CUDA kernels compiled through CuPy (CUDA tensors, the default
     there).
-  * ``cpp``     vectorised C++ CPU kernels (NCHW and channels_last), built by
-    the set-up (CPU tensors, the default there).
+  * ``cpp``     vectorised C++ CPU kernels (NCHW and channels_last), built on
+    first use (CPU tensors, the default there).
   * ``pytorch`` tap-by-tap PyTorch ops without the unfold tensor (any device:
     CPU tensors when the C++ kernels are not built, CUDA tensors when CuPy is
     missing, each with one warning saying what to do).
-The environment variable ``MMPLUG_INVOLUTION_BACKEND`` (``auto``, ``cupy``,
-``cpp`` or ``pytorch``; read at every call) forces one.
+One is forced in code with the context manager :func:`use_backend`, or for
+the whole process with the environment variable ``MMPLUG_INVOLUTION_BACKEND``
+(``auto``, ``cupy``, ``cpp`` or ``pytorch``); :func:`use_backend` wins. The
+backend is resolved once per operator call (:func:`select_backend`), and the
+backward pass runs on the backend that ran the forward pass.
 
 The op is registered as ``torch.ops.mmplug_involution.involution2d``
 (:data:`INVOLUTION_OP`) with a fake (meta) implementation and an autograd
@@ -24,9 +27,10 @@ fused pass per band of output rows: neither the kernel nor its gradient is
 ever written as a whole tensor. The other backends compute the kernel, and
 recompute it in the backward pass instead of keeping it.
 """
+import contextlib
 import os
 import warnings
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -35,8 +39,8 @@ from .backends import BACKEND_MODULES, native_backend
 
 __all__ = [
     'involution2d', 'generated_involution2d', 'involution_output_size',
-    'select_backend', 'memory_format_of', 'BACKEND_ENV', 'BACKENDS',
-    'INVOLUTION_OP', 'GENERATED_INVOLUTION_OP'
+    'select_backend', 'use_backend', 'requested_backend', 'memory_format_of',
+    'BACKEND_ENV', 'BACKENDS', 'INVOLUTION_OP', 'GENERATED_INVOLUTION_OP'
 ]
 
 INVOLUTION_OP = 'mmplug_involution::involution2d'
@@ -46,6 +50,8 @@ BACKENDS = ('auto', *BACKEND_MODULES)  # auto, cupy, cpp, pytorch
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32,
                     torch.float64)
 _warned = set()
+#: the backend :func:`use_backend` forces (innermost block), or None
+_forced_in_code: Optional[str] = None
 
 
 def involution_output_size(size: int, kernel_size: int, stride: int,
@@ -64,20 +70,60 @@ def memory_format_of(tensor: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def _backend_name(name, source: str) -> str:
+    """``name`` normalised, or a ValueError naming ``source``."""
+    forced = name.strip().lower() if isinstance(name, str) else name
+    if forced not in BACKENDS:
+        raise ValueError(f'{source}={name!r} is not a backend; use one of '
+                         f'{", ".join(BACKENDS)}.')
+    return forced
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Run the involutions called inside the block on backend ``name``
+    (``auto``, ``cupy``, ``cpp`` or ``pytorch``), whatever
+    ``MMPLUG_INVOLUTION_BACKEND`` says. Process-wide while the block runs,
+    like ``torch.backends.cudnn.flags``; blocks nest. A backward pass runs
+    on the backend of its forward pass, inside the block or not.
+
+    Example::
+
+        with use_backend('pytorch'):
+            out = model(x)
+    """
+    global _forced_in_code
+    outer, _forced_in_code = _forced_in_code, _backend_name(
+        name, 'use_backend')
+    try:
+        yield
+    finally:
+        _forced_in_code = outer
+
+
+def requested_backend() -> Tuple[str, str]:
+    """``(name, where it was asked)``: :func:`use_backend`'s, else
+    ``MMPLUG_INVOLUTION_BACKEND``'s (``auto`` when unset)."""
+    if _forced_in_code is not None:
+        return _forced_in_code, 'use_backend'
+    value = os.environ.get(BACKEND_ENV, '')
+    return _backend_name(value or 'auto', BACKEND_ENV), BACKEND_ENV
+
+
+@torch.compiler.assume_constant_result
 def select_backend(device: torch.device) -> str:
     """The name of the backend that runs on ``device``.
 
-    Honours ``MMPLUG_INVOLUTION_BACKEND``; ``auto`` is the device's native
-    backend, or ``pytorch`` (with one warning) where that cannot run.
+    Honours :func:`use_backend`, then ``MMPLUG_INVOLUTION_BACKEND``;
+    ``auto`` is the device's native backend, or ``pytorch`` (with one
+    warning) where that cannot run. Under ``torch.compile`` it is resolved
+    when the graph is traced.
     """
-    forced = os.environ.get(BACKEND_ENV, 'auto').strip().lower() or 'auto'
-    if forced not in BACKENDS:
-        raise ValueError(f'{BACKEND_ENV}={forced!r} is not a backend; use one '
-                         f'of {", ".join(BACKENDS)}.')
+    forced, source = requested_backend()
     name = native_backend(device) if forced == 'auto' else forced
     backend = BACKEND_MODULES[name]
     if backend.DEVICE_TYPE not in (None, device.type):
-        raise ValueError(f'{BACKEND_ENV}={forced} needs '
+        raise ValueError(f'{source}={forced} needs '
                          f'{backend.DEVICE_TYPE.upper()} tensors, got tensors '
                          f'on {device}.')
     missing = backend.unavailable_reason(device)
@@ -92,17 +138,35 @@ def select_backend(device: torch.device) -> str:
     return 'pytorch'
 
 
+def _resolved(backend: str, device: torch.device) -> str:
+    """A backend name as the ops pass it: ``auto`` is resolved now."""
+    return select_backend(device) if backend == 'auto' else backend
+
+
 @torch.library.custom_op(INVOLUTION_OP, mutates_args=())
-def _involution2d_op(input: Tensor, kernel: Tensor, kernel_size: int,
-                     stride: int, padding: int, dilation: int) -> Tensor:
-    backend = BACKEND_MODULES[select_backend(input.device)]
+def _involution2d_op(input: Tensor,
+                     kernel: Tensor,
+                     kernel_size: int,
+                     stride: int,
+                     padding: int,
+                     dilation: int,
+                     backend: str = 'auto') -> Tensor:
+    """``backend``: the one :func:`select_backend` chose for this call
+    (``auto``, from a direct ``torch.ops`` call: resolved here)."""
+    backend = BACKEND_MODULES[_resolved(backend, input.device)]
     out = backend.forward(input, kernel, kernel_size, stride, padding,
                           dilation)
     return out.contiguous(memory_format=memory_format_of(input))
 
 
 @_involution2d_op.register_fake
-def _involution2d_fake(input, kernel, kernel_size, stride, padding, dilation):
+def _involution2d_fake(input,
+                       kernel,
+                       kernel_size,
+                       stride,
+                       padding,
+                       dilation,
+                       backend='auto'):
     return input.new_empty(
         input.shape[0], input.shape[1],
         *kernel.shape[-2:]).contiguous(memory_format=memory_format_of(input))
@@ -112,9 +176,9 @@ def _involution2d_fake(input, kernel, kernel_size, stride, padding, dilation):
     'mmplug_involution::involution2d_backward', mutates_args=())
 def _involution2d_backward_op(grad_output: Tensor, input: Tensor,
                               kernel: Tensor, kernel_size: int, stride: int,
-                              padding: int,
-                              dilation: int) -> Tuple[Tensor, Tensor]:
-    backend = BACKEND_MODULES[select_backend(input.device)]
+                              padding: int, dilation: int,
+                              backend: str) -> Tuple[Tensor, Tensor]:
+    backend = BACKEND_MODULES[backend]
     grad_input, grad_kernel = backend.backward(grad_output, input, kernel,
                                                kernel_size, stride, padding,
                                                dilation)
@@ -124,41 +188,54 @@ def _involution2d_backward_op(grad_output: Tensor, input: Tensor,
 
 @_involution2d_backward_op.register_fake
 def _involution2d_backward_fake(grad_output, input, kernel, kernel_size,
-                                stride, padding, dilation):
+                                stride, padding, dilation, backend):
     return (torch.empty_like(input, memory_format=memory_format_of(input)),
             torch.empty_like(kernel, memory_format=memory_format_of(kernel)))
 
 
 def _setup_context(ctx, inputs, output):
-    input, kernel, kernel_size, stride, padding, dilation = inputs
+    input, kernel, kernel_size, stride, padding, dilation, backend = inputs
     ctx.save_for_backward(input, kernel)
-    ctx.params = (kernel_size, stride, padding, dilation)
+    ctx.params = (kernel_size, stride, padding, dilation,
+                  _resolved(backend, input.device))
 
 
 def _backward(ctx, grad_output):
     input, kernel = ctx.saved_tensors
     grad_input, grad_kernel = _involution2d_backward_op(
         grad_output, input, kernel, *ctx.params)
-    return grad_input, grad_kernel, None, None, None, None
+    return grad_input, grad_kernel, None, None, None, None, None
 
 
 _involution2d_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 @torch.library.custom_op(GENERATED_INVOLUTION_OP, mutates_args=())
-def _generated_involution2d_op(input: Tensor, reduced: Tensor, weight: Tensor,
-                               bias: Optional[Tensor], kernel_size: int,
-                               stride: int, padding: int,
-                               dilation: int) -> Tensor:
-    backend = BACKEND_MODULES[select_backend(input.device)]
+def _generated_involution2d_op(input: Tensor,
+                               reduced: Tensor,
+                               weight: Tensor,
+                               bias: Optional[Tensor],
+                               kernel_size: int,
+                               stride: int,
+                               padding: int,
+                               dilation: int,
+                               backend: str = 'auto') -> Tensor:
+    backend = BACKEND_MODULES[_resolved(backend, input.device)]
     out = backend.generated_forward(input, reduced, weight, bias, kernel_size,
                                     stride, padding, dilation)
     return out.contiguous(memory_format=memory_format_of(input))
 
 
 @_generated_involution2d_op.register_fake
-def _generated_involution2d_fake(input, reduced, weight, bias, kernel_size,
-                                 stride, padding, dilation):
+def _generated_involution2d_fake(input,
+                                 reduced,
+                                 weight,
+                                 bias,
+                                 kernel_size,
+                                 stride,
+                                 padding,
+                                 dilation,
+                                 backend='auto'):
     return input.new_empty(
         input.shape[0], input.shape[1],
         *reduced.shape[-2:]).contiguous(memory_format=memory_format_of(input))
@@ -167,7 +244,7 @@ def _generated_involution2d_fake(input, reduced, weight, bias, kernel_size,
 def _generated_setup_context(ctx, inputs, output):
     input, reduced, weight, bias = inputs[:4]
     ctx.save_for_backward(input, reduced, weight, bias)
-    ctx.params = inputs[4:]
+    ctx.params = (*inputs[4:8], _resolved(inputs[8], input.device))
 
 
 @torch.library.custom_op(
@@ -175,8 +252,8 @@ def _generated_setup_context(ctx, inputs, output):
 def _generated_involution2d_backward_op(
         grad_output: Tensor, input: Tensor, reduced: Tensor, weight: Tensor,
         bias: Optional[Tensor], kernel_size: int, stride: int, padding: int,
-        dilation: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    backend = BACKEND_MODULES[select_backend(input.device)]
+        dilation: int, backend: str) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    backend = BACKEND_MODULES[backend]
     grad_input, grad_reduced, grad_weight, grad_bias = (
         backend.generated_backward(grad_output, input, reduced, weight, bias,
                                    kernel_size, stride, padding, dilation))
@@ -188,7 +265,7 @@ def _generated_involution2d_backward_op(
 @_generated_involution2d_backward_op.register_fake
 def _generated_involution2d_backward_fake(grad_output, input, reduced, weight,
                                           bias, kernel_size, stride, padding,
-                                          dilation):
+                                          dilation, backend):
     return (torch.empty_like(input, memory_format=memory_format_of(input)),
             torch.empty_like(reduced, memory_format=memory_format_of(reduced)),
             torch.empty_like(weight, memory_format=torch.contiguous_format),
@@ -204,7 +281,7 @@ def _generated_backward(ctx, grad_output):
         _generated_involution2d_backward_op(grad_output, input, reduced,
                                             weight, bias, *ctx.params))
     return (grad_input, grad_reduced, grad_weight,
-            None if bias is None else grad_bias, None, None, None, None)
+            None if bias is None else grad_bias, None, None, None, None, None)
 
 
 _generated_involution2d_op.register_autograd(
@@ -326,7 +403,7 @@ def involution2d(input: Tensor,
         input, kernel = input.to(dtype), kernel.to(dtype)
     _check_args(input, kernel, kernel_size, stride, padding, dilation)
     return _involution2d_op(input, kernel, kernel_size, stride, padding,
-                            dilation)
+                            dilation, select_backend(input.device))
 
 
 def _check_generator(input: Tensor, reduced: Tensor, weight: Tensor,
@@ -396,4 +473,5 @@ def generated_involution2d(input: Tensor,
                   (reduced.shape[0], weight.shape[0], *reduced.shape[2:]),
                   kernel_size, stride, padding, dilation)
     return _generated_involution2d_op(input, reduced, weight, bias,
-                                      kernel_size, stride, padding, dilation)
+                                      kernel_size, stride, padding, dilation,
+                                      select_backend(input.device))

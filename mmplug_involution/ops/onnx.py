@@ -138,17 +138,18 @@ def _window_constants(*values):
     ]
 
 
-def _involution2d_symbolic(g, input, kernel, *window):
+def _involution2d_symbolic(g, input, kernel, *window_and_backend):
     return _involution_nodes(*_torchscript_emitters(g), input, kernel,
-                             *_window_constants(*window))
+                             *_window_constants(*window_and_backend[:4]))
 
 
-def _generated_involution2d_symbolic(g, input, reduced, weight, bias, *window):
+def _generated_involution2d_symbolic(g, input, reduced, weight, bias,
+                                     *window_and_backend):
     from torch.onnx import symbolic_helper
     return _generated_involution_nodes(
         *_torchscript_emitters(g), input, reduced, weight,
         None if symbolic_helper._is_none(bias) else bias,
-        *_window_constants(*window))
+        *_window_constants(*window_and_backend[:4]))
 
 
 def register_onnx_symbolics() -> None:
@@ -176,15 +177,27 @@ def _onnxscript_emitters():
     return emit, ints
 
 
-def _involution2d_onnxscript(input, kernel, kernel_size: int, stride: int,
-                             padding: int, dilation: int):
+def _involution2d_onnxscript(input,
+                             kernel,
+                             kernel_size: int,
+                             stride: int,
+                             padding: int,
+                             dilation: int,
+                             backend: str = 'auto'):
+    """``backend`` (which kernels ran in PyTorch) has no part in the graph."""
     return _involution_nodes(*_onnxscript_emitters(), input, kernel,
                              kernel_size, stride, padding, dilation)
 
 
-def _generated_involution2d_onnxscript(input, reduced, weight, bias,
-                                       kernel_size: int, stride: int,
-                                       padding: int, dilation: int):
+def _generated_involution2d_onnxscript(input,
+                                       reduced,
+                                       weight,
+                                       bias,
+                                       kernel_size: int,
+                                       stride: int,
+                                       padding: int,
+                                       dilation: int,
+                                       backend: str = 'auto'):
     return _generated_involution_nodes(*_onnxscript_emitters(), input, reduced,
                                        weight, bias, kernel_size, stride,
                                        padding, dilation)

@@ -4,7 +4,9 @@ with the same interface, and each saying why it cannot run where it cannot.
 Each backend's own numerics are in ``test_backend_<name>.py`` (the
 ``pytorch`` backend's with the ``cpp`` one, in ``test_backend_cpp.py``).
 """
+import concurrent.futures
 import inspect
+import time
 
 import pytest
 import torch
@@ -86,8 +88,7 @@ def test_cupy_import_error_names_the_package_to_install(monkeypatch):
     monkeypatch.setattr(builtins, '__import__', no_cupy)
     reason = probe()
     assert reason.startswith('CuPy is not installed (No module named cupy)')
-    assert 'pip install cupy-cuda' in reason
-    assert 'tools/setup_env.sh' in reason
+    assert 'pip install "mmplug-involution[cuda' in reason
 
 
 def test_cpp_reports_why_it_cannot_run_cuda_tensors():
@@ -96,20 +97,49 @@ def test_cpp_reports_why_it_cannot_run_cuda_tensors():
     assert 'need CPU tensors' in reason and 'cuda:0' in reason
 
 
-def test_cpp_reports_a_missing_build_and_how_to_build_it(
-        monkeypatch, tmp_path):
+def test_cpp_reports_a_failed_build_and_what_to_do(monkeypatch, tmp_path):
+    """A first use without a compiler: why, where, and the command that
+    builds the kernels with the compiler's messages."""
     monkeypatch.setenv('MMPLUG_CACHE_DIR', str(tmp_path))
+
+    def no_compiler(path, verbose):
+        raise RuntimeError('Error building extension\ng++: command not found')
+
+    monkeypatch.setattr(cpp_backend, '_compile', no_compiler)
     probe = cpp_backend.cpu_kernels_error.__wrapped__
     reason = probe()
-    assert reason.startswith('The compiled involution CPU kernels are not '
-                             'built for this machine')
-    assert str(tmp_path) in reason
-    assert 'bash tools/setup_env.sh' in reason
-    assert 'mmplug_involution.ops.backends.cpp import build_cpu_kernels' in (
-        reason)
+    assert reason.startswith('The involution CPU kernels could not be built '
+                             'for this machine')
+    assert str(tmp_path) in reason and 'g++: command not found' in reason
+    assert cpp_backend.BUILD_COMMAND in reason
+    assert not cpp_backend.cpu_kernels_path().exists()
     # and unavailable_reason passes the probe's answer on
     monkeypatch.setattr(cpp_backend, 'cpu_kernels_error', probe)
     assert cpp_backend.unavailable_reason(CPU) == reason
+
+
+def test_processes_starting_at_once_build_the_kernels_once(
+        monkeypatch, tmp_path, capfd):
+    """The build lock: of several builders at once, one compiles, the others
+    wait for it and find the library; one line says a build runs."""
+    monkeypatch.setenv('MMPLUG_CACHE_DIR', str(tmp_path))
+    compiled = []
+
+    def slow_compile(path, verbose):
+        compiled.append(path)
+        time.sleep(0.5)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b'library')
+
+    monkeypatch.setattr(cpp_backend, '_compile', slow_compile)
+    path = cpp_backend.cpu_kernels_path()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        built = list(
+            pool.map(lambda _: cpp_backend._ensure_built(path), range(4)))
+    assert sorted(built) == [False, False, False, True]
+    assert compiled == [path] and path.read_bytes() == b'library'
+    assert capfd.readouterr().err.count('building the involution CPU') == 1
+    assert cpp_backend._ensure_built(path) is False  # built: nothing to do
 
 
 @pytest.mark.parametrize('device', [CPU, CUDA, META], ids=str)

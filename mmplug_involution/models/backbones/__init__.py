@@ -1,4 +1,5 @@
+"""Backbones: RedNet here; ``xvolution_resnet`` (on mmdet's ResNet) is
+imported by :mod:`..models` where mmdet is installed."""
 from .rednet import RedNet
-from .xvolution_resnet import XVolutionResNet
 
-__all__ = ['RedNet', 'XVolutionResNet']
+__all__ = ['RedNet']

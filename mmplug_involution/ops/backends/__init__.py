@@ -3,7 +3,7 @@
 
 * :mod:`.cupy`     CUDA kernels compiled through CuPy (CUDA tensors).
 * :mod:`.cpp`      vectorised C++ CPU kernels, NCHW and channels_last, built
-  by the set-up (CPU tensors).
+  on first use (CPU tensors).
 * :mod:`.pytorch`  tap-by-tap PyTorch ops without the unfold tensor (any
   device).
 

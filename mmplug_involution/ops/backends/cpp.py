@@ -6,24 +6,28 @@ torch's C++ extension machinery for this machine's vector instruction set
 (AVX-512, AVX2 or plain), into a cache folder keyed by every source file,
 torch's version, the Python version and that instruction set:
 ``$MMPLUG_CACHE_DIR/cpu_kernels/<key>/`` (default
-``~/.cache/mmplug-involution``). ``tools/setup_env.sh`` builds them
-(:func:`build_cpu_kernels`), so a fresh clone on a machine that has built them
-reuses the library, and a changed source builds anew. At run time the library
-is only loaded, never compiled: when it is missing,
-:func:`unavailable_reason` says how to build it and the operator falls back
-to the ``pytorch`` backend.
+``~/.cache/mmplug-involution``). The first use of the backend in a process
+builds them there when they are missing (:func:`build_cpu_kernels`: one line
+on stderr says so; about a minute on 2 cores), under a file lock, so that
+processes starting at once build them once and the others wait and load that
+build. Every later process, install or clone with the same sources, torch
+and Python only loads the library; a changed source builds anew. Where the
+build fails (no C++ compiler), :func:`unavailable_reason` says why and what
+to do, and the operator falls back to the ``pytorch`` backend.
 
 The library registers ``torch.ops.mmplug_involution_cpu.forward``,
 ``.backward`` and ``.generated_forward`` (see :func:`forward` and
 :func:`generated_forward`).
 """
+import contextlib
+import fcntl
 import functools
 import hashlib
 import os
 import platform
 import sys
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -38,9 +42,8 @@ NAME = 'cpp'
 DEVICE_TYPE = 'cpu'
 CPU_SOURCE_DIR = Path(__file__).parents[1] / 'csrc' / 'cpp'
 LIBRARY_NAME = 'mmplug_involution_cpu'
-BUILD_HINT = ('build them with `bash tools/setup_env.sh` (or `python -c "from '
-              'mmplug_involution.ops.backends.cpp import build_cpu_kernels; '
-              'build_cpu_kernels()"`; needs a C++ compiler)')
+BUILD_COMMAND = ('python -c "from mmplug_involution.ops.backends.cpp import '
+                 'build_cpu_kernels; build_cpu_kernels(verbose=True)"')
 # ATen's own flags for its vectorised kernels of each instruction set
 _ISA_FLAGS = {
     'avx512': [
@@ -119,27 +122,62 @@ def cpu_kernels_path() -> Path:
     return folder / f'{LIBRARY_NAME}.so'
 
 
+@contextlib.contextmanager
+def _build_lock(path: Path) -> Iterator[None]:
+    """Holds an exclusive lock on ``path``'s build, across processes."""
+    lock = path.parent.with_name(path.parent.name + '.lock')
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, 'a') as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _compile(path: Path, verbose: bool) -> None:
+    """Compile the kernels and move the library to ``path`` in one step."""
+    from torch.utils.cpp_extension import load
+    build_dir = path.parent.with_name(path.parent.name + '.build')
+    build_dir.mkdir(parents=True, exist_ok=True)
+    load(  # compiles and loads the library into this process
+        name=LIBRARY_NAME,
+        sources=[
+            str(source) for source in cpu_sources() if source.suffix == '.cpp'
+        ],
+        extra_cflags=_cflags(),
+        extra_ldflags=['-fopenmp'],
+        build_directory=str(build_dir),
+        is_python_module=False,
+        verbose=verbose)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(build_dir / f'{LIBRARY_NAME}.so', path)
+    _mark_loaded(path)
+
+
+def _ensure_built(path: Path, verbose: bool = False) -> bool:
+    """Build the library at ``path`` unless it is there (or another process
+    built it while this one waited for the lock); whether this call built
+    it."""
+    if path.exists():
+        return False
+    with _build_lock(path):
+        if path.exists():
+            return False
+        print(
+            'mmplug_involution: building the involution CPU kernels for this '
+            f'machine into {path.parent} (once; about a minute)',
+            file=sys.stderr,
+            flush=True)
+        _compile(path, verbose)
+    return True
+
+
 def build_cpu_kernels(verbose: bool = False) -> Path:
-    """Compile the kernels into :func:`cpu_kernels_path` (if not there)."""
+    """Compile the kernels into :func:`cpu_kernels_path` (if not there, once
+    across processes) and load them; returns the library's path."""
     path = cpu_kernels_path()
-    if not path.exists():
-        from torch.utils.cpp_extension import load
-        build_dir = path.parent.with_name(path.parent.name + '.build')
-        build_dir.mkdir(parents=True, exist_ok=True)
-        load(  # compiles and loads the library into this process
-            name=LIBRARY_NAME,
-            sources=[
-                str(path) for path in cpu_sources() if path.suffix == '.cpp'
-            ],
-            extra_cflags=_cflags(),
-            extra_ldflags=['-fopenmp'],
-            build_directory=str(build_dir),
-            is_python_module=False,
-            verbose=verbose)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # the finished library appears under its final name in one step
-        os.replace(build_dir / f'{LIBRARY_NAME}.so', path)
-        _mark_loaded(path)
+    _ensure_built(path, verbose)
     _load(path)
     return path
 
@@ -159,22 +197,31 @@ def _load(path: Path) -> None:
         _loaded.append(path)
 
 
+def _last_lines(error: BaseException, count: int = 3) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return ' / '.join(lines[-count:]) or type(error).__name__
+
+
 @functools.lru_cache(maxsize=None)
 def cpu_kernels_error() -> Optional[str]:
-    """``None`` once the compiled kernels are loaded, else why they are not.
-
-    Only loads an existing build; never compiles.
-    """
+    """``None`` once the compiled kernels are loaded (built first where
+    missing), else why they are not and what to do."""
     path = cpu_kernels_path()
-    if not path.exists():
-        return (f'The compiled involution CPU kernels are not built for this '
-                f'machine (no {path}); {BUILD_HINT}.')
+    try:
+        _ensure_built(path)
+    except Exception as error:  # no compiler, a failed compile
+        return (
+            f'The involution CPU kernels could not be built for this '
+            f'machine into {path.parent} ({_last_lines(error)}); they '
+            'need a C++ compiler (g++) with OpenMP and the Python headers. '
+            f'Install them, then run `{BUILD_COMMAND}` to build the kernels '
+            'and see the compiler\'s messages.')
     try:
         _load(path)
     except (OSError, RuntimeError) as error:
         return (f'The compiled involution CPU kernels at {path} do not load '
-                f'({error}); rebuild them: delete that folder, then '
-                f'{BUILD_HINT}.')
+                f'({_last_lines(error)}); rebuild them: delete that folder, '
+                f'then run `{BUILD_COMMAND}`.')
     return None
 
 

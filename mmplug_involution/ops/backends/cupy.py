@@ -72,8 +72,8 @@ def cupy_import_error() -> Optional[str]:
         major = cuda.split('.')[0]
         return (
             f'CuPy is not installed ({exc}). The fast involution CUDA kernels '
-            f'need it: pip install cupy-cuda{major}x (torch was built for '
-            f'CUDA {cuda}), or run tools/setup_env.sh.')
+            f'need it: pip install "mmplug-involution[cuda{major}]" (CuPy '
+            f'and NVRTC for CUDA {major}; torch was built for CUDA {cuda}).')
     return None
 
 

@@ -19,9 +19,9 @@ from mmengine.model import BaseModel
 from mmengine.runner.checkpoint import _load_checkpoint
 
 from mmplug_involution.layers import Involution
-from mmplug_involution.runtime import CheckpointError, SafeCheckpointRunner
+from mmplug_involution.runtime import CheckpointError
 from ..tools.common import TOOLS, load_tool, tool_module
-from .test_checkpoint import _TinyData
+from .test_checkpoint_hook import _runner
 
 load_config_checkpoint = tool_module('tool_support').load_config_checkpoint
 paddleclas2mm = load_tool(TOOLS / 'model_converters' / 'paddleclas2mm.py')
@@ -33,7 +33,7 @@ _ZIP_HEADER = b'PK\x03\x04'
 
 class _InvolutionModel(BaseModel):
     """A 1x1 conv into an involution: the checkpoint holds the package's
-    layer, its BN buffers and SGD momentum."""
+    layer and its BN buffers."""
 
     def __init__(self):
         super().__init__()
@@ -51,21 +51,7 @@ class _InvolutionModel(BaseModel):
 def trained(tmp_path_factory):
     """(zip checkpoint, legacy re-save of it, what both hold)."""
     work_dir = tmp_path_factory.mktemp('fuzz_run')
-    torch.manual_seed(0)
-    SafeCheckpointRunner(
-        model=_InvolutionModel(),
-        work_dir=str(work_dir),
-        train_dataloader=dict(
-            dataset=_TinyData(),
-            batch_size=2,
-            sampler=dict(type='InfiniteSampler', shuffle=True),
-            collate_fn=dict(type='default_collate')),
-        optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.01, momentum=0.9)),
-        train_cfg=dict(by_epoch=False, max_iters=2),
-        default_hooks=dict(
-            checkpoint=dict(
-                type='SafeCheckpointHook', interval=2, by_epoch=False)),
-        randomness=dict(seed=0)).train()
+    _runner(work_dir, max_iters=2, model_class=_InvolutionModel).train()
     checkpoint = work_dir / 'iter_2.pth'
     saved = _load_checkpoint(str(checkpoint), map_location='cpu')
     assert any(key.startswith('involution.') for key in saved['state_dict'])

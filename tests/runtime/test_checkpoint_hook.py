@@ -13,10 +13,15 @@ class _Killed(BaseException):
     """Stands for a kill: nothing after it runs."""
 
 
-def _runner(work_dir, max_iters, resume=False, keep=1, load_from=None):
+def _runner(work_dir,
+            max_iters,
+            resume=False,
+            keep=1,
+            load_from=None,
+            model_class=_TinyModel):
     torch.manual_seed(0)  # the model is built before the Runner seeds
     return SafeCheckpointRunner(
-        model=_TinyModel(),
+        model=model_class(),
         work_dir=str(work_dir),
         train_dataloader=dict(
             dataset=_TinyData(),

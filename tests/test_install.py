@@ -39,11 +39,11 @@ def _run(*command, **kwargs) -> subprocess.CompletedProcess:
 
 def _mmcv_wheel() -> Path:
     """The mmcv wheel the set-up built for this torch (skip without one)."""
-    folder = _run('bash', ROOT / 'tools' / 'mmcv_wheel.sh', '--dir',
+    folder = _run('bash', ROOT / 'tools' / 'dev' / 'mmcv_wheel.sh', '--dir',
                   sys.executable).stdout.strip()
     wheels = sorted(Path(folder).glob('mmcv-*.whl'))
     if not wheels:
-        pytest.skip(f'no mmcv wheel in {folder}: run tools/setup_env.sh')
+        pytest.skip(f'no mmcv wheel in {folder}: run tools/dev/setup_env.sh')
     return wheels[0]
 
 

@@ -18,9 +18,9 @@ from mmengine.dist import is_main_process
 from rich.console import Console
 from rich.table import Table
 
-from tool_support import (add_tool_arguments, build_runner,
-                          kill_forked_children_with_parent, launch,
-                          load_tool_config)
+from mmplug_involution.apis import (add_tool_arguments, build_runner,
+                                    kill_forked_children_with_parent, launch,
+                                    load_tool_config)
 
 
 def parse_args():

@@ -17,9 +17,9 @@ import os.path as osp
 
 from mmengine.logging import print_log
 
-from tool_support import (add_tool_arguments, build_runner,
-                          kill_forked_children_with_parent, launch,
-                          load_tool_config, prepare_work_dir)
+from mmplug_involution.apis import (add_tool_arguments, build_runner,
+                                    kill_forked_children_with_parent, launch,
+                                    load_tool_config, prepare_work_dir)
 
 
 def parse_args():

@@ -2,8 +2,7 @@
 # data, schedule, FPN and heads) with mmdet's own ResNet-18 at a quarter of
 # the width (base 16 channels) whose every conv, stem and shortcuts
 # included, is a DCDConv2d (conv_cfg); trained from scratch on the generated
-# COCO-format shapes dataset. Measured AP (2026-11-21, earlier base settings)
-# in docs/dynamic_conv.md.
+# COCO-format shapes dataset. Measured AP in docs/dynamic_conv.md.
 _base_ = ['./mask-rcnn_xvolution-r18-w16-pssa_fpn_1k_coco-shapes.py']
 
 model = dict(

@@ -3,8 +3,7 @@
 # (convolution + pixel-shift self-attention) in stage 3, and the plain conv
 # FPN, RPN head and mask head; trained from scratch on the generated
 # COCO-format shapes dataset like the involution demo it inherits (same data,
-# schedule, head sizes). Measured AP (2026-11-21, earlier base settings) in
-# docs/xvolution.md.
+# schedule, head sizes). Measured AP in docs/xvolution.md.
 _base_ = ['./mask-rcnn_rednet26-w16_inv-fpn-head_1k_coco-shapes.py']
 
 model = dict(

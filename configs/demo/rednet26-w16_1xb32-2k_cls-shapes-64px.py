@@ -4,9 +4,9 @@
 # one-shape-an-image dataset (`python tools/data/generate_shapes.py cls
 # data/cls_shapes`: 1800 train and 300 val images of 64x64, six balanced
 # classes, chance 1/6) on 2 CPU cores in about 3.5 minutes (0.11 s an
-# iteration on an idle machine; `bash tools/run_demo.sh cls` took 4.5 minutes
-# with the data and the test, top-1 71.7 %); evaluated with mmpretrain's
-# top-1 Accuracy.
+# iteration on an idle machine; `bash tools/dev/run_demo.sh cls` took 4.5
+# minutes with the data and the test, top-1 71.7 %); evaluated with
+# mmpretrain's top-1 Accuracy.
 _base_ = ['mmpretrain::_base_/default_runtime.py', '../_base_/plugin.py']
 
 data_root = 'data/cls_shapes/'

@@ -23,9 +23,7 @@ import torch
 from mmengine.config import Config
 
 from mmplug_involution.analysis import model_complexity
-from ..tools.common import tool_module
-
-build_config_model = tool_module('tool_support').build_config_model
+from mmplug_involution.apis import build_config_model
 
 ROOT = Path(__file__).parents[2]
 CONFIGS = {

@@ -7,11 +7,9 @@ from mmengine.config import Config
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from mmplug_involution.analysis import model_complexity
+from mmplug_involution.apis import build_config_model
 from mmplug_involution.models import RedNet
 from mmplug_involution.runtime import UnsafeCheckpointError
-from ..tools.common import tool_module
-
-build_config_model = tool_module('tool_support').build_config_model
 
 CONFIGS = pathlib.Path(__file__).parents[2] / 'configs'
 CHANNELS = (256, 512, 1024, 2048)

@@ -70,7 +70,7 @@ def _soname_version(path):
 def nvrtc():
     path = _find_nvrtc()
     if path is None:
-        pytest.skip('libnvrtc not found: tools/setup_env.sh installs '
+        pytest.skip('libnvrtc not found: tools/dev/setup_env.sh installs '
                     'nvidia-cuda-nvrtc-cu12')
     lib = ctypes.CDLL(path)
     major, minor = ctypes.c_int(), ctypes.c_int()

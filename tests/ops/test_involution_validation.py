@@ -104,7 +104,7 @@ def test_forcing_an_unknown_or_impossible_backend(monkeypatch):
      'CuPy is not installed. pip install cupy-cuda12x'),
     (torch.device('cpu'), 'cpp', 'cpu_kernels_error',
      'The compiled involution CPU kernels are not built for this machine; '
-     'build them with `bash tools/setup_env.sh`'),
+     'build them with `bash tools/dev/setup_env.sh`'),
 ])
 def test_missing_native_backend_warns_once_then_falls_back(
         monkeypatch, device, native, probe, message):

@@ -246,7 +246,7 @@ def test_onnx_runtime_holds_few_windows_at_once(exporter, tmp_path):
     run stays near input + kernel, far below K*K windows (every tap's Slice
     waits for the previous tap's sum; without that ordering ONNX Runtime runs
     all 49 Slices first: 320 MiB here, against 57 MiB)."""
-    peak_mib = tool_module('harness', 'benchmarks').peak_mib
+    peak_mib = tool_module('harness', 'dev/benchmarks').peak_mib
     x = torch.randn(8, 64, 56, 56)
     kernel = torch.randn(8, 4 * 49, 56, 56)
     path = str(tmp_path / 'order.onnx')

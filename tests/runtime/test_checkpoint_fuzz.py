@@ -18,12 +18,13 @@ import torch.nn as nn
 from mmengine.model import BaseModel
 from mmengine.runner.checkpoint import _load_checkpoint
 
+from mmplug_involution.apis import \
+    load_config_checkpoint as load_config_checkpoint
 from mmplug_involution.layers import Involution
 from mmplug_involution.runtime import CheckpointError
-from ..tools.common import TOOLS, load_tool, tool_module
+from ..tools.common import TOOLS, load_tool
 from .test_checkpoint_hook import _runner
 
-load_config_checkpoint = tool_module('tool_support').load_config_checkpoint
 paddleclas2mm = load_tool(TOOLS / 'model_converters' / 'paddleclas2mm.py')
 
 #: what torch's legacy format starts with: protocol 2, then the magic number

@@ -22,9 +22,9 @@ def run_script(script, *args) -> subprocess.CompletedProcess:
 
 def tool_module(name: str, folder: str = ''):
     """The module ``name`` the scripts in ``tools/<folder>`` import from
-    beside them (``tool_support`` in ``tools/``, ``harness`` in
-    ``tools/benchmarks``, ``shapes`` in ``tools/data``, ...), imported as they
-    import it: with that folder on ``sys.path`` (appended, once)."""
+    beside them (``harness`` in ``tools/dev/benchmarks``, ``shapes`` in
+    ``tools/data``, ...), imported as they import it: with that folder on
+    ``sys.path`` (appended, once, in the test process)."""
     path = str(TOOLS / folder)
     if path not in sys.path:
         sys.path.append(path)

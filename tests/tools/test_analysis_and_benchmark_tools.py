@@ -8,15 +8,15 @@ import matplotlib.image
 import pytest
 from mmengine.config import Config
 
-from .common import tool_module
+from mmplug_involution.apis import build_config_model
 
-build_config_model = tool_module('tool_support').build_config_model
 ROOT = Path(__file__).parents[2]
-BENCHMARKS = ROOT / 'tools' / 'benchmarks'
+BENCHMARKS = ROOT / 'tools' / 'dev' / 'benchmarks'
 
 
 def _run_benchmark(script, *args):
-    """``tools/benchmarks/<script> --device cpu *args``, which must pass."""
+    """``tools/dev/benchmarks/<script> --device cpu *args``, which must
+    pass."""
     return subprocess.run(
         [sys.executable,
          str(BENCHMARKS / script), '--device', 'cpu', *args],

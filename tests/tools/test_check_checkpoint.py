@@ -7,9 +7,7 @@ from pathlib import Path
 import torch
 from mmengine.config import Config
 
-from .common import tool_module
-
-build_config_model = tool_module('tool_support').build_config_model
+from mmplug_involution.apis import build_config_model
 
 ROOT = Path(__file__).parents[2]
 CLASSIFIER = (

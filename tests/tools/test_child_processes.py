@@ -13,7 +13,7 @@ from .common import TOOLS
 PARENT = textwrap.dedent(f'''
     import os, sys, time
     sys.path.append({str(TOOLS)!r})
-    from tool_support.child_processes import kill_forked_children_with_parent
+    from mmplug_involution.apis import kill_forked_children_with_parent
     assert kill_forked_children_with_parent()
     import torch
     from torch.utils.data import DataLoader, Dataset

@@ -15,12 +15,10 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from mmplug_involution.apis import build_config_model
 from mmplug_involution.deploy import (TensorOutputs, compare_with_onnxruntime,
                                       export_onnx)
 from mmplug_involution.layers import switch_xvolution_to_deploy
-from .common import tool_module
-
-build_config_model = tool_module('tool_support').build_config_model
 
 ROOT = Path(__file__).parents[2]
 DEMOS = ROOT / 'configs' / 'demo'

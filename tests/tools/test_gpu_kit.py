@@ -28,11 +28,12 @@ def _statuses(summary: str) -> dict:
 
 @pytest.fixture(scope='module')
 def kit():
-    """``tools/gpu/prepare.sh``: the kit, within its size limit."""
-    result = subprocess.run(['bash', str(TOOLS / 'gpu' / 'prepare.sh')],
-                            cwd=ROOT,
-                            capture_output=True,
-                            text=True)
+    """``tools/dev/gpu/prepare.sh``: the kit, within its size limit."""
+    result = subprocess.run(
+        ['bash', str(TOOLS / 'dev' / 'gpu' / 'prepare.sh')],
+        cwd=ROOT,
+        capture_output=True,
+        text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     folder = ROOT / '.gpu-kit'
     size = sum(path.stat().st_size for path in folder.rglob('*')
@@ -54,7 +55,8 @@ def kit():
 def test_run_cpu_installs_the_kit_and_runs_every_cpu_part(kit, tmp_path):
     out = tmp_path / 'out'
     result = subprocess.run(
-        ['bash', str(TOOLS / 'gpu' / 'run.sh'), '--cpu',
+        ['bash',
+         str(TOOLS / 'dev' / 'gpu' / 'run.sh'), '--cpu',
          str(out)],
         cwd=ROOT,
         capture_output=True,
@@ -87,7 +89,7 @@ def test_run_cpu_installs_the_kit_and_runs_every_cpu_part(kit, tmp_path):
 
 
 def test_summary_of_an_empty_run_is_written_within_8_files(tmp_path):
-    summarize = load_tool(TOOLS / 'gpu' / 'summarize.py')
+    summarize = load_tool(TOOLS / 'dev' / 'gpu' / 'summarize.py')
     work = tmp_path / 'work'
     (work / 'logs').mkdir(parents=True)
     (work / 'status.tsv').write_text('install-wheels\tfailed\t3\texit 1\n'
@@ -104,7 +106,7 @@ def test_summary_of_an_empty_run_is_written_within_8_files(tmp_path):
 
 
 def test_summary_refuses_an_out_dir_that_would_exceed_8_files(tmp_path):
-    summarize = load_tool(TOOLS / 'gpu' / 'summarize.py')
+    summarize = load_tool(TOOLS / 'dev' / 'gpu' / 'summarize.py')
     (tmp_path / 'work').mkdir()
     out = tmp_path / 'out'
     out.mkdir()

@@ -1,4 +1,4 @@
-"""The Python drivers of the GPU validation kit (tools/gpu/), on the CPU.
+"""The Python drivers of the GPU validation kit (tools/dev/gpu/), on the CPU.
 
 ``sanitize_kernels.py`` only runs for real on a GPU: here its float64
 reference is checked against the package's PyTorch backend, its case logic
@@ -20,9 +20,8 @@ from mmplug_involution.ops import involution2d, involution_output_size
 from mmplug_involution.ops.backends import pytorch as pytorch_backend
 from .common import ROOT, TOOLS, run_script, tool_module
 
-tool_module('tool_support')  # demo_iterations imports it from tools/
-sanitize = tool_module('sanitize_kernels', 'gpu')
-demo = tool_module('demo_iterations', 'gpu')
+sanitize = tool_module('sanitize_kernels', 'dev/gpu')
+demo = tool_module('demo_iterations', 'dev/gpu')
 DEMO_CONFIG = ('configs/demo/'
                'mask-rcnn_rednet26-w16_inv-fpn-head_1k_coco-shapes.py')
 
@@ -309,9 +308,9 @@ def test_demo_median_and_config():
 @pytest.mark.slow
 def test_demo_iterations_on_cpu(tmp_path):
     out = tmp_path / 'demo.json'
-    done = run_script(TOOLS / 'gpu' / 'demo_iterations.py', DEMO_CONFIG,
-                      '--iters', 2, '--device', 'cpu', '--work-dir',
-                      tmp_path / 'work', '--out', out)
+    done = run_script(TOOLS / 'dev' / 'gpu' / 'demo_iterations.py',
+                      DEMO_CONFIG, '--iters', 2, '--device', 'cpu',
+                      '--work-dir', tmp_path / 'work', '--out', out)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result['device'] == 'cpu' and result['amp'] is False

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import Config
 
+from mmplug_involution.apis import build_config_model
+from mmplug_involution.apis import \
+    load_config_checkpoint as load_config_checkpoint
 from mmplug_involution.runtime import load_checkpoint_file
-from .common import load_tool, run_script, tool_module
-
-build_config_model = tool_module('tool_support').build_config_model
-load_config_checkpoint = tool_module('tool_support').load_config_checkpoint
+from .common import load_tool, run_script
 
 ROOT = Path(__file__).parents[2]
 TOOL = ROOT / 'tools' / 'model_converters' / 'paddleclas2mm.py'

@@ -19,13 +19,14 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from mmplug_involution.apis import load_tool_config
 from .common import tool_module
 
 SHAPES_CLASSES = tool_module('shapes', 'data').SHAPES_CLASSES
 generate_cls_shapes = tool_module('cls_shapes', 'data').generate_cls_shapes
 generate_coco_shapes = tool_module('coco_shapes', 'data').generate_coco_shapes
 generate_seg_shapes = tool_module('seg_shapes', 'data').generate_seg_shapes
-load_tool_config = tool_module('tool_support').load_tool_config
+
 ROOT = Path(__file__).parents[2]
 SEG_DEMO = ROOT / 'configs' / 'demo' / \
     'inv-fpn_rednet26-w16_1xb16-1500_seg-shapes-128x128.py'

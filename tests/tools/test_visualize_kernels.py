@@ -8,10 +8,11 @@ import pytest
 import torch
 from mmengine.config import Config
 
+from mmplug_involution.apis import build_config_model
 from .common import tool_module
 
 generate_coco_shapes = tool_module('coco_shapes', 'data').generate_coco_shapes
-build_config_model = tool_module('tool_support').build_config_model
+
 ROOT = Path(__file__).parents[2]
 DEMOS = ROOT / 'configs' / 'demo'
 

@@ -1,9 +1,8 @@
 """A new run never mixes into an earlier run's work dir."""
 import pytest
 
-from .common import tool_module
+from mmplug_involution.apis import work_dir as work_dir_module
 
-work_dir_module = tool_module('tool_support.work_dir')
 earlier_run_checkpoints = work_dir_module.earlier_run_checkpoints
 prepare_work_dir = work_dir_module.prepare_work_dir
 

@@ -17,14 +17,11 @@ Example:
 import argparse
 import os.path as osp
 import sys
-from pathlib import Path
 
 from mmengine.config import Config
 
+from mmplug_involution.apis import build_config_model
 from mmplug_involution.runtime import CheckpointError, load_checkpoint_file
-
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/
-from tool_support import build_config_model  # noqa: E402
 
 
 def parse_args():

@@ -17,7 +17,6 @@ import argparse
 import os
 import os.path as osp
 import sys
-from pathlib import Path
 from typing import Dict, List, Tuple
 
 import matplotlib
@@ -28,12 +27,10 @@ import mmcv  # noqa: E402
 import torch  # noqa: E402
 from mmengine.config import Config  # noqa: E402
 
+from mmplug_involution.apis import build_config_model  # noqa: E402
+from mmplug_involution.apis import load_config_checkpoint  # noqa: E402
 from mmplug_involution.layers import Involution, XVolution  # noqa: E402
 from mmplug_involution.runtime import CheckpointError  # noqa: E402
-
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/
-from tool_support import build_config_model  # noqa: E402
-from tool_support import load_config_checkpoint  # noqa: E402
 
 
 def parse_args():

@@ -19,19 +19,15 @@ import os
 import os.path as osp
 import sys
 import tempfile
-from pathlib import Path
 from typing import NoReturn
 
 import torch
 from mmengine.config import Config, DictAction
 
+from mmplug_involution.apis import build_config_model, load_config_checkpoint
 from mmplug_involution.deploy import (EXPORTERS, TensorOutputs,
                                       compare_with_onnxruntime, export_onnx)
 from mmplug_involution.runtime import CheckpointError
-
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/
-from tool_support import build_config_model  # noqa: E402
-from tool_support import load_config_checkpoint  # noqa: E402
 
 
 def parse_args():

@@ -18,20 +18,16 @@ import argparse
 import io
 import os.path as osp
 import sys
-from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
 from mmengine.config import Config
 from mmengine.runner.checkpoint import weights_to_cpu
 
+from mmplug_involution.apis import (build_config_model, iter_config_dicts,
+                                    load_config_checkpoint)
 from mmplug_involution.layers import XVolution, switch_xvolution_to_deploy
 from mmplug_involution.runtime import CheckpointError, atomic_write
-
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/
-from tool_support import build_config_model  # noqa: E402
-from tool_support import iter_config_dicts  # noqa: E402
-from tool_support import load_config_checkpoint  # noqa: E402
 
 
 def parse_args():

@@ -8,7 +8,7 @@ each mode, setting and precision every (backbone, format) is built, warmed
 up, then stepped in turn, one step each, round after round (``--repeats``
 rounds), so that a shared machine's drift reaches every model alike; then
 the peak memory one step adds on top of the model and input
-(``tools/benchmarks/harness.py``). Reported: median (and range) of each
+(``tools/dev/benchmarks/harness.py``). Reported: median (and range) of each
 model's steps. Ratios compare each RedNet with the ResNet of its depth
 class in the same mode and setting, each in its faster memory format.
 
@@ -16,11 +16,13 @@ Settings: ImageNet size (224x224, batch 1, 8 and 32) and detection size
 (800x1216, batch 1 and 2); on CUDA in fp32 and with AMP (fp16 autocast) too.
 
 Usage:
-    python tools/benchmarks/benchmark_backbone.py        # everything
-    python tools/benchmarks/benchmark_backbone.py --modes infer \
+    python tools/dev/benchmarks/benchmark_backbone.py        # everything
+    python tools/dev/benchmarks/benchmark_backbone.py --modes infer \
         --settings "224 px, batch 1"
-    python tools/benchmarks/benchmark_backbone.py --modes infer --fuse-conv-bn
-    python tools/benchmarks/benchmark_backbone.py --device cuda --repeats 10
+    python tools/dev/benchmarks/benchmark_backbone.py --modes infer \
+        --fuse-conv-bn
+    python tools/dev/benchmarks/benchmark_backbone.py --device cuda \
+        --repeats 10
 Writes ``<out>/backbone_<device>.json``, ``.md`` and ``.png`` (each
 backbone in its faster format, per mode and setting).
 """

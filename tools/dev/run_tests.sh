@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Set up .venv/ if needed (tools/setup_env.sh), run the linters setup.cfg
+# Set up .venv/ if needed (tools/dev/setup_env.sh), run the linters setup.cfg
 # configures (flake8, isort, yapf) and then the whole test suite.
-# Extra arguments go to pytest, e.g. `bash tools/run_tests.sh -k involution -x`.
+# Extra arguments go to pytest, e.g. `bash tools/dev/run_tests.sh -k involution -x`.
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$ROOT/tools/setup_env.sh"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+bash "$ROOT/tools/dev/setup_env.sh"
 cd "$ROOT"
 LINTED=(mmplug_involution tools tests configs)
 lint_failed=0

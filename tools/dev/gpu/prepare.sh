@@ -2,18 +2,18 @@
 # Gather, on this machine (which reaches the package registries), what the lent
 # GPU machine lacks, into .gpu-kit/ (ignored by git, at most 60 MiB: it travels with
 # the working tree, whose carry limit is 64 MiB):
-#   .gpu-kit/wheels/   tools/gpu/kit-requirements.txt as wheels for the GPU machine's
+#   .gpu-kit/wheels/   tools/dev/gpu/kit-requirements.txt as wheels for the GPU machine's
 #                      Python (3.12, manylinux x86_64), without their dependencies
 #   .gpu-kit/sdist/    mmcv's source distribution (mmcv publishes no wheels; run.sh
 #                      builds it there with its CPU ops)
 #   .gpu-kit/MANIFEST  file, size and sha256 of everything above
-# and, for `tools/gpu/run.sh --cpu` on this machine, the same wheels for this
+# and, for `tools/dev/gpu/run.sh --cpu` on this machine, the same wheels for this
 # machine's Python into .gpu-kit-host/ (not carried).
 #
-# Usage: bash tools/gpu/prepare.sh [--gpu-python 3.12] [--no-host]
+# Usage: bash tools/dev/gpu/prepare.sh [--gpu-python 3.12] [--no-host]
 # Re-running it reuses what is already there (a few seconds).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
 KIT="$ROOT/.gpu-kit"
 HOST_KIT="$ROOT/.gpu-kit-host"
 GPU_PYTHON=3.12
@@ -26,14 +26,14 @@ while [[ $# -gt 0 ]]; do
     *) echo "prepare.sh: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
-REQS="$ROOT/tools/gpu/kit-requirements.txt"
+REQS="$ROOT/tools/dev/gpu/kit-requirements.txt"
 MMCV_VERSION=2.1.0
 log() { printf '[gpu-kit] %s\n' "$*" >&2; }
-# The project's environment (tools/setup_env.sh) has what reading mmcv's
+# The project's environment (tools/dev/setup_env.sh) has what reading mmcv's
 # source distribution needs (setuptools, wheel); this machine's pip
 # configuration names index folders that may be absent: drop those warnings.
 PY="$ROOT/.venv/bin/python"
-[[ -x "$PY" ]] || { log "run tools/setup_env.sh first (no $PY)"; exit 1; }
+[[ -x "$PY" ]] || { log "run tools/dev/setup_env.sh first (no $PY)"; exit 1; }
 download() {
   "$PY" -m pip download --quiet --disable-pip-version-check "$@" \
     2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # mmcv with its compiled ops, as a wheel built once per (mmcv, torch, Python, CUDA ops)
-# and cached: what tools/setup_env.sh and the GPU kit (tools/gpu/run.sh) install.
-#   bash tools/mmcv_wheel.sh --dir PYTHON          print the cache folder of PYTHON's
+# and cached: what tools/dev/setup_env.sh and the GPU kit (tools/dev/gpu/run.sh) install.
+#   bash tools/dev/mmcv_wheel.sh --dir PYTHON          print the cache folder of PYTHON's
 #                                                  torch (nothing is built)
-#   bash tools/mmcv_wheel.sh --build PYTHON [SDIST]
+#   bash tools/dev/mmcv_wheel.sh --build PYTHON [SDIST]
 #                                                  build the wheel into that folder
 #                                                  unless it is there; SDIST is mmcv's
 #                                                  source distribution (downloaded with

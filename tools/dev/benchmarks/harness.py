@@ -1,4 +1,4 @@
-"""Measuring helpers shared by the benchmark tools in ``tools/benchmarks/``.
+"""Measuring helpers shared by the benchmark tools beside this file.
 
 Time: median wall-clock of repeated runs (CUDA synchronised). Memory: the peak
 a call adds on top of what was live before it: ``max_memory_allocated`` on

@@ -1,9 +1,9 @@
 """Run every involution CUDA kernel once, small, for compute-sanitizer.
 
-``tools/gpu/run.sh`` runs this script under ``compute-sanitizer --tool
+``tools/dev/gpu/run.sh`` runs this script under ``compute-sanitizer --tool
 memcheck`` and ``--tool racecheck`` (and may run it bare)::
 
-    compute-sanitizer --tool memcheck python tools/gpu/sanitize_kernels.py
+    compute-sanitizer --tool memcheck python tools/dev/gpu/sanitize_kernels.py
 
 It launches each kernel of ``mmplug_involution/ops/csrc/cupy/
 involution_kernels.cu`` (``involution_forward``, ``involution_grad_input``,
@@ -23,7 +23,7 @@ kernel), for every case of:
 Outputs the backend lets us pass (``out=``, ``grad_input=``,
 ``grad_kernel=``) are filled with NaN before the launch, so an element the
 kernel fails to write shows up. Each result is compared with a float64
-reference on the CPU (the test suite's ``tests/ops/reference.py``,
+reference on the CPU (the test suite's ``mmplug_involution/ops/reference.py``,
 autograd for the gradients) from the same dtype-rounded inputs; the error is
 the max absolute difference relative to max |reference|, and must be at most
 1e-5 for float32 and 1e-2 for float16/bfloat16 (the kernels accumulate in
@@ -54,10 +54,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BACKEND_PATH = ROOT / 'mmplug_involution' / 'ops' / 'backends' / 'cupy.py'
 STANDALONE_PACKAGE = 'mmplug_involution_standalone_backends'
-REFERENCE_PATH = ROOT / 'tests' / 'ops' / 'reference.py'
+REFERENCE_PATH = ROOT / 'mmplug_involution' / 'ops' / 'reference.py'
 
 
 def load_module(name: str, path: Path):
@@ -68,7 +68,7 @@ def load_module(name: str, path: Path):
     return module
 
 
-TEST_REFERENCE = load_module('involution_test_reference', REFERENCE_PATH)
+REFERENCE = load_module('involution_reference', REFERENCE_PATH)
 BATCH, CHANNELS, GROUPS, HEIGHT, WIDTH = 2, 32, 2, 13, 11
 REDUCED_CHANNELS = 8
 # (kernel_size, stride, dilation); padding = dilation * (K - 1) // 2
@@ -136,10 +136,11 @@ def cases() -> List[Case]:
 
 def reference_forward(input: Tensor, kernel: Tensor, kernel_size: int,
                       stride: int, padding: int, dilation: int) -> Tensor:
-    """The test suite's float64 involution (``tests/ops/reference.py``:
-    explicit padding and index gathers, independent of every backend)."""
-    return TEST_REFERENCE.involution_reference(input, kernel, kernel_size,
-                                               stride, padding, dilation)
+    """The float64 involution the test suite judges every backend with
+    (``mmplug_involution/ops/reference.py``: explicit padding and index
+    gathers, independent of every backend)."""
+    return REFERENCE.involution_reference(input, kernel, kernel_size, stride,
+                                          padding, dilation)
 
 
 def reference_backward(grad_output: Tensor, input: Tensor, kernel: Tensor,

@@ -4,7 +4,7 @@
 # metrics table. Re-running skips what is done: the dataset is kept, and a
 # finished training run (its final checkpoint) is evaluated again instead of
 # retrained.
-#   bash tools/run_demo.sh [det|seg|cls] [extra tools/train.py arguments,
+#   bash tools/dev/run_demo.sh [det|seg|cls] [extra tools/train.py arguments,
 #     e.g. --amp]
 # det (the default): Mask R-CNN with involution in the backbone (RedNet), FPN,
 #   RPN and mask heads on the COCO-format dataset; COCO box and mask AP.
@@ -14,13 +14,13 @@
 #   one-shape-an-image dataset, a folder per class; top-1 accuracy (mmpretrain
 #   Accuracy, accuracy/top1 in %, chance 16.7).
 set -euo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 TASK=det
 if [[ $# -gt 0 && ( "$1" == det || "$1" == seg || "$1" == cls ) ]]; then
   TASK="$1"
   shift
 fi
-bash "$ROOT/tools/setup_env.sh"
+bash "$ROOT/tools/dev/setup_env.sh"
 cd "$ROOT"
 PY="$ROOT/.venv/bin/python"
 if [[ "$TASK" == det ]]; then

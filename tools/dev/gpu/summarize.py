@@ -1,9 +1,9 @@
 """Write the GPU kit's results into OUT_DIR as at most 8 files.
 
-Run by ``tools/gpu/run.sh`` when it ends (also after a failure), with the
+Run by ``tools/dev/gpu/run.sh`` when it ends (also after a failure), with the
 standard library only:
 
-    python tools/gpu/summarize.py WORK_DIR OUT_DIR --mode gpu|cpu
+    python tools/dev/gpu/summarize.py WORK_DIR OUT_DIR --mode gpu|cpu
 
 ``WORK_DIR`` holds ``status.tsv`` (part, status, seconds, note), ``logs/``
 (one log a part) and ``results/`` (``versions.json``, the benchmarks' JSON

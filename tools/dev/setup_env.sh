@@ -17,7 +17,7 @@
 #   MMCV_FORCE_CUDA=1      build mmcv's CUDA ops too (needs nvcc and a CUDA build of torch)
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="$ROOT/.venv"
 BASE_PY="${PYTHON:-python3}"
 CACHE="${MMPLUG_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mmplug-involution}"
@@ -37,7 +37,7 @@ print("[setup_env] involution CPU kernels:", build_cpu_kernels())' \
 
 # Everything else is keyed by this script and the package metadata: when neither has
 # changed since the last successful run, there is nothing more to do.
-STAMP_KEY="$(cat "$ROOT/tools/setup_env.sh" "$ROOT/setup.cfg" | sha256sum | cut -c1-16)"
+STAMP_KEY="$(cat "$ROOT/tools/dev/setup_env.sh" "$ROOT/setup.cfg" | sha256sum | cut -c1-16)"
 STAMP="$VENV/.mmplug-setup-$STAMP_KEY"
 if [[ -f "$STAMP" ]]; then
   build_cpu_kernels
@@ -96,12 +96,12 @@ log "torch $TORCH_VERSION (CUDA: ${TORCH_CUDA:-none})"
 "${PIP[@]}" "setuptools<82" wheel ninja "mmengine==0.10.7"
 
 # 4. mmcv with compiled ops, built once per (torch, python, cuda) and cached as a wheel
-#    (tools/mmcv_wheel.sh). A marker in the venv records the torch the installed mmcv
+#    (tools/dev/mmcv_wheel.sh). A marker in the venv records the torch the installed mmcv
 #    was built for, so a venv whose torch changed gets it rebuilt.
 MMCV_MARKER="$VENV/.mmcv-$MMCV_VERSION-built-for-torch-$TORCH_VERSION"
 if [[ ! -f "$MMCV_MARKER" ]] || ! "$PY" -c 'import mmcv, mmcv._ext; assert mmcv.__version__ == "'$MMCV_VERSION'"' >/dev/null 2>&1; then
-  PATH="$VENV/bin:$PATH" bash "$ROOT/tools/mmcv_wheel.sh" --build "$PY"
-  WHEEL_DIR="$(bash "$ROOT/tools/mmcv_wheel.sh" --dir "$PY")"
+  PATH="$VENV/bin:$PATH" bash "$ROOT/tools/dev/mmcv_wheel.sh" --build "$PY"
+  WHEEL_DIR="$(bash "$ROOT/tools/dev/mmcv_wheel.sh" --dir "$PY")"
   "${PIP[@]}" --find-links "$WHEEL_DIR" --no-index --no-deps --force-reinstall \
     "mmcv==$MMCV_VERSION"
   "${PIP[@]}" --find-links "$WHEEL_DIR" "mmcv==$MMCV_VERSION"

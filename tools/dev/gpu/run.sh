@@ -1,30 +1,30 @@
 #!/usr/bin/env bash
 # The GPU validation kit: run on a GPU machine as the one command of a call,
-#   bash tools/gpu/run.sh OUT_DIR
+#   bash tools/dev/gpu/run.sh OUT_DIR
 # or on this CPU machine, to know the script works before a GPU minute is spent,
-#   bash tools/gpu/run.sh --cpu OUT_DIR
-# First `bash tools/gpu/prepare.sh` here (it gathers .gpu-kit/, which travels with
+#   bash tools/dev/gpu/run.sh --cpu OUT_DIR
+# First `bash tools/dev/gpu/prepare.sh` here (it gathers .gpu-kit/, which travels with
 # the working tree). Installs the kit offline into a fresh virtual environment,
 # then runs each part on its own (a failure or a timeout stops only that part),
 # within a deadline (KIT_DEADLINE_S, 470 s by default: the call's 10 minutes less
 # start-up and transfers; what is left is skipped, saying so):
 #   1. tests: every GPU-marked test and the CUDA-source tests
 #   2. sanitizer: compute-sanitizer memcheck and racecheck on one forward and
-#      backward of each CUDA kernel at a small shape (tools/gpu/sanitize_kernels.py)
-#   3. operator: tools/benchmarks/benchmark_involution.py on CUDA, fp32, fp16, bf16
-#   4. backbone: tools/benchmarks/benchmark_backbone.py, RedNet-50 and ResNet-50
-#   5. demo: 20 iterations of the demo detector with AMP (tools/gpu/demo_iterations.py)
-# and writes at most 8 files into OUT_DIR, summary.md first (tools/gpu/summarize.py).
+#      backward of each CUDA kernel at a small shape (tools/dev/gpu/sanitize_kernels.py)
+#   3. operator: tools/dev/benchmarks/benchmark_involution.py on CUDA, fp32, fp16, bf16
+#   4. backbone: tools/dev/benchmarks/benchmark_backbone.py, RedNet-50 and ResNet-50
+#   5. demo: 20 iterations of the demo detector with AMP (tools/dev/gpu/demo_iterations.py)
+# and writes at most 8 files into OUT_DIR, summary.md first (tools/dev/gpu/summarize.py).
 # --cpu: the image's packages (torch, numpy, cupy, ...) come from the project's
 # .venv, the kit's wheels from .gpu-kit-host/ (this machine's Python), mmcv from
 # the set-up's wheel cache; the GPU parts are skipped with one line each and the
 # benchmarks run their CPU halves at small settings.
 set -uo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)"
 MODE=gpu
 if [[ "${1:-}" == --cpu ]]; then MODE=cpu; shift; fi
 if [[ $# -ne 1 ]]; then
-  echo "usage: bash tools/gpu/run.sh [--cpu] OUT_DIR" >&2; exit 2
+  echo "usage: bash tools/dev/gpu/run.sh [--cpu] OUT_DIR" >&2; exit 2
 fi
 OUT="$(mkdir -p "$1" && cd "$1" && pwd)"
 DEADLINE_S="${KIT_DEADLINE_S:-470}"
@@ -63,7 +63,7 @@ skip() { record "$1" skipped 0 "$2"; log "$1: skipped ($2)"; }
 
 finish() {
   local py="${VPY:-python3}"
-  "$py" "$ROOT/tools/gpu/summarize.py" "$WORK" "$OUT" --mode "$MODE" \
+  "$py" "$ROOT/tools/dev/gpu/summarize.py" "$WORK" "$OUT" --mode "$MODE" \
     || { log "summarize.py failed; the raw logs are in $OUT/logs.tar.gz";
          tar -czf "$OUT/logs.tar.gz" -C "$WORK" logs results status.tsv; }
   log "done: $(ls "$OUT" | tr '\n' ' ')"
@@ -86,7 +86,7 @@ else
   BASE_PY="$(readlink -f "$ROOT/.venv/bin/python")"
   "$BASE_PY" -m venv "$WORK/venv"
   # the GPU image's packages, taken from the project's environment
-  "$WORK/venv/bin/python" "$ROOT/tools/gpu/image_packages.py" \
+  "$WORK/venv/bin/python" "$ROOT/tools/dev/gpu/image_packages.py" \
     "$ROOT/.venv" "$WORK/image" > "$LOGS/image_packages.log" 2>&1 \
     || { log "could not stand in the image's packages: $LOGS/image_packages.log"; exit 1; }
 fi
@@ -102,7 +102,7 @@ else
 fi
 export PYTHONDONTWRITEBYTECODE=1
 if [[ ! -d "$KIT" ]]; then
-  log "no kit at $KIT: run bash tools/gpu/prepare.sh on a machine with the registries"
+  log "no kit at $KIT: run bash tools/dev/gpu/prepare.sh on a machine with the registries"
   record install failed 0 "no kit at $KIT"; exit 1
 fi
 "$VPY" - > "$RESULTS/versions.json" 2> "$LOGS/versions.log" <<'PY'
@@ -130,22 +130,22 @@ part install-wheels 120 "$VPY" -m pip install --no-index --no-deps \
   "${PIP_INTO[@]}" --disable-pip-version-check "$KIT"/*.whl
 
 # mmcv: built from its source distribution with its CPU ops only (the GPU hidden
-# from torch: far shorter than the CUDA-ops build) by tools/mmcv_wheel.sh, which
+# from torch: far shorter than the CUDA-ops build) by tools/dev/mmcv_wheel.sh, which
 # caches the wheel (--cpu finds the set-up's).
-MMCV_WHEELS="$(bash "$ROOT/tools/mmcv_wheel.sh" --dir "$VPY")"
+MMCV_WHEELS="$(bash "$ROOT/tools/dev/mmcv_wheel.sh" --dir "$VPY")"
 # The sanitizer needs only torch and CuPy: it runs while mmcv builds.
 if [[ $MODE == gpu ]]; then
   ( part sanitizer-memcheck 120 compute-sanitizer --tool memcheck \
-      --error-exitcode 1 "$VPY" "$ROOT/tools/gpu/sanitize_kernels.py"
+      --error-exitcode 1 "$VPY" "$ROOT/tools/dev/gpu/sanitize_kernels.py"
     part sanitizer-racecheck 150 compute-sanitizer --tool racecheck \
-      --error-exitcode 1 "$VPY" "$ROOT/tools/gpu/sanitize_kernels.py" ) &
+      --error-exitcode 1 "$VPY" "$ROOT/tools/dev/gpu/sanitize_kernels.py" ) &
   SANITIZER_PID=$!
 else
   skip sanitizer-memcheck "no GPU (--cpu)"
   skip sanitizer-racecheck "no GPU (--cpu)"
   SANITIZER_PID=
 fi
-part build-mmcv 300 env CUDA_VISIBLE_DEVICES='' bash "$ROOT/tools/mmcv_wheel.sh" \
+part build-mmcv 300 env CUDA_VISIBLE_DEVICES='' bash "$ROOT/tools/dev/mmcv_wheel.sh" \
   --build "$VPY" "$ROOT/.gpu-kit/sdist/mmcv-$MMCV_VERSION.tar.gz"
 part install-mmcv 60 "$VPY" -m pip install --no-index --no-deps \
   "${PIP_INTO[@]}" "$MMCV_WHEELS"/mmcv-*.whl
@@ -166,7 +166,7 @@ else
 fi
 
 # ---- 3. the operator benchmark ------------------------------------------------
-BENCH="$ROOT/tools/benchmarks"
+BENCH="$ROOT/tools/dev/benchmarks"
 if [[ $MODE == gpu ]]; then
   for dtype in float32 float16 bfloat16; do
     part "operator-$dtype" 90 "$VPY" "$BENCH/benchmark_involution.py" \
@@ -192,12 +192,12 @@ fi
 # ---- 5. the demo detector ------------------------------------------------------
 DEMO_CONFIG=configs/demo/mask-rcnn_rednet26-w16_inv-fpn-head_1k_coco-shapes.py
 if [[ $MODE == gpu ]]; then
-  part demo 120 "$VPY" "$ROOT/tools/gpu/demo_iterations.py" "$DEMO_CONFIG" \
+  part demo 120 "$VPY" "$ROOT/tools/dev/gpu/demo_iterations.py" "$DEMO_CONFIG" \
     --iters 20 --amp --device cuda --work-dir "$WORK/demo" \
     --out "$RESULTS/demo.json"
 else
   skip demo-cuda "no GPU (--cpu): 20 iterations with AMP on CUDA"
-  part demo 150 "$VPY" "$ROOT/tools/gpu/demo_iterations.py" "$DEMO_CONFIG" \
+  part demo 150 "$VPY" "$ROOT/tools/dev/gpu/demo_iterations.py" "$DEMO_CONFIG" \
     --iters 2 --device cpu --work-dir "$WORK/demo" --out "$RESULTS/demo.json"
 fi
 exit 0

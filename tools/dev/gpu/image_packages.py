@@ -1,4 +1,4 @@
-"""Stand in a GPU machine's image for ``tools/gpu/run.sh --cpu``.
+"""Stand in a GPU machine's image for ``tools/dev/gpu/run.sh --cpu``.
 
 The lent GPU machine's image has torch, torchvision, numpy, matplotlib,
 opencv, pytest, CuPy (with NVRTC), onnx, onnxruntime and their dependencies,
@@ -9,7 +9,7 @@ into a folder and puts the folder on the kit environment's path with a
 installs is found first, and a package the kit forgets is missing here as it
 would be there.
 
-Usage: python tools/gpu/image_packages.py PROJECT_VENV IMAGE_DIR
+Usage: python tools/dev/gpu/image_packages.py PROJECT_VENV IMAGE_DIR
 (run with the kit environment's python).
 """
 import fnmatch
@@ -60,7 +60,7 @@ def main() -> None:
     venv, image = Path(sys.argv[1]), Path(sys.argv[2])
     found = sorted(venv.glob('lib/python*/site-packages'))
     if not found:
-        sys.exit(f'no site-packages in {venv}: run tools/setup_env.sh')
+        sys.exit(f'no site-packages in {venv}: run tools/dev/setup_env.sh')
     source = found[0]
     image.mkdir(parents=True, exist_ok=True)
     entries = image_entries(source)

@@ -9,7 +9,7 @@ the involution ops, BN, ReLU, adds, pooling, layout copies, the rest.
 Each backbone is profiled in a fresh process.
 
 Usage:
-    python tools/benchmarks/profile_backbone.py --backbones RedNet-50 \
+    python tools/dev/benchmarks/profile_backbone.py --backbones RedNet-50 \
         "ResNet-50 (mmdet)" --mode train --setting "224 px, batch 8"
 Writes ``<out>/profile_<mode>_<device>.json`` and ``.md``.
 """

@@ -21,9 +21,9 @@ measured device copy bandwidth.
 Before timing, every implementation is checked against a float64 reference.
 
 Usage:
-    python tools/benchmarks/benchmark_involution.py  # full run, device auto
-    python tools/benchmarks/benchmark_involution.py --quick  # a subset (demo)
-    python tools/benchmarks/benchmark_involution.py --device cuda \
+    python tools/dev/benchmarks/benchmark_involution.py  # all, device auto
+    python tools/dev/benchmarks/benchmark_involution.py --quick  # a subset
+    python tools/dev/benchmarks/benchmark_involution.py --device cuda \
         --out results/
 Writes ``<out>/involution_<device>.json``, ``.md`` (a table for
 docs/benchmarks.md) and ``.png`` (time and peak memory per shape).

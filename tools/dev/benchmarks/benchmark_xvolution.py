@@ -16,8 +16,9 @@ slow for a while), and the peak memory one call adds; ratios against the
 conv in the same run.
 
 Usage:
-    python tools/benchmarks/benchmark_xvolution.py       # device auto
-    python tools/benchmarks/benchmark_xvolution.py --device cuda --repeats 20
+    python tools/dev/benchmarks/benchmark_xvolution.py       # device auto
+    python tools/dev/benchmarks/benchmark_xvolution.py --device cuda \
+        --repeats 20
 Writes ``<out>/xvolution_<device>.json``, ``.md`` and ``.png``.
 """
 import argparse

@@ -14,12 +14,12 @@ each for inference (eval mode, no grad) and one training step (forward,
 mean, backward). Median (and range) of repeated calls after warm-up calls,
 the warm-up going round-robin over all layers first (a fresh process runs
 slow for a while); the peak memory one call adds
-(``tools/benchmarks/harness.py``), the parameter count, and ratios
+(``tools/dev/benchmarks/harness.py``), the parameter count, and ratios
 against the baseline measured in the same run.
 
 Usage:
-    python tools/benchmarks/benchmark_dynamic_conv.py    # device auto
-    python tools/benchmarks/benchmark_dynamic_conv.py --device cuda \
+    python tools/dev/benchmarks/benchmark_dynamic_conv.py    # device auto
+    python tools/dev/benchmarks/benchmark_dynamic_conv.py --device cuda \
         --repeats 20
 Writes ``<out>/dynamic_conv_<device>.json``, ``.md`` and ``.png``.
 """

@@ -1,12 +1,13 @@
 """Train a few iterations of a detector config; time them, check the losses.
 
-``tools/gpu/run.sh`` runs it on the demo config, with and without AMP::
+``tools/dev/gpu/run.sh`` runs it on the demo config, with and without AMP::
 
-    python tools/gpu/demo_iterations.py \\
+    python tools/dev/gpu/demo_iterations.py \\
         configs/demo/mask-rcnn_rednet26-w16_inv-fpn-head_1k_coco-shapes.py \\
         --iters 20 [--amp] [--device cuda|cpu] --work-dir DIR --out JSON
 
-The config is loaded as ``tools/train.py`` loads it (``tool_support``) and
+The config is loaded as ``tools/train.py`` loads it
+(:mod:`mmplug_involution.apis`) and
 trained with mmengine's Runner for ``--iters`` iterations: no validation or
 test loop, no checkpoints, a log line every iteration, 2 data-loader
 workers. ``--amp`` trains with ``AmpOptimWrapper`` (float16 on CUDA;
@@ -52,7 +53,7 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TOOLS = ROOT / 'tools'
 SKIPPED_FIRST = 3  # warm-up iterations left out of the median
 NUM_WORKERS = 2
@@ -130,7 +131,7 @@ def mmcv_cuda_ops_error() -> Optional[str]:
 def use_torchvision_ops(cfg) -> int:
     """Route this process's CUDA nms and roi_align to torchvision (see the
     module docstring); returns how many ``roi_layer`` settings changed."""
-    from tool_support import iter_config_dicts
+    from mmplug_involution.apis import iter_config_dicts
     changed = 0
     for node in iter_config_dicts(cfg.get('model', {})):
         layer = node.get('roi_layer')
@@ -340,9 +341,6 @@ def main(argv=None) -> int:
     if args.device == 'cpu':
         os.environ['CUDA_VISIBLE_DEVICES'] = ''  # before CUDA initialises
     os.chdir(ROOT)  # the configs' data roots are relative to it
-    for path in (str(ROOT), str(TOOLS)):  # mmplug_involution, tool_support
-        if path not in sys.path:
-            sys.path.append(path)
     import torch
     cuda = args.device == 'cuda'
     if cuda and not torch.cuda.is_available():
@@ -358,9 +356,10 @@ def main(argv=None) -> int:
             file=sys.stderr)
         return 1
 
+    from mmplug_involution.apis import (build_runner,
+                                        kill_forked_children_with_parent,
+                                        launch, load_tool_config)
     from mmplug_involution.ops import select_backend
-    from tool_support import (build_runner, kill_forked_children_with_parent,
-                              launch, load_tool_config)
     kill_forked_children_with_parent()  # data-loader workers
     cfg = load_tool_config(
         argparse.Namespace(

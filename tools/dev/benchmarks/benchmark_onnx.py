@@ -13,29 +13,26 @@ otherwise keep the peak allocated between calls); ratios ONNX Runtime /
 PyTorch per model and setting.
 
 Usage:
-    python tools/benchmarks/benchmark_onnx.py
-    python tools/benchmarks/benchmark_onnx.py --settings "224x224, batch 1" \
-        --repeats 9
-    python tools/benchmarks/benchmark_onnx.py --plot-only \
+    python tools/dev/benchmarks/benchmark_onnx.py
+    python tools/dev/benchmarks/benchmark_onnx.py \
+        --settings "224x224, batch 1" --repeats 9
+    python tools/dev/benchmarks/benchmark_onnx.py --plot-only \
         benchmark_results/onnx_cpu.json
 Writes ``<out>/onnx_cpu.json``, ``.md`` and ``.png`` (time and peak memory of
 both runtimes per model and setting).
 """
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 from mmengine.config import Config
 
+from mmplug_involution.apis import build_config_model
 from mmplug_involution.deploy import TensorOutputs, export_onnx
 from mmplug_involution.layers import switch_xvolution_to_deploy
 from harness import (add_benchmark_arguments, add_ratios, device_line,
                      environment, measure_all, peak_mib, replot, write_results)
-
-sys.path.append(str(Path(__file__).resolve().parents[1]))  # tools/
-from tool_support import build_config_model  # noqa: E402
 
 SETTINGS = {
     '224x224, batch 1': (1, 224, 224),

@@ -17,8 +17,8 @@ and peak memory (``harness.measure_all``), ratios against ``depthwise +
 1x1`` in its faster format.
 
 Usage:
-    python tools/benchmarks/benchmark_generated_involution.py  # device auto
-    python tools/benchmarks/benchmark_generated_involution.py --quick
+    python tools/dev/benchmarks/benchmark_generated_involution.py  # auto
+    python tools/dev/benchmarks/benchmark_generated_involution.py --quick
 Writes ``<out>/generated_involution_<device>.json``, ``.md`` and ``.png``.
 """
 import argparse

@@ -1,9 +1,12 @@
-"""What the scripts in ``tools/`` share, beside the package they run.
+"""What the command-line tools are built from: ``tools/train.py`` and
+``tools/test.py`` (arguments, config, launch on one or many processes, the
+work-dir guard, data-loader workers that die with their parent) and the
+analysis, deployment and conversion tools (a config's model, a checkpoint
+loaded into it).
 
-Not part of ``mmplug_involution``: the scripts opt into its runtime
-(:mod:`mmplug_involution.runtime`) through :mod:`.launch`. A script directly
-in ``tools/`` imports this folder as a sibling; a script in a sub-folder
-first appends ``tools/`` to ``sys.path``.
+Importing it opts into :mod:`mmplug_involution.runtime` (safe checkpoint
+loading, the safe-checkpoint runner), which the tools rely on; importing
+``mmplug_involution`` alone does not import this.
 """
 from .child_processes import kill_forked_children_with_parent
 from .launch import (add_tool_arguments, build_config_model, build_runner,

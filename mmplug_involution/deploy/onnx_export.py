@@ -10,6 +10,7 @@ or any other module its outputs. Inputs are the batch the data preprocessor
 produces (normalised, padded), (N, 3, H, W).
 """
 import contextlib
+import inspect
 from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
@@ -108,6 +109,14 @@ def export_onnx(module: nn.Module,
     if exporter not in EXPORTERS:
         raise ValueError(f'exporter must be one of {EXPORTERS}, got '
                          f'{exporter!r}.')
+    if exporter == 'dynamo' and 'dynamic_shapes' not in inspect.signature(
+            torch.onnx.export).parameters:
+        raise RuntimeError(
+            'the dynamo ONNX exporter needs torch.onnx.export(dynamo=True, '
+            f'dynamic_shapes=...), which torch {torch.__version__} lacks: '
+            'use a newer torch (2.14.1 is tested), or export with '
+            "exporter='torchscript' (tools/deploy/export_onnx.py "
+            '--exporter torchscript).')
     dynamic_spatial = dynamic and dynamic_spatial
     if dynamic_spatial and any(size % size_divisor
                                for size in inputs.shape[2:]):

@@ -144,15 +144,12 @@ def _resolved(backend: str, device: torch.device) -> str:
 
 
 @torch.library.custom_op(INVOLUTION_OP, mutates_args=())
-def _involution2d_op(input: Tensor,
-                     kernel: Tensor,
-                     kernel_size: int,
-                     stride: int,
-                     padding: int,
-                     dilation: int,
-                     backend: str = 'auto') -> Tensor:
-    """``backend``: the one :func:`select_backend` chose for this call
-    (``auto``, from a direct ``torch.ops`` call: resolved here)."""
+def _involution2d_op(input: Tensor, kernel: Tensor, kernel_size: int,
+                     stride: int, padding: int, dilation: int,
+                     backend: str) -> Tensor:
+    """``backend``: the one :func:`select_backend` chose for this call, or
+    ``'auto'`` (resolved here) from a direct ``torch.ops`` call. No default:
+    torch 2.4's schema inference takes none for a ``str``."""
     backend = BACKEND_MODULES[_resolved(backend, input.device)]
     out = backend.forward(input, kernel, kernel_size, stride, padding,
                           dilation)
@@ -160,13 +157,8 @@ def _involution2d_op(input: Tensor,
 
 
 @_involution2d_op.register_fake
-def _involution2d_fake(input,
-                       kernel,
-                       kernel_size,
-                       stride,
-                       padding,
-                       dilation,
-                       backend='auto'):
+def _involution2d_fake(input, kernel, kernel_size, stride, padding, dilation,
+                       backend):
     return input.new_empty(
         input.shape[0], input.shape[1],
         *kernel.shape[-2:]).contiguous(memory_format=memory_format_of(input))
@@ -211,15 +203,10 @@ _involution2d_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 @torch.library.custom_op(GENERATED_INVOLUTION_OP, mutates_args=())
-def _generated_involution2d_op(input: Tensor,
-                               reduced: Tensor,
-                               weight: Tensor,
-                               bias: Optional[Tensor],
-                               kernel_size: int,
-                               stride: int,
-                               padding: int,
-                               dilation: int,
-                               backend: str = 'auto') -> Tensor:
+def _generated_involution2d_op(input: Tensor, reduced: Tensor, weight: Tensor,
+                               bias: Optional[Tensor], kernel_size: int,
+                               stride: int, padding: int, dilation: int,
+                               backend: str) -> Tensor:
     backend = BACKEND_MODULES[_resolved(backend, input.device)]
     out = backend.generated_forward(input, reduced, weight, bias, kernel_size,
                                     stride, padding, dilation)
@@ -227,15 +214,8 @@ def _generated_involution2d_op(input: Tensor,
 
 
 @_generated_involution2d_op.register_fake
-def _generated_involution2d_fake(input,
-                                 reduced,
-                                 weight,
-                                 bias,
-                                 kernel_size,
-                                 stride,
-                                 padding,
-                                 dilation,
-                                 backend='auto'):
+def _generated_involution2d_fake(input, reduced, weight, bias, kernel_size,
+                                 stride, padding, dilation, backend):
     return input.new_empty(
         input.shape[0], input.shape[1],
         *reduced.shape[-2:]).contiguous(memory_format=memory_format_of(input))

@@ -15,6 +15,8 @@ Zip checkpoints (every ``torch.save`` since 1.6)
 carry a CRC-32 of every member, which the loader verifies first, so a flipped
 bit is reported instead of loaded.
 """
+import functools
+import importlib
 import io
 import logging
 import os.path as osp
@@ -22,7 +24,7 @@ import pickle
 import pickletools
 import re
 import zipfile
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 import numpy as np
 import torch
@@ -76,26 +78,62 @@ def _history_buffer_method(owner: Any, name: str):
         'are allowed.')
 
 
+def _latin1_encode(text: str, encoding: str) -> bytes:
+    """Stands in for ``_codecs.encode``, which protocol-2 pickles call to
+    store bytes (numpy arrays' data); only the latin-1 codec is allowed."""
+    if not (isinstance(text, str) and isinstance(encoding, str)
+            and encoding.lower().replace('-', '') == 'latin1'):
+        raise UnsafeCheckpointError(
+            f'checkpoint calls _codecs.encode with {encoding!r}; only the '
+            'latin-1 codec that pickled bytes use is allowed.')
+    return text.encode('latin-1')
+
+
+def _spelled(function: Callable, full_name: str) -> Callable:
+    """``function`` as torch's allow-list finds it under ``full_name``.
+
+    torch keys the list by each entry's ``__module__`` and ``__qualname__``;
+    an entry under another name (an alias) is a stand-in that spells it and
+    calls ``function``. (torch 2.5 and later also take ``(function, name)``
+    pairs; torch 2.4 does not.)
+    """
+    module, _, name = full_name.rpartition('.')
+    if (function.__module__, function.__qualname__) == (module, name):
+        return function
+
+    def stand_in(*args, **kwargs):
+        return function(*args, **kwargs)
+
+    stand_in.__module__, stand_in.__name__ = module, name
+    stand_in.__qualname__ = name
+    return stand_in
+
+
+@functools.lru_cache(maxsize=None)
 def safe_checkpoint_globals() -> List[Any]:
     """The globals (and name aliases) that mmengine checkpoints need."""
-    multiarray = (getattr(np, '_core', None) or np.core).multiarray
+    multiarray = importlib.import_module(  # numpy 2 renamed core to _core
+        'numpy._core.multiarray'
+        if int(np.__version__.split('.')[0]) >= 2 else 'numpy.core.multiarray')
     numpy_dtypes = [
         getattr(np.dtypes, name) for name in dir(np.dtypes)
         if name.endswith('DType')
     ]
     # files written with numpy 1.x name numpy.core, with 2.x numpy._core
-    reconstructors = [(function, f'{module}.multiarray.{function.__name__}')
-                      for function in (multiarray._reconstruct,
-                                       multiarray.scalar)
-                      for module in ('numpy.core', 'numpy._core')]
+    reconstructors = [
+        _spelled(function, f'{module}.multiarray.{function.__name__}')
+        for function in (multiarray._reconstruct, multiarray.scalar)
+        for module in ('numpy.core', 'numpy._core')
+    ]
     return [
         HistoryBuffer,
         np.ndarray,
         np.dtype,
         *numpy_dtypes,
         *reconstructors,
-        (_history_buffer_method, 'builtins.getattr'),
-        (_history_buffer_method, '__builtin__.getattr'),
+        _spelled(_history_buffer_method, 'builtins.getattr'),
+        _spelled(_history_buffer_method, '__builtin__.getattr'),
+        _spelled(_latin1_encode, '_codecs.encode'),
     ]
 
 
@@ -237,6 +275,13 @@ def load_checkpoint_file(filename: str, map_location=None) -> Any:
                 f'checkpoint {filename} holds CUDA tensors and this process '
                 'has no CUDA device: load it with map_location="cpu" (the '
                 'tools and mmengine\'s load_checkpoint do).') from exc
+        if is_zip and _pickle_parses(filename, is_zip):
+            raise CheckpointError(
+                f'Checkpoint {filename} did not load ({_first_line(exc)}), '
+                'though its checksums match and its pickle is well formed: '
+                'the file looks sound, and the torch or numpy of this process '
+                'may not read what the one that wrote it did. Load it where '
+                'it was written and re-save its state_dict.') from exc
         raise _corrupt(filename, _first_line(exc)) from exc
 
 

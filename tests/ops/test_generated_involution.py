@@ -152,7 +152,7 @@ def test_the_op_passes_torch_library_opcheck():
     ]
     args = [t.requires_grad_(True) for t in args]
     torch.library.opcheck(torch.ops.mmplug_involution.generated_involution2d,
-                          (*args, *params))
+                          (*args, *params, 'auto'))
 
 
 @pytest.mark.parametrize('layout', LAYOUTS)

@@ -16,7 +16,7 @@ def test_opcheck():
     x.requires_grad_(True)
     k.requires_grad_(True)
     torch.library.opcheck(torch.ops.mmplug_involution.involution2d,
-                          (x, k, 3, 2, 1, 1))
+                          (x, k, 3, 2, 1, 1, 'auto'))
 
 
 def test_fake_tensor_shapes():

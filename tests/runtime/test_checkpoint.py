@@ -14,7 +14,7 @@ from mmengine.runner import Runner
 from mmengine.runner.checkpoint import _load_checkpoint
 from torch.utils.data import Dataset
 
-from mmplug_involution.runtime import (CorruptCheckpointError,
+from mmplug_involution.runtime import (CheckpointError, CorruptCheckpointError,
                                        UnsafeCheckpointError,
                                        load_checkpoint_file)
 
@@ -185,3 +185,20 @@ def test_mmcls_style_checkpoint_with_numpy_meta(tmp_path):
     data = load_checkpoint_file(str(path))
     assert data['meta']['epoch'] == 130
     np.testing.assert_array_equal(data['meta']['hist'], np.arange(3.0))
+
+
+def test_a_sound_file_torch_cannot_read_is_not_called_corrupt(
+        tmp_path, monkeypatch):
+    """Checksums match and the pickle parses, yet torch fails (a torch or
+    numpy that reads it otherwise): the message says the file looks sound."""
+    good, _ = _damaged_copies(tmp_path)
+
+    def failing_load(*args, **kwargs):
+        raise AttributeError("'tuple' object has no attribute '__module__'")
+
+    monkeypatch.setattr(torch, 'load', failing_load)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint_file(str(good))
+    assert not isinstance(error.value, CorruptCheckpointError)
+    assert 'the file looks sound' in str(error.value)
+    assert str(good) in str(error.value)

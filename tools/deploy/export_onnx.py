@@ -142,6 +142,10 @@ def main():
             size_divisor=divisor)
         onnx.checker.check_model(partial, full_check=True)
         os.replace(partial, args.out)
+    except RuntimeError as error:
+        if 'dynamo ONNX exporter needs' not in str(error):
+            raise
+        fail(str(error))
     finally:
         if osp.exists(partial):
             os.remove(partial)

@@ -28,6 +28,7 @@ Example:
 import argparse
 import datetime
 import hashlib
+import importlib
 import io
 import os.path as osp
 import pickle
@@ -91,8 +92,9 @@ def _latin1_bytes(text: str, encoding: str) -> bytes:
 
 def _allowed_globals() -> Dict[Tuple[str, str], object]:
     """(module, name) -> object for every import a .pdparams file needs."""
-    multiarray = getattr(np, '_core', None) or np.core
-    multiarray = multiarray.multiarray
+    multiarray = importlib.import_module(  # numpy 2 renamed core to _core
+        'numpy._core.multiarray'
+        if int(np.__version__.split('.')[0]) >= 2 else 'numpy.core.multiarray')
     allowed = {
         ('numpy', 'ndarray'): np.ndarray,
         ('numpy', 'dtype'): np.dtype,

@@ -46,6 +46,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 // Fully unrolls a loop over a register block, so that its accumulators
@@ -58,6 +59,32 @@
 namespace mmplug_involution_cpu {
 
 using at::vec::Vectorized;
+
+// Whether ATen has the run-time-size transpose_mxn(src, ld_src, dst, ld_dst,
+// M, N) (vectorised for float on AVX-512); torch 2.4 has only the
+// compile-time-size form.
+template <typename T, typename = void>
+struct HasRuntimeTranspose : std::false_type {};
+template <typename T>
+struct HasRuntimeTranspose<
+    T, std::void_t<decltype(at::vec::transpose_mxn<T>(
+           std::declval<const T*>(), int64_t{}, std::declval<T*>(), int64_t{},
+           int{}, int{}))>> : std::true_type {};
+
+// dst[j * ld_dst + i] = src[i * ld_src + j] for an m x n block: ATen's
+// transpose where the torch has it, the same loop as its generic form
+// otherwise.
+template <typename T>
+inline void transpose_block(const T* src, int64_t ld_src, T* dst,
+                            int64_t ld_dst, int64_t m, int64_t n) {
+  if constexpr (HasRuntimeTranspose<T>::value) {
+    at::vec::transpose_mxn<T>(src, ld_src, dst, ld_dst, m, n);
+  } else {
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t j = 0; j < n; ++j) dst[j * ld_dst + i] = src[i * ld_src + j];
+    }
+  }
+}
 
 struct Geometry {
   int64_t n, c, h, w;  // input

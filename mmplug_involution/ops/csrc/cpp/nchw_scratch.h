@@ -40,9 +40,9 @@ void pad_group(const T* x, T* xs, const Geometry& g, int64_t c_step,
         const int64_t m0 = std::max<int64_t>(0, (g.p - b + g.s - 1) / g.s);
         const int64_t col0 = m0 * g.s + b - g.p;
         if (col0 >= g.w) continue;
-        at::vec::transpose_mxn<T>(x + row * row_step + col0 * col_step,
-                                  g.s * col_step, dst + m0, g.plane,
-                                  (g.w - col0 + g.s - 1) / g.s, g.cg);
+        transpose_block<T>(x + row * row_step + col0 * col_step,
+                           g.s * col_step, dst + m0, g.plane,
+                           (g.w - col0 + g.s - 1) / g.s, g.cg);
       }
     }
     return;

@@ -57,11 +57,11 @@ void grad_kernel_nhwc_band(const T* grad_out, const T* x, T* gk,
   pad_group(x + n * g.h * g.w * g.c + ch, xs, gb, 1, g.w * g.c, g.c,
             i0 * g.s);
   const T* gy_band = grad_out + (n * g.ho + i0) * g.wo * g.c + ch;
-  at::vec::transpose_mxn<T>(gy_band, g.c, gy, hw_band, hw_band, g.cg);
+  transpose_block<T>(gy_band, g.c, gy, hw_band, hw_band, g.cg);
   grad_kernel_group(gy, xs, gk_nchw, gb);
   if (in_place) return;
   if (t_step == 1) {
-    at::vec::transpose_mxn<T>(gk_nchw, hw_band, gk, q_step, g.kk, hw_band);
+    transpose_block<T>(gk_nchw, hw_band, gk, q_step, g.kk, hw_band);
     return;
   }
   for (int64_t t = 0; t < g.kk; ++t) {

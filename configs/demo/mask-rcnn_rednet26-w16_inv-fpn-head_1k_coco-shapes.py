@@ -1,7 +1,7 @@
 # The project's detection demo: a narrow Mask R-CNN with involution in the
 # backbone (RedNet-26, base width 16), the FPN, the RPN head and the mask
 # head, trained from scratch on the generated COCO-format shapes dataset
-# (tools/data/generate_shapes.py coco) in about 6 minutes on 2 CPU cores
+# (tools/data/generate_shapes.py coco) in 6-8 minutes on 2 CPU cores
 # (docs/detection.md).
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',

@@ -30,6 +30,7 @@ from .atomic_save import (ATOMIC_LOCAL_BACKEND, AtomicLocalBackend,
                           atomic_write, register_atomic_local_backend)
 from .checkpoint import (CheckpointError, CorruptCheckpointError,
                          UnsafeCheckpointError, load_checkpoint_file,
+                         pickled_array_globals,
                          register_safe_checkpoint_loading,
                          safe_checkpoint_globals, verify_checkpoint_archive)
 from .checkpoint_hook import (LAST_CHECKPOINT, SafeCheckpointHook,
@@ -42,9 +43,10 @@ __all__ = [
     'register_atomic_local_backend', 'CheckpointError',
     'CorruptCheckpointError', 'UnsafeCheckpointError', 'load_checkpoint_file',
     'register_safe_checkpoint_loading', 'safe_checkpoint_globals',
-    'verify_checkpoint_archive', 'LAST_CHECKPOINT', 'SafeCheckpointHook',
-    'find_resumable_checkpoint', 'remove_stale_temp_files',
-    'SafeCheckpointRunner', 'register_complexity_handles'
+    'pickled_array_globals', 'verify_checkpoint_archive', 'LAST_CHECKPOINT',
+    'SafeCheckpointHook', 'find_resumable_checkpoint',
+    'remove_stale_temp_files', 'SafeCheckpointRunner',
+    'register_complexity_handles'
 ]
 
 

@@ -24,7 +24,7 @@ import pickle
 import pickletools
 import re
 import zipfile
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -34,8 +34,9 @@ from mmengine.runner.checkpoint import CheckpointLoader
 
 __all__ = [
     'CheckpointError', 'UnsafeCheckpointError', 'CorruptCheckpointError',
-    'safe_checkpoint_globals', 'register_safe_checkpoint_loading',
-    'load_checkpoint_file', 'verify_checkpoint_archive'
+    'safe_checkpoint_globals', 'pickled_array_globals',
+    'register_safe_checkpoint_loading', 'load_checkpoint_file',
+    'verify_checkpoint_archive'
 ]
 
 # Statistic methods HistoryBuffer stores in its state
@@ -84,9 +85,31 @@ def _latin1_encode(text: str, encoding: str) -> bytes:
     if not (isinstance(text, str) and isinstance(encoding, str)
             and encoding.lower().replace('-', '') == 'latin1'):
         raise UnsafeCheckpointError(
-            f'checkpoint calls _codecs.encode with {encoding!r}; only the '
+            f'the pickle calls _codecs.encode with {encoding!r}; only the '
             'latin-1 codec that pickled bytes use is allowed.')
     return text.encode('latin-1')
+
+
+@functools.lru_cache(maxsize=None)
+def pickled_array_globals() -> Dict[str, Callable]:
+    """Full name -> object for every import a pickle of numpy arrays makes:
+    ``numpy.ndarray``, ``numpy.dtype``, numpy's array and scalar
+    reconstructors (under numpy 1's ``numpy.core`` and numpy 2's
+    ``numpy._core`` names, whichever numpy runs) and ``_codecs.encode`` for
+    latin-1 bytes only. The checkpoint allow-list and the PaddleClas
+    converter's reader both take theirs from here."""
+    multiarray = importlib.import_module(  # numpy 2 renamed core to _core
+        'numpy._core.multiarray'
+        if int(np.__version__.split('.')[0]) >= 2 else 'numpy.core.multiarray')
+    allowed = {
+        'numpy.ndarray': np.ndarray,
+        'numpy.dtype': np.dtype,
+        '_codecs.encode': _latin1_encode
+    }
+    for function in (multiarray._reconstruct, multiarray.scalar):
+        for module in ('numpy.core', 'numpy._core'):
+            allowed[f'{module}.multiarray.{function.__name__}'] = function
+    return allowed
 
 
 def _spelled(function: Callable, full_name: str) -> Callable:
@@ -112,28 +135,17 @@ def _spelled(function: Callable, full_name: str) -> Callable:
 @functools.lru_cache(maxsize=None)
 def safe_checkpoint_globals() -> List[Any]:
     """The globals (and name aliases) that mmengine checkpoints need."""
-    multiarray = importlib.import_module(  # numpy 2 renamed core to _core
-        'numpy._core.multiarray'
-        if int(np.__version__.split('.')[0]) >= 2 else 'numpy.core.multiarray')
     numpy_dtypes = [
         getattr(np.dtypes, name) for name in dir(np.dtypes)
         if name.endswith('DType')
     ]
-    # files written with numpy 1.x name numpy.core, with 2.x numpy._core
-    reconstructors = [
-        _spelled(function, f'{module}.multiarray.{function.__name__}')
-        for function in (multiarray._reconstruct, multiarray.scalar)
-        for module in ('numpy.core', 'numpy._core')
-    ]
     return [
         HistoryBuffer,
-        np.ndarray,
-        np.dtype,
         *numpy_dtypes,
-        *reconstructors,
+        *(_spelled(function, name)
+          for name, function in pickled_array_globals().items()),
         _spelled(_history_buffer_method, 'builtins.getattr'),
         _spelled(_history_buffer_method, '__builtin__.getattr'),
-        _spelled(_latin1_encode, '_codecs.encode'),
     ]
 
 

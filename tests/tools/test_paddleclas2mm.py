@@ -10,6 +10,7 @@ computes it: names, layouts and semantics are checked at once. Then the
 files the tool must refuse (code-running, truncated, ResNet, wrong keys) and
 the files it must not overwrite.
 """
+import codecs
 import datetime
 import hashlib
 import os
@@ -350,6 +351,25 @@ def test_a_pickle_that_runs_code_is_refused_and_not_run(
     # the payload is live: a plain unpickler runs it
     pickle.loads(src.read_bytes())
     assert marker.exists()
+
+
+def test_only_latin1_bytes_are_decoded(tool, rednet26, tmp_path):
+    """``_codecs.encode`` (how protocol-2 pickles store bytes) is let
+    through for the latin-1 codec only."""
+    params = dict(rednet26[0])
+    src = tmp_path / 'RedNet26_pretrained.pdparams'
+    dst = tmp_path / 'out.pth'
+
+    class _Encodes:
+
+        def __reduce__(self):
+            return codecs.encode, ('x', 'rot13')
+
+    params['fc.bias'] = _Encodes()
+    _write_pdparams(src, params)
+    message = _main(tool, src, dst)
+    assert "refused: the pickle calls _codecs.encode with 'rot13'" in message
+    assert not dst.exists()
 
 
 def test_truncated_and_foreign_files_are_refused(tool, rednet26, tmp_path):

@@ -28,7 +28,6 @@ Example:
 import argparse
 import datetime
 import hashlib
-import importlib
 import io
 import os.path as osp
 import pickle
@@ -42,7 +41,8 @@ import numpy as np
 import torch
 
 from mmplug_involution.models import RedNet
-from mmplug_involution.runtime import atomic_write
+from mmplug_involution.runtime import (UnsafeCheckpointError, atomic_write,
+                                       pickled_array_globals)
 
 #: blocks per stage of each RedNet depth (PaddleClas's ``layer_cfg`` is the
 #: same), from the backbone the checkpoint is converted for
@@ -79,31 +79,15 @@ class UnsafePickleError(ConversionError):
     containers (it could run code)."""
 
 
-def _latin1_bytes(text: str, encoding: str) -> bytes:
-    """Stands in for ``_codecs.encode``: how protocol-2 pickles of Python 3
-    store bytes (numpy array data); only the latin-1 codec is allowed."""
-    if not (isinstance(text, str) and isinstance(encoding, str)
-            and encoding.lower().replace('-', '') == 'latin1'):
-        raise UnsafePickleError(
-            f'refused: the pickle calls _codecs.encode with {encoding!r}; '
-            'a .pdparams file needs it only for latin-1 bytes.')
-    return text.encode('latin-1')
-
-
 def _allowed_globals() -> Dict[Tuple[str, str], object]:
-    """(module, name) -> object for every import a .pdparams file needs."""
-    multiarray = importlib.import_module(  # numpy 2 renamed core to _core
-        'numpy._core.multiarray'
-        if int(np.__version__.split('.')[0]) >= 2 else 'numpy.core.multiarray')
+    """(module, name) -> object for every import a .pdparams file needs:
+    what a pickle of numpy arrays imports (shared with the checkpoint
+    loader) and ``OrderedDict``."""
     allowed = {
-        ('numpy', 'ndarray'): np.ndarray,
-        ('numpy', 'dtype'): np.dtype,
-        ('collections', 'OrderedDict'): OrderedDict,
-        ('_codecs', 'encode'): _latin1_bytes,
+        tuple(name.rsplit('.', 1)): function
+        for name, function in pickled_array_globals().items()
     }
-    for module in ('numpy.core.multiarray', 'numpy._core.multiarray'):
-        allowed[module, '_reconstruct'] = multiarray._reconstruct
-        allowed[module, 'scalar'] = multiarray.scalar
+    allowed['collections', 'OrderedDict'] = OrderedDict
     return allowed
 
 
@@ -148,6 +132,8 @@ def load_pdparams(path: str) -> Dict[str, np.ndarray]:
             params = _ArrayUnpickler(f, encoding='latin1').load()
         except UnsafePickleError as error:
             raise UnsafePickleError(f'{path}: {error}') from None
+        except UnsafeCheckpointError as error:  # the shared latin-1 check
+            raise UnsafePickleError(f'{path}: refused: {error}') from None
         except Exception as error:
             raise ConversionError(
                 f'{path} is not a complete PaddlePaddle .pdparams file (a '

@@ -10,15 +10,15 @@ loading, the safe-checkpoint runner), which the tools rely on; importing
 """
 from .child_processes import kill_forked_children_with_parent
 from .launch import (add_tool_arguments, build_config_model, build_runner,
-                     finish_launch, iter_config_dicts, launch,
-                     load_config_checkpoint, load_tool_config, prepare_launch,
-                     replace_sync_bn)
+                     checkpoint_state_dict, finish_launch, iter_config_dicts,
+                     launch, load_config_checkpoint, load_tool_config,
+                     prepare_launch, replace_sync_bn)
 from .work_dir import earlier_run_checkpoints, prepare_work_dir
 
 __all__ = [
     'add_tool_arguments', 'build_config_model', 'build_runner',
-    'finish_launch', 'iter_config_dicts', 'launch', 'load_config_checkpoint',
-    'load_tool_config', 'prepare_launch', 'replace_sync_bn',
-    'kill_forked_children_with_parent', 'earlier_run_checkpoints',
-    'prepare_work_dir'
+    'checkpoint_state_dict', 'finish_launch', 'iter_config_dicts', 'launch',
+    'load_config_checkpoint', 'load_tool_config', 'prepare_launch',
+    'replace_sync_bn', 'kill_forked_children_with_parent',
+    'earlier_run_checkpoints', 'prepare_work_dir'
 ]

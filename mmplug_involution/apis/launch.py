@@ -31,8 +31,9 @@ import mmplug_involution.runtime  # noqa: F401 (registers the runner)
 
 __all__ = [
     'add_tool_arguments', 'build_config_model', 'build_runner',
-    'finish_launch', 'load_config_checkpoint', 'iter_config_dicts', 'launch',
-    'load_tool_config', 'prepare_launch', 'replace_sync_bn'
+    'checkpoint_state_dict', 'finish_launch', 'load_config_checkpoint',
+    'iter_config_dicts', 'launch', 'load_tool_config', 'prepare_launch',
+    'replace_sync_bn'
 ]
 
 TOOLKITS = ('mmdet', 'mmseg', 'mmpretrain')
@@ -193,6 +194,23 @@ def build_config_model(cfg: Config) -> nn.Module:
     return model
 
 
+def checkpoint_state_dict(loaded: Any, checkpoint: str) -> dict:
+    """The state dict in ``loaded`` (what ``checkpoint`` held): its
+    ``state_dict`` entry, or itself.
+
+    Raises:
+        ValueError: it holds none (no dict of names).
+    """
+    state = loaded.get('state_dict', loaded) if isinstance(loaded,
+                                                           dict) else None
+    if not isinstance(state, dict) or not all(
+            isinstance(key, str) for key in state):
+        raise ValueError(f'{checkpoint} holds no state dict (it holds a '
+                         f'{type(loaded).__name__}); give a checkpoint that '
+                         'torch.save wrote from a model or its state_dict.')
+    return state
+
+
 def load_config_checkpoint(model: nn.Module, checkpoint: str,
                            config: str) -> dict:
     """Load ``checkpoint`` into ``model`` (built from ``config``) strictly,
@@ -206,13 +224,7 @@ def load_config_checkpoint(model: nn.Module, checkpoint: str,
             of them.
     """
     loaded = _load_checkpoint(checkpoint, map_location='cpu')
-    state = loaded.get('state_dict', loaded) if isinstance(loaded,
-                                                           dict) else None
-    if not isinstance(state, dict) or not all(
-            isinstance(key, str) for key in state):
-        raise ValueError(f'{checkpoint} holds no state dict (it holds a '
-                         f'{type(loaded).__name__}); give a checkpoint that '
-                         'torch.save wrote from a model or its state_dict.')
+    checkpoint_state_dict(loaded, checkpoint)
     try:
         _load_checkpoint_to_model(model, loaded, strict=True)
     except RuntimeError as error:

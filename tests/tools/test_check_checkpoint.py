@@ -55,3 +55,10 @@ def test_keys_under_another_prefix_and_bad_files_are_reported(tmp_path):
     broken.write_bytes(b'not a checkpoint')
     result = _check(CLASSIFIER, broken)
     assert result.returncode != 0 and 'corrupt' in result.stderr
+    # loads, but what it holds is no state dict (keys that are not names)
+    numbered = tmp_path / 'numbered.pth'
+    torch.save({0: torch.zeros(1)}, numbered)
+    result = _check(CLASSIFIER, numbered)
+    assert result.returncode != 0
+    assert f'{numbered} holds no state dict (it holds a dict)' in result.stderr
+    assert 'Traceback' not in result.stderr

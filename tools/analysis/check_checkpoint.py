@@ -20,7 +20,7 @@ import sys
 
 from mmengine.config import Config
 
-from mmplug_involution.apis import build_config_model
+from mmplug_involution.apis import build_config_model, checkpoint_state_dict
 from mmplug_involution.runtime import CheckpointError, load_checkpoint_file
 
 
@@ -79,11 +79,10 @@ def main():
         checkpoint = load_checkpoint_file(args.checkpoint, map_location='cpu')
     except CheckpointError as error:  # its message says what to do
         sys.exit(f'check_checkpoint: error: {error}')
-    state = checkpoint.get('state_dict', checkpoint) if isinstance(
-        checkpoint, dict) else None
-    if not isinstance(state, dict):
-        sys.exit(f'check_checkpoint: error: {args.checkpoint} holds no state '
-                 'dict.')
+    try:
+        state = checkpoint_state_dict(checkpoint, args.checkpoint)
+    except ValueError as error:
+        sys.exit(f'check_checkpoint: error: {error}')
     found = {
         key[len(prefix):]: value
         for key, value in state.items()

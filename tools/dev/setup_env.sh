@@ -82,18 +82,31 @@ fi
   exit 1; }
 TORCH_VERSION="$("$PY" -c 'import torch; print(torch.__version__)')"
 TORCH_CUDA="$("$PY" -c 'import torch; print(torch.version.cuda or "")')"
-CONSTRAINTS="$VENV/torch-constraint.txt"
-# (public versions: a local one such as +cu130 conflicts with a cap like torch<=2.14.1
-# in pip 23's resolver, while torch==2.14.1 keeps the installed 2.14.1+cu130)
-"$PY" -c 'import torch, torchvision
+# CuPy matches torch's CUDA where a GPU is visible; without one (a CPU machine, whose
+# torch 2.14.1 is a CUDA build that runs on the CPU), the CUDA 12 flavour plus its
+# NVRTC (which still targets sm_70), so the kernel-compile tests can run.
+GPU_CUDA="$("$PY" -c 'import torch; print(torch.version.cuda if torch.cuda.is_available() else "")')"
+case "$GPU_CUDA" in
+  13.*) CUDA_EXTRA=cuda13 NVRTC="nvidia-cuda-nvrtc==13.*" ;;
+  *)    CUDA_EXTRA=cuda12 NVRTC="nvidia-cuda-nvrtc-cu12==12.*" ;;
+esac
+# One pip constraint file for every later install: the torch chosen here (public
+# versions: a local one such as +cu130 conflicts with a cap like torch<=2.14.1 in
+# pip 23's resolver, while torch==2.14.1 keeps the installed 2.14.1+cu130), and the
+# versions the documented figures were measured with.
+CONSTRAINTS="$VENV/constraints.txt"
+{ "$PY" -c 'import torch, torchvision
 for module in (torch, torchvision):
-    print(f"{module.__name__}=={module.__version__.split(chr(43))[0]}")' > "$CONSTRAINTS"
+    print(f"{module.__name__}=={module.__version__.split(chr(43))[0]}")'
+  printf '%s\n' "mmengine==0.10.7" "mmdet==3.3.0" "mmsegmentation==1.2.2" \
+    "mmpretrain==1.2.0" "flake8==7.5.0" "isort==9.0.2" "yapf==0.43.0" "$NVRTC"
+} > "$CONSTRAINTS"
 PIP+=(-c "$CONSTRAINTS")
 log "torch $TORCH_VERSION (CUDA: ${TORCH_CUDA:-none})"
 
 # 3. Build prerequisites and mmengine (mmcv's setup.py and mmengine's `mmdet::` config
 #    inheritance import pkg_resources, removed in setuptools 82).
-"${PIP[@]}" "setuptools<82" wheel ninja "mmengine==0.10.7"
+"${PIP[@]}" "setuptools<82" wheel ninja mmengine
 
 # 4. mmcv with compiled ops, built once per (torch, python, cuda) and cached as a wheel
 #    (tools/dev/mmcv_wheel.sh). A marker in the venv records the torch the installed mmcv
@@ -110,23 +123,9 @@ if [[ ! -f "$MMCV_MARKER" ]] || ! "$PY" -c 'import mmcv, mmcv._ext; assert mmcv.
 fi
 
 # 5. This package, editable, with the extras the demos and the test suite use,
-#    installed as a user installs it (setup.cfg's requirements and extras);
-#    the constraints pin the versions the documented figures were measured
-#    with. CuPy matches torch's CUDA where a GPU is visible; without one (a CPU
-#    machine, whose torch 2.14.1 is a CUDA build that runs on the CPU), the
-#    CUDA 12 flavour plus its NVRTC (which still targets sm_70), so the
-#    kernel-compile tests can run.
-GPU_CUDA="$("$PY" -c 'import torch; print(torch.version.cuda if torch.cuda.is_available() else "")')"
-case "$GPU_CUDA" in
-  13.*) CUDA_EXTRA=cuda13 NVRTC="nvidia-cuda-nvrtc==13.*" ;;
-  *)    CUDA_EXTRA=cuda12 NVRTC="nvidia-cuda-nvrtc-cu12==12.*" ;;
-esac
-PINNED="$VENV/pinned-versions.txt"
-printf '%s\n' "mmengine==0.10.7" "mmdet==3.3.0" "mmsegmentation==1.2.2" \
-  "mmpretrain==1.2.0" "flake8==7.5.0" "isort==9.0.2" "yapf==0.43.0" "$NVRTC" \
-  > "$PINNED"
-"${PIP[@]}" -c "$PINNED" --no-build-isolation \
-  -e "$ROOT[det,seg,cls,deploy,tests,$CUDA_EXTRA]"
+#    installed as a user installs it (setup.cfg's requirements and extras), at the
+#    constrained versions; the CuPy extra as chosen above.
+"${PIP[@]}" --no-build-isolation -e "$ROOT[det,seg,cls,deploy,tests,$CUDA_EXTRA]"
 
 "$PY" -c 'import mmcv._ext, mmdet, mmseg, mmpretrain, cupy, mmplug_involution' \
   || { log "import check failed: see the messages above"; exit 1; }

@@ -2,11 +2,12 @@
 
 CPU tensors, NCHW and channels_last; the default there. The sources (one
 file per layout and pass, see ``csrc/cpp/involution_cpu.h``) are built by
-torch's C++ extension machinery for this machine's vector instruction set
-(AVX-512, AVX2 or plain), into a cache folder keyed by every source file,
-torch's version, the Python version and that instruction set:
+torch's C++ extension machinery, the core with its torch front-end
+(``csrc/cpp/frontends/torch_ops.cpp``), for this machine's vector
+instruction set (AVX-512, AVX2 or plain), into a cache folder keyed by every
+source file, torch's version, the Python version and that instruction set:
 ``$MMPLUG_CACHE_DIR/cpu_kernels/<key>/`` (default
-``~/.cache/mmplug-involution``). The first use of the backend in a process
+``~/.cache/mmplug-involution``; :mod:`..kernel_build`). The first use of the backend in a process
 builds them there when they are missing (:func:`build_cpu_kernels`: one line
 on stderr says so; about a minute on 2 cores), under a file lock, so that
 processes starting at once build them once and the others wait and load that
@@ -19,67 +20,29 @@ The library registers ``torch.ops.mmplug_involution_cpu.forward``,
 ``.backward`` and ``.generated_forward`` (see :func:`forward` and
 :func:`generated_forward`).
 """
-import contextlib
-import fcntl
 import functools
-import hashlib
 import os
-import platform
-import sys
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
+from ..kernel_build import (CORE_SOURCE_DIR, ensure_built, isa_flags,
+                            kernel_sources, library_path)
+
 __all__ = [
     'NAME', 'DEVICE_TYPE', 'unavailable_reason', 'forward', 'backward',
     'generated_forward', 'generated_backward', 'CPU_SOURCE_DIR', 'cpu_sources',
-    'build_cpu_kernels', 'cpu_kernels_error', 'cpu_kernels_path', 'vector_isa'
+    'build_cpu_kernels', 'cpu_kernels_error', 'cpu_kernels_path'
 ]
 
 NAME = 'cpp'
 DEVICE_TYPE = 'cpu'
-CPU_SOURCE_DIR = Path(__file__).parents[1] / 'csrc' / 'cpp'
+CPU_SOURCE_DIR = CORE_SOURCE_DIR
 LIBRARY_NAME = 'mmplug_involution_cpu'
 BUILD_COMMAND = ('python -c "from mmplug_involution.ops.backends.cpp import '
                  'build_cpu_kernels; build_cpu_kernels(verbose=True)"')
-# ATen's own flags for its vectorised kernels of each instruction set
-_ISA_FLAGS = {
-    'avx512': [
-        '-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512dq', '-mfma',
-        '-DCPU_CAPABILITY=AVX512', '-DCPU_CAPABILITY_AVX512'
-    ],
-    'avx2': [
-        '-mavx2', '-mfma', '-mf16c', '-DCPU_CAPABILITY=AVX2',
-        '-DCPU_CAPABILITY_AVX2'
-    ],
-    'default': ['-DCPU_CAPABILITY=DEFAULT'],
-}
-
-
-def _cpu_flags() -> set:
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('flags'):
-                    return set(line.split(':', 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-@functools.lru_cache(maxsize=None)
-def vector_isa() -> str:
-    """``'avx512'``, ``'avx2'`` or ``'default'``: what this CPU runs."""
-    if platform.machine() not in ('x86_64', 'AMD64'):
-        return 'default'
-    flags = _cpu_flags()
-    if {'avx512f', 'avx512bw', 'avx512vl', 'avx512dq'} <= flags:
-        return 'avx512'
-    if {'avx2', 'fma'} <= flags:
-        return 'avx2'
-    return 'default'
 
 
 def _cflags() -> List[str]:
@@ -91,48 +54,20 @@ def _cflags() -> List[str]:
     # 1.3x slower). The library exports nothing; its ops register at load.
     return [
         '-O3', '-fopenmp', '-fvisibility=hidden', '-fvisibility-inlines-hidden'
-    ] + _ISA_FLAGS[vector_isa()]
-
-
-def _cache_root() -> Path:
-    root = os.environ.get('MMPLUG_CACHE_DIR')
-    if root:
-        return Path(root)
-    xdg = os.environ.get('XDG_CACHE_HOME')
-    return Path(xdg or Path.home() / '.cache') / 'mmplug-involution'
+    ] + isa_flags()
 
 
 def cpu_sources() -> List[Path]:
-    """Every file of the kernels, sorted: the headers and the ``.cpp`` files
-    that :func:`build_cpu_kernels` compiles."""
-    return sorted(path for path in CPU_SOURCE_DIR.iterdir()
-                  if path.suffix in ('.h', '.cpp'))
+    """Every file of the kernels: the core's headers and ``.cpp`` files
+    (sorted), then the torch front-end."""
+    return kernel_sources('torch_ops.cpp')
 
 
 def cpu_kernels_path() -> Path:
     """Where this machine's build of the kernels lives (or would): keyed by
     the name and content of every source file, torch, Python and flags."""
-    key = hashlib.sha256()
-    for source in cpu_sources():
-        key.update(source.name.encode() + b'\0')
-        key.update(source.read_bytes() + b'\0')
-    key.update(' '.join([torch.__version__, sys.version, *_cflags()]).encode())
-    folder = _cache_root() / 'cpu_kernels' / (
-        f'{vector_isa()}-{key.hexdigest()[:16]}')
-    return folder / f'{LIBRARY_NAME}.so'
-
-
-@contextlib.contextmanager
-def _build_lock(path: Path) -> Iterator[None]:
-    """Holds an exclusive lock on ``path``'s build, across processes."""
-    lock = path.parent.with_name(path.parent.name + '.lock')
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, 'a') as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return library_path('cpu_kernels', LIBRARY_NAME, cpu_sources(),
+                        [torch.__version__, *_cflags()])
 
 
 def _compile(path: Path, verbose: bool) -> None:
@@ -156,21 +91,10 @@ def _compile(path: Path, verbose: bool) -> None:
 
 
 def _ensure_built(path: Path, verbose: bool = False) -> bool:
-    """Build the library at ``path`` unless it is there (or another process
-    built it while this one waited for the lock); whether this call built
-    it."""
-    if path.exists():
-        return False
-    with _build_lock(path):
-        if path.exists():
-            return False
-        print(
-            'mmplug_involution: building the involution CPU kernels for this '
-            f'machine into {path.parent} (once; about a minute)',
-            file=sys.stderr,
-            flush=True)
-        _compile(path, verbose)
-    return True
+    """Build the library at ``path`` unless it is there (once across
+    processes); whether this call built it."""
+    return ensure_built(path, lambda target: _compile(target, verbose),
+                        'the involution CPU kernels')
 
 
 def build_cpu_kernels(verbose: bool = False) -> Path:

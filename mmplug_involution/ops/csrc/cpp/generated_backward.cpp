@@ -114,8 +114,7 @@ void generated_backward_nhwc(const T* grad_out, const T* x,
               gkk, r_count, pixels);
     T* partial_bias = partial + gkk * r_count;
     for (int64_t o = 0; o < gkk; ++o) {
-      partial_bias[o] += at::vec::reduce_all<T>(
-          [](Vec a, Vec b) { return a + b; }, gk + o * pixels, pixels);
+      partial_bias[o] += reduce_sum<T>(gk + o * pixels, pixels);
     }
     // the band's kernel, then the input rows it reaches
     matmul<T>(red, r_count, 1, wt, gkk, bias, 0, ks, gkk, pixels, gkk,
@@ -136,13 +135,12 @@ void generated_backward_nhwc(const T* grad_out, const T* x,
         continue;
       }
       grad_input_nhwc_row(grad_out, rows, cols, row_sum, n, h, g);
-      at::vec::map2([](Vec a, Vec c) { return a + c; }, gx_row, gx_row,
-                    row_sum, g.w * g.c);
+      add_into<T>(gx_row, row_sum, g.w * g.c);
     }
   };
 
   for (const bool odd : {false, true}) {
-    at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
       static thread_local std::vector<T> tiles, xs_buffer, row_buffer;
       T* ks = scratch(tiles, 2 * tile);
       for (int64_t chunk = begin; chunk < end; ++chunk) {
@@ -159,7 +157,7 @@ void generated_backward_nhwc(const T* grad_out, const T* x,
     });
   }
   // the chunks' partial sums, added in chunk order
-  at::parallel_for(0, partial_size, 1024, [&](int64_t begin, int64_t end) {
+  parallel_for(0, partial_size, 1024, [&](int64_t begin, int64_t end) {
     for (int64_t e = begin; e < end; ++e) {
       T sum = partials[e];
       for (int64_t chunk = 1; chunk < chunks; ++chunk) {

@@ -30,7 +30,7 @@ void generated_forward_nhwc(const T* x, const T* reduced, const T* wt,
   const int64_t budget = (1024 * 1024) / static_cast<int64_t>(sizeof(T));
   const int64_t chunk = std::max<int64_t>(
       1, std::min((128 + g.wo - 1) / g.wo, budget / row_size));
-  at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
     static thread_local std::vector<T> buffer;
     T* ks = scratch(buffer, chunk * row_size);
     for (int64_t row0 = begin; row0 < end; row0 += chunk) {

@@ -30,6 +30,45 @@ void set_taps(Geometry& g) {
   }
 }
 
+// The geometry of a call: input (n, c, h, w), a kernel (given or generated)
+// of (n, kernel_channels, ho, wo), window k, stride s, padding p, dilation
+// d. Returns why they do not fit together, or nullptr.
+const char* make_geometry(Geometry& g, int64_t n, int64_t c, int64_t h,
+                          int64_t w, int64_t kernel_channels, int64_t ho,
+                          int64_t wo, int64_t k, int64_t s, int64_t p,
+                          int64_t d) {
+  if (k < 1 || s < 1 || p < 0 || d < 1) {
+    return "involution: invalid kernel_size/stride/padding/dilation";
+  }
+  g.n = n;
+  g.c = c;
+  g.h = h;
+  g.w = w;
+  g.k = k;
+  g.s = s;
+  g.p = p;
+  g.d = d;
+  g.kk = k * k;
+  g.groups = kernel_channels / g.kk;
+  g.ho = ho;
+  g.wo = wo;
+  if (g.groups < 1 || kernel_channels != g.groups * g.kk ||
+      c % g.groups != 0) {
+    return "involution: kernel channels do not match the input";
+  }
+  if (ho != (h + 2 * p - d * (k - 1) - 1) / s + 1 ||
+      wo != (w + 2 * p - d * (k - 1) - 1) / s + 1 || ho < 1 || wo < 1) {
+    return "involution: kernel spatial size does not match the output";
+  }
+  g.cg = c / g.groups;
+  g.hp = h + 2 * p;
+  g.wq = (w + 2 * p + s - 1) / s;
+  g.plane = g.hp * g.wq;
+  g.phase_stride = g.cg * g.plane;
+  set_taps(g);
+  return nullptr;
+}
+
 // The geometry of `rows` output rows alone, for a scratch that holds only
 // the padded input rows they read.
 Geometry band_geometry(const Geometry& g, int64_t rows) {
@@ -41,6 +80,4 @@ Geometry band_geometry(const Geometry& g, int64_t rows) {
   set_taps(band);
   return band;
 }
-
-
 }  // namespace mmplug_involution_cpu

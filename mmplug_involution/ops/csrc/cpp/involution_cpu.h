@@ -28,8 +28,11 @@
 //                          by a 1x1 conv (never written to memory)
 //   generated_backward.cpp its fused backward: the kernel and its gradient
 //                          only ever as tiles of a band of rows
-//   registration.cpp       argument checks, layout and dtype dispatch, and
-//                          the torch.ops.mmplug_involution_cpu registration
+//   vectorized.h           the vector type the passes compute with
+// They depend on no framework: the front-ends in frontends/ check the
+// arguments, choose layout and type, and run the passes on their threads:
+//   frontends/torch_ops.cpp      the torch.ops.mmplug_involution_cpu ops
+//   frontends/openvino_ops.cpp   the OpenVINO extension's two ops
 // Each opens with its maths and loop order. What several passes share is
 // in headers, as templates each pass inlines as before the split.
 //
@@ -39,15 +42,12 @@
 // instantiated for float and double in their own files.
 #pragma once
 
-#include <ATen/Parallel.h>
-#include <ATen/cpu/vec/functional.h>
-#include <ATen/cpu/vec/vec.h>
-
 #include <algorithm>
 #include <cstdint>
-#include <type_traits>
-#include <utility>
+#include <functional>
 #include <vector>
+
+#include "vectorized.h"
 
 // Fully unrolls a loop over a register block, so that its accumulators
 // stay in vector registers (left rolled, GCC keeps them on the stack).
@@ -58,33 +58,12 @@
 
 namespace mmplug_involution_cpu {
 
-using at::vec::Vectorized;
-
-// Whether ATen has the run-time-size transpose_mxn(src, ld_src, dst, ld_dst,
-// M, N) (vectorised for float on AVX-512); torch 2.4 has only the
-// compile-time-size form.
-template <typename T, typename = void>
-struct HasRuntimeTranspose : std::false_type {};
-template <typename T>
-struct HasRuntimeTranspose<
-    T, std::void_t<decltype(at::vec::transpose_mxn<T>(
-           std::declval<const T*>(), int64_t{}, std::declval<T*>(), int64_t{},
-           int{}, int{}))>> : std::true_type {};
-
-// dst[j * ld_dst + i] = src[i * ld_src + j] for an m x n block: ATen's
-// transpose where the torch has it, the same loop as its generic form
-// otherwise.
-template <typename T>
-inline void transpose_block(const T* src, int64_t ld_src, T* dst,
-                            int64_t ld_dst, int64_t m, int64_t n) {
-  if constexpr (HasRuntimeTranspose<T>::value) {
-    at::vec::transpose_mxn<T>(src, ld_src, dst, ld_dst, m, n);
-  } else {
-    for (int64_t i = 0; i < m; ++i) {
-      for (int64_t j = 0; j < n; ++j) dst[j * ld_dst + i] = src[i * ld_src + j];
-    }
-  }
-}
+// Runs body(lo, hi) over consecutive sub-ranges of [begin, end) (each at
+// least `grain` long where there are enough) on the calling framework's
+// threads, returning when all have run. Defined by each front-end (the
+// torch ops: at::parallel_for; the OpenVINO extension: TBB).
+void parallel_for(int64_t begin, int64_t end, int64_t grain,
+                  const std::function<void(int64_t, int64_t)>& body);
 
 struct Geometry {
   int64_t n, c, h, w;  // input
@@ -154,6 +133,14 @@ T* scratch(std::vector<T>& buffer, int64_t size) {
 }
 
 // ------------------------------------------------- geometry.cpp --
+
+// The geometry of a call: input (n, c, h, w), a kernel (given or generated)
+// of (n, kernel_channels, ho, wo), window k, stride s, padding p, dilation
+// d. Returns why they do not fit together, or nullptr.
+const char* make_geometry(Geometry& g, int64_t n, int64_t c, int64_t h,
+                          int64_t w, int64_t kernel_channels, int64_t ho,
+                          int64_t wo, int64_t k, int64_t s, int64_t p,
+                          int64_t d);
 
 // Each tap's offset in the NCHW scratch and in an NHWC image.
 void set_taps(Geometry& g);

@@ -45,7 +45,7 @@ inline void matmul_block(const T* a, int64_t a_p, int64_t a_r, const T* b,
       const Vec scalar(a[p * a_p + r * a_r]);
       KEEP_IN_REGISTERS
       for (int64_t v = 0; v < NV; ++v) {
-        acc[p][v] = at::vec::fmadd(scalar, w[v], acc[p][v]);
+        acc[p][v] = fmadd(scalar, w[v], acc[p][v]);
       }
     }
   }

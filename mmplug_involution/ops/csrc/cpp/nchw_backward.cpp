@@ -31,7 +31,7 @@ void backward_nchw(const T* grad_out, const T* x, const T* kernel,
   constexpr int64_t V = Vec::size();
   const int64_t hw_out = g.ho * g.wo;
   const int64_t* tap = g.tap_nchw.data();
-  at::parallel_for(0, g.n * g.groups, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(0, g.n * g.groups, 1, [&](int64_t begin, int64_t end) {
     static thread_local std::vector<T> buffer;
     T* xs = scratch(buffer, 2 * g.s * g.phase_stride);
     T* gxs = xs + g.s * g.phase_stride;  // the input gradient, padded
@@ -56,7 +56,7 @@ void backward_nchw(const T* grad_out, const T* x, const T* kernel,
             T* gx_t = gx_at + tap[t];
             for (int64_t c = 0; c < g.cg; ++c) {
               T* at = gx_t + c * g.plane;
-              store(at::vec::fmadd(kv, load(gy + c * hw_out, len),
+              store(fmadd(kv, load(gy + c * hw_out, len),
                                    load(at, len)),
                     at, len);
             }

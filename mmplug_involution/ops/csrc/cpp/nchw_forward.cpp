@@ -36,7 +36,7 @@ inline void forward_nchw_block(const T* x_block, const T* k_row, T* out,
     const T* x_tap = x_block + tap[t];
     KEEP_IN_REGISTERS
     for (int64_t q = 0; q < CB; ++q) {
-      acc[q] = at::vec::fmadd(kv, load(x_tap + q * g.plane, len), acc[q]);
+      acc[q] = fmadd(kv, load(x_tap + q * g.plane, len), acc[q]);
     }
   }
   KEEP_IN_REGISTERS
@@ -47,7 +47,7 @@ template <typename T>
 void forward_nchw(const T* x, const T* kernel, T* out, const Geometry& g) {
   constexpr int64_t V = Vectorized<T>::size();
   const int64_t hw_out = g.ho * g.wo;
-  at::parallel_for(0, g.n * g.groups, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(0, g.n * g.groups, 1, [&](int64_t begin, int64_t end) {
     static thread_local std::vector<T> buffer;
     T* xs = scratch(buffer, g.s * g.phase_stride);
     for (int64_t ng = begin; ng < end; ++ng) {

@@ -106,7 +106,7 @@ inline void grad_kernel_taps(const T* gy, const T* x_at, T* gk, int64_t t0,
     const T* x_c = x_at + c * g.plane;
     KEEP_IN_REGISTERS
     for (int64_t b = 0; b < TB; ++b) {
-      acc[b] = at::vec::fmadd(gy_c, load(x_c + tap[b], len), acc[b]);
+      acc[b] = fmadd(gy_c, load(x_c + tap[b], len), acc[b]);
     }
   }
   KEEP_IN_REGISTERS

@@ -21,7 +21,7 @@ void grad_kernel_nhwc(const T* grad_out, const T* x, T* grad_kernel,
   const int64_t bands = (g.ho + rows - 1) / rows;
   const Geometry full_band = band_geometry(g, rows);
   const Geometry last_band = band_geometry(g, g.ho - (bands - 1) * rows);
-  at::parallel_for(0, g.n * g.groups * bands, 1, [&](int64_t begin,
+  parallel_for(0, g.n * g.groups * bands, 1, [&](int64_t begin,
                                                      int64_t end) {
     static thread_local std::vector<T> buffer;
     T* xs = scratch(buffer, grad_kernel_band_scratch(full_band));
@@ -40,7 +40,7 @@ template <typename T>
 void grad_input_nhwc(const T* grad_out, const T* kernel, T* grad_in,
                      const Geometry& g) {
   const ColumnTaps cols = column_taps(g);
-  at::parallel_for(0, g.n * g.h, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(0, g.n * g.h, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / g.h;
       const KernelRows<T> rows{kernel + n * g.ho * g.wo * g.groups * g.kk, 0,

@@ -54,7 +54,7 @@ inline void broadcast_block(const Tap tap, T* out, int64_t out_step,
         const Vec kv(scalar);
         KEEP_IN_REGISTERS
         for (int64_t a = 0; a < NV; ++a) {
-          acc[b][a] = at::vec::fmadd(kv, get(src + a * V, a), acc[b][a]);
+          acc[b][a] = fmadd(kv, get(src + a * V, a), acc[b][a]);
         }
       }
     }
@@ -99,7 +99,7 @@ inline void sliding_block(const Column column, const Weight weight, T* out,
         const Vec kv(weight(b, row, x - b));
         KEEP_IN_REGISTERS
         for (int64_t a = 0; a < NV; ++a) {
-          acc[b][a] = at::vec::fmadd(kv, in[a], acc[b][a]);
+          acc[b][a] = fmadd(kv, in[a], acc[b][a]);
         }
       }
     }
@@ -139,7 +139,7 @@ void checked_pixel(const Tap& tap, T* out, int64_t width, const Geometry& g) {
         T scalar;
         const T* src = tap(u, v, scalar);
         if (src != nullptr) {
-          acc = at::vec::fmadd(Vec(scalar), load(src + c0, len), acc);
+          acc = fmadd(Vec(scalar), load(src + c0, len), acc);
         }
       }
     }

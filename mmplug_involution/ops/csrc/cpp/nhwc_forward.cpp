@@ -23,7 +23,7 @@ template <typename T>
 void forward_nhwc(const T* x, const T* kernel, T* out, const Geometry& g) {
   const InteriorColumns cols = interior_columns(g);
   const int64_t row_size = g.wo * g.groups * g.kk;
-  at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       forward_nhwc_row(x, kernel + row * row_size, out, row, cols, g);
     }

@@ -1,4 +1,5 @@
-// Dispatch and registration of the involution CPU kernels.
+// The torch front-end of the involution CPU kernels: dispatch and
+// registration.
 //
 // Registers torch.ops.mmplug_involution_cpu.forward, .backward,
 // .generated_forward and .generated_backward (CPU). Each checks the shapes,
@@ -15,7 +16,18 @@
 #include <limits>
 #include <tuple>
 
-#include "involution_cpu.h"
+#include <ATen/Parallel.h>
+
+#include "../involution_cpu.h"
+
+namespace mmplug_involution_cpu {
+
+void parallel_for(int64_t begin, int64_t end, int64_t grain,
+                  const std::function<void(int64_t, int64_t)>& body) {
+  at::parallel_for(begin, end, grain, body);
+}
+
+}  // namespace mmplug_involution_cpu
 
 namespace {
 
@@ -27,34 +39,11 @@ using namespace mmplug_involution_cpu;
 Geometry geometry(const Tensor& input, int64_t kernel_channels, int64_t ho,
                   int64_t wo, int64_t k, int64_t s, int64_t p, int64_t d) {
   TORCH_CHECK(input.dim() == 4, "involution: input must be 4-D");
-  TORCH_CHECK(k >= 1 && s >= 1 && p >= 0 && d >= 1,
-              "involution: invalid kernel_size/stride/padding/dilation");
   Geometry g;
-  g.n = input.size(0);
-  g.c = input.size(1);
-  g.h = input.size(2);
-  g.w = input.size(3);
-  g.k = k;
-  g.s = s;
-  g.p = p;
-  g.d = d;
-  g.kk = k * k;
-  g.groups = kernel_channels / g.kk;
-  g.ho = ho;
-  g.wo = wo;
-  TORCH_CHECK(g.groups >= 1 && kernel_channels == g.groups * g.kk &&
-                  g.c % g.groups == 0,
-              "involution: kernel channels do not match the input");
-  TORCH_CHECK(g.ho == (g.h + 2 * p - d * (k - 1) - 1) / s + 1 &&
-                  g.wo == (g.w + 2 * p - d * (k - 1) - 1) / s + 1 &&
-                  g.ho >= 1 && g.wo >= 1,
-              "involution: kernel spatial size does not match the output");
-  g.cg = g.c / g.groups;
-  g.hp = g.h + 2 * p;
-  g.wq = (g.w + 2 * p + s - 1) / s;
-  g.plane = g.hp * g.wq;
-  g.phase_stride = g.cg * g.plane;
-  set_taps(g);
+  const char* error =
+      make_geometry(g, input.size(0), input.size(1), input.size(2),
+                    input.size(3), kernel_channels, ho, wo, k, s, p, d);
+  TORCH_CHECK(error == nullptr, error);
   return g;
 }
 

@@ -18,10 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..ops.onnx import ONNX_OPSET
+from ..ops.onnx import (CUSTOM_DOMAIN, CUSTOM_OPSETS, ONNX_OPSET,
+                        custom_op_nodes)
 
 __all__ = [
-    'TensorOutputs', 'export_onnx', 'compare_with_onnxruntime', 'EXPORTERS'
+    'TensorOutputs', 'export_onnx', 'compare_with_onnxruntime',
+    'compare_with_openvino', 'EXPORTERS'
 ]
 
 EXPORTERS = ('dynamo', 'torchscript')
@@ -93,9 +95,10 @@ def export_onnx(module: nn.Module,
                 dynamic: bool = False,
                 exporter: str = 'dynamo',
                 size_divisor: int = 1,
-                dynamic_spatial: bool = True) -> None:
+                dynamic_spatial: bool = True,
+                custom_ops: bool = False) -> None:
     """Write ``module(inputs)`` as an ONNX file (opset 17 or later, standard
-    operators only).
+    operators only unless ``custom_ops``).
 
     Args:
         module: returns a tensor or a tuple of tensors (e.g.
@@ -105,6 +108,10 @@ def export_onnx(module: nn.Module,
             width too (multiples of ``size_divisor``, which must divide the
             example's).
         exporter: ``'dynamo'`` (torch's default) or ``'torchscript'``.
+        custom_ops: each involution as one node of the custom domain
+            ``mmplug_involution`` (for OpenVINO with the package's
+            extension, :func:`.openvino.compile_openvino`) instead of
+            standard operators (any runtime).
     """
     if exporter not in EXPORTERS:
         raise ValueError(f'exporter must be one of {EXPORTERS}, got '
@@ -122,7 +129,8 @@ def export_onnx(module: nn.Module,
                                for size in inputs.shape[2:]):
         raise ValueError(f'the example size {tuple(inputs.shape[2:])} must '
                          f'be a multiple of size_divisor={size_divisor}.')
-    with _size_preserving_rewrites():
+    nodes = custom_op_nodes() if custom_ops else contextlib.nullcontext()
+    with _size_preserving_rewrites(), nodes:
         _export(module, inputs, path, dynamic, dynamic_spatial, exporter,
                 size_divisor)
 
@@ -148,6 +156,7 @@ def _export(module, inputs, path, dynamic, dynamic_spatial, exporter,
             path,
             dynamo=False,
             opset_version=ONNX_OPSET,
+            custom_opsets=CUSTOM_OPSETS,
             dynamic_axes=axes if dynamic else None,
             **names)
         return
@@ -175,21 +184,16 @@ def _export(module, inputs, path, dynamic, dynamic_spatial, exporter,
     program.save(path)
 
 
-def compare_with_onnxruntime(path: str, module: nn.Module,
-                             batches: Sequence[Tensor]) -> List[dict]:
-    """Run the ONNX file in ONNX Runtime (CPU) on each batch and compare
-    with ``module``: per batch the shape, the largest absolute difference
-    and that difference relative to the largest magnitude of the output it
-    is in."""
-    import onnxruntime
-    session = onnxruntime.InferenceSession(
-        path, providers=['CPUExecutionProvider'])
-    name = session.get_inputs()[0].name
+def _compare(run, module: nn.Module, batches: Sequence[Tensor], path: str,
+             runtime: str) -> List[dict]:
+    """``run(batch)`` (a runtime's outputs, numpy) against ``module``'s, per
+    batch: the shape, the largest absolute difference and that difference
+    relative to the largest magnitude of the output it is in."""
     results = []
     for batch in batches:
         with torch.no_grad():
             expected = _flatten(module(batch))
-        got = session.run(None, {name: batch.numpy()})
+        got = run(batch.numpy())
         if len(got) != len(expected):
             raise RuntimeError(f'{path} gives {len(got)} outputs, the model '
                                f'{len(expected)}.')
@@ -198,8 +202,8 @@ def compare_with_onnxruntime(path: str, module: nn.Module,
             theirs = theirs.numpy()
             if ours.shape != theirs.shape:
                 raise RuntimeError(
-                    f'{path}: an output has shape {ours.shape} in ONNX '
-                    f'Runtime but {theirs.shape} in PyTorch for input '
+                    f'{path}: an output has shape {ours.shape} in {runtime} '
+                    f'but {theirs.shape} in PyTorch for input '
                     f'{tuple(batch.shape)}.')
             diff = float(np.abs(ours - theirs).max(initial=0.))
             scale = float(np.abs(theirs).max(initial=0.)) or 1.
@@ -210,3 +214,41 @@ def compare_with_onnxruntime(path: str, module: nn.Module,
                 shape=tuple(batch.shape), max_abs=worst_abs,
                 max_rel=worst_rel))
     return results
+
+
+def compare_with_onnxruntime(path: str, module: nn.Module,
+                             batches: Sequence[Tensor]) -> List[dict]:
+    """Run the ONNX file in ONNX Runtime (CPU) on each batch and compare
+    with ``module`` (see :func:`_compare`).
+
+    Raises:
+        RuntimeError: the file has custom-op nodes, which ONNX Runtime
+            cannot run.
+    """
+    from .openvino import custom_op_types
+    custom = custom_op_types(path)
+    if custom:
+        raise RuntimeError(
+            f'{path} has {CUSTOM_DOMAIN} nodes ({", ".join(custom)}), which '
+            'only OpenVINO with the package\'s extension runs: compare with '
+            'compare_with_openvino, or export without custom_ops for ONNX '
+            'Runtime.')
+    import onnxruntime
+    session = onnxruntime.InferenceSession(
+        path, providers=['CPUExecutionProvider'])
+    name = session.get_inputs()[0].name
+    return _compare(lambda batch: session.run(None, {name: batch}), module,
+                    batches, path, 'ONNX Runtime')
+
+
+def compare_with_openvino(path: str,
+                          module: nn.Module,
+                          batches: Sequence[Tensor],
+                          precision: str = 'f32') -> List[dict]:
+    """Run the ONNX file (standard or custom-op) in OpenVINO (CPU, with the
+    involution extension, at ``precision``) on each batch and compare with
+    ``module`` (see :func:`_compare`)."""
+    from .openvino import compile_openvino
+    compiled = compile_openvino(path, precision=precision)
+    return _compare(lambda batch: list(compiled(batch).values()), module,
+                    batches, path, 'OpenVINO')

@@ -23,27 +23,53 @@ result.
   :func:`onnx_translation_table` gives the table to pass as
   ``custom_translation_table``.
 
+Within :func:`custom_op_nodes`, both exporters write each op as one node
+of the custom domain ``mmplug_involution`` instead (``Involution`` and
+``GeneratedInvolution``, opset version 1, attributes ``kernel_size``,
+``stride``, ``padding``, ``dilation``), which the package's OpenVINO
+extension runs (:mod:`mmplug_involution.deploy.openvino`) and other
+runtimes do not.
+
 One graph builder serves both: it is written against an ``emit(op_type,
-*inputs, **attributes)`` callable and an ``ints(values)`` constant maker,
-which each exporter supplies.
+*inputs, **attributes)`` callable (``op_type`` ``'domain::Name'`` for a
+custom domain's node) and an ``ints(values)`` constant maker, which each
+exporter supplies.
 """
+import contextlib
 import importlib
 import importlib.util
 import warnings
-from typing import Callable, Dict, Sequence
+from typing import Callable, Dict, Iterator, Sequence
 
 import torch
 
 from .involution import GENERATED_INVOLUTION_OP, INVOLUTION_OP
 
 __all__ = [
-    'ONNX_OPSET', 'onnx_translation_table', 'register_onnx_symbolics',
+    'ONNX_OPSET', 'CUSTOM_DOMAIN', 'CUSTOM_OPSETS', 'custom_op_nodes',
+    'onnx_translation_table', 'register_onnx_symbolics',
     'register_onnx_translations'
 ]
 
 ONNX_OPSET = 17  # what the package's exports use
 SYMBOLIC_MIN_OPSET = 11  # the oldest opset the nodes below exist in (Pad,
 # Slice and Reshape with tensor inputs): mmdeploy's configs export at 11
+CUSTOM_DOMAIN = 'mmplug_involution'
+CUSTOM_OPSETS = {CUSTOM_DOMAIN: 1}  # the custom domain's version
+
+_custom_nodes = False
+
+
+@contextlib.contextmanager
+def custom_op_nodes() -> Iterator[None]:
+    """Within: exports write each involution as one node of the custom domain
+    :data:`CUSTOM_DOMAIN` rather than standard operators (process-wide)."""
+    global _custom_nodes
+    previous, _custom_nodes = _custom_nodes, True
+    try:
+        yield
+    finally:
+        _custom_nodes = previous
 
 
 def _zero_after(emit: Callable, ints: Callable, tensor):
@@ -59,11 +85,26 @@ def _zero_after(emit: Callable, ints: Callable, tensor):
     return emit('Cast', emit('Less', first, first), to=7)  # INT64
 
 
+def _window_attributes(kernel_size: int, stride: int, padding: int,
+                       dilation: int) -> dict:
+    return dict(
+        kernel_size=kernel_size,
+        stride=stride,
+        padding=padding,
+        dilation=dilation)
+
+
 def _involution_nodes(emit: Callable, ints: Callable, input, kernel,
                       kernel_size: int, stride: int, padding: int,
                       dilation: int):
     """The involution of ``input`` (N, C, H, W) with ``kernel``
-    (N, G*K*K, H_out, W_out) as standard ONNX nodes; returns the output."""
+    (N, G*K*K, H_out, W_out) as standard ONNX nodes (within
+    :func:`custom_op_nodes`: one ``Involution`` node); returns the
+    output."""
+    if _custom_nodes:
+        return emit(
+            f'{CUSTOM_DOMAIN}::Involution', input, kernel,
+            **_window_attributes(kernel_size, stride, padding, dilation))
     taps = kernel_size * kernel_size
 
     def dims(tensor, *axes):  # (Shape with start/end trips torch's
@@ -101,8 +142,12 @@ def _involution_nodes(emit: Callable, ints: Callable, input, kernel,
 def _generated_involution_nodes(emit: Callable, ints: Callable, input, reduced,
                                 weight, bias, *window):
     """The kernel generator's 1x1 ``Conv`` (``bias`` None: without),
-    then :func:`_involution_nodes` with ``window`` (K, s, p, d)."""
+    then :func:`_involution_nodes` with ``window`` (K, s, p, d); within
+    :func:`custom_op_nodes` one ``GeneratedInvolution`` node."""
     conv_inputs = [reduced, weight] + ([] if bias is None else [bias])
+    if _custom_nodes:
+        return emit(f'{CUSTOM_DOMAIN}::GeneratedInvolution', input,
+                    *conv_inputs, **_window_attributes(*window))
     kernel = emit('Conv', *conv_inputs, kernel_shape=[1, 1])
     return _involution_nodes(emit, ints, input, kernel, *window)
 
@@ -165,10 +210,46 @@ def register_onnx_symbolics() -> None:
 # --- dynamo exporter (onnxscript) ------------------------------------------
 
 
+def _custom_schema(name: str, inputs: Sequence[str]):
+    """The ONNX schema of a custom-domain node (onnxscript needs one to
+    write it): float tensors in (a trailing ``bias`` optional), one out,
+    the window's int attributes."""
+    from onnx import defs
+    parameter = defs.OpSchema.FormalParameter
+    optional = defs.OpSchema.FormalParameterOption.Optional
+    return defs.OpSchema(
+        name,
+        CUSTOM_DOMAIN,
+        CUSTOM_OPSETS[CUSTOM_DOMAIN],
+        inputs=[
+            parameter(input, 'T', param_option=optional)
+            if input == 'bias' else parameter(input, 'T') for input in inputs
+        ],
+        outputs=[parameter('output', 'T')],
+        type_constraints=[('T', ['tensor(float)'], 'float tensors')],
+        attributes=[
+            defs.OpSchema.Attribute(attribute, defs.OpSchema.AttrType.INT)
+            for attribute in _window_attributes(1, 1, 0, 1)
+        ])
+
+
+_CUSTOM_INPUTS = {
+    'Involution': ('input', 'kernel'),
+    'GeneratedInvolution': ('input', 'reduced', 'weight', 'bias'),
+}
+
+
 def _onnxscript_emitters():
     from onnxscript import opset18 as op
+    from onnxscript.values import Op, Opset
 
     def emit(op_type: str, *inputs, **attributes):
+        if '::' in op_type:
+            domain, name = op_type.split('::')
+            custom = Op(
+                Opset(domain, CUSTOM_OPSETS[domain]), name,
+                _custom_schema(name, _CUSTOM_INPUTS[name]))
+            return custom(*inputs, **attributes)
         return getattr(op, op_type)(*inputs, **attributes)
 
     def ints(values: Sequence[int]):

@@ -3,11 +3,14 @@
 Detectors and segmentors export their tensor-mode forward (features and the
 heads' raw outputs, before post-processing; for two-stage detectors the RPN
 head's), backbones their features; see ``docs/deployment.md``. The file uses
-standard ONNX operators only (opset 17 or later). After writing it the tool
-runs the ONNX checker, then ONNX Runtime on a random input (and, with
-``--dynamic``, on a second size and batch), and prints the largest
-difference to PyTorch; it exits with status 1 when that exceeds
-``--tolerance`` (relative to the output's largest magnitude).
+standard ONNX operators only (opset 17 or later); with ``--custom-ops`` each
+involution is one node of the custom domain ``mmplug_involution``, which
+OpenVINO runs with the package's extension (the fast route there). After
+writing it the tool runs the ONNX checker, then ONNX Runtime (OpenVINO in
+float32 with ``--custom-ops``) on a random input (and, with ``--dynamic``,
+on a second size and batch), and prints the largest difference to PyTorch;
+it exits with status 1 when that exceeds ``--tolerance`` (relative to the
+output's largest magnitude).
 
 Example:
     python tools/deploy/export_onnx.py \\
@@ -15,6 +18,7 @@ Example:
         --out retinanet_rednet50.onnx --shape 800 1216 --dynamic
 """
 import argparse
+import importlib
 import os
 import os.path as osp
 import sys
@@ -26,7 +30,8 @@ from mmengine.config import Config, DictAction
 
 from mmplug_involution.apis import build_config_model, load_config_checkpoint
 from mmplug_involution.deploy import (EXPORTERS, TensorOutputs,
-                                      compare_with_onnxruntime, export_onnx)
+                                      compare_with_onnxruntime,
+                                      compare_with_openvino, export_onnx)
 from mmplug_involution.runtime import CheckpointError
 
 
@@ -69,6 +74,12 @@ def parse_args():
         default='dynamo',
         help='torch.onnx exporter (default dynamo)')
     parser.add_argument(
+        '--custom-ops',
+        action='store_true',
+        help='write each involution as one mmplug_involution node for '
+        'OpenVINO with the package\'s extension (checked in OpenVINO) '
+        'instead of standard ONNX operators (any runtime)')
+    parser.add_argument(
         '--tolerance',
         type=float,
         default=1e-4,
@@ -104,12 +115,15 @@ def main():
     if args.dynamic and (height % divisor or width % divisor):
         fail(f'--shape {height} {width} must be multiples of '
              f'--size-divisor {divisor} with --dynamic.')
+    runtime = 'openvino' if args.custom_ops else 'onnxruntime'
     try:
         import onnx
-        import onnxruntime  # noqa: F401
+        importlib.import_module(runtime)
     except ImportError as error:
-        fail(f'{error.name} is missing: pip install onnx onnxruntime '
-             'onnxscript (the README set-up installs them).')
+        extra = 'openvino' if args.custom_ops else 'deploy'
+        fail(f'{error.name} is missing: pip install '
+             f'"mmplug-involution[{extra}]" (the README set-up installs '
+             'it).')
 
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
@@ -139,7 +153,8 @@ def main():
             partial,
             dynamic=args.dynamic,
             exporter=args.exporter,
-            size_divisor=divisor)
+            size_divisor=divisor,
+            custom_ops=args.custom_ops)
         onnx.checker.check_model(partial, full_check=True)
         os.replace(partial, args.out)
     except RuntimeError as error:
@@ -149,8 +164,9 @@ def main():
     finally:
         if osp.exists(partial):
             os.remove(partial)
+    kind = 'custom-op' if args.custom_ops else 'standard-op'
     print(f'Wrote {args.out} ({osp.getsize(args.out) / 2**20:.1f} MiB, '
-          f'{args.exporter} exporter); the ONNX checker passed.')
+          f'{args.exporter} exporter, {kind}); the ONNX checker passed.')
 
     batches = [example]
     if args.dynamic:
@@ -163,13 +179,22 @@ def main():
                 width + 2 * step,
                 generator=generator))
     worst = 0.
-    for result in compare_with_onnxruntime(args.out, module, batches):
-        print(f'ONNX Runtime vs PyTorch, input {result["shape"]}: largest '
+    if args.custom_ops:
+        name = 'OpenVINO (f32)'
+        try:
+            results = compare_with_openvino(args.out, module, batches)
+        except RuntimeError as error:
+            fail(str(error))
+    else:
+        name = 'ONNX Runtime'
+        results = compare_with_onnxruntime(args.out, module, batches)
+    for result in results:
+        print(f'{name} vs PyTorch, input {result["shape"]}: largest '
               f'difference {result["max_abs"]:.3g} '
               f'(relative {result["max_rel"]:.3g})')
         worst = max(worst, result['max_rel'])
     if worst > args.tolerance:
-        fail(f'ONNX Runtime differs from PyTorch by {worst:.3g} (relative), '
+        fail(f'{name} differs from PyTorch by {worst:.3g} (relative), '
              f'more than --tolerance {args.tolerance:g}.')
 
 

@@ -7,9 +7,10 @@ torch's C++ extension machinery, the core with its torch front-end
 instruction set (AVX-512, AVX2 or plain), into a cache folder keyed by every
 source file, torch's version, the Python version and that instruction set:
 ``$MMPLUG_CACHE_DIR/cpu_kernels/<key>/`` (default
-``~/.cache/mmplug-involution``; :mod:`..kernel_build`). The first use of the backend in a process
-builds them there when they are missing (:func:`build_cpu_kernels`: one line
-on stderr says so; about a minute on 2 cores), under a file lock, so that
+``~/.cache/mmplug-involution``; :mod:`..kernel_build`). The first use of
+the backend in a process builds them there when they are missing
+(:func:`build_cpu_kernels`: one line on stderr says so; about a minute on 2
+cores), under a file lock, so that
 processes starting at once build them once and the others wait and load that
 build. Every later process, install or clone with the same sources, torch
 and Python only loads the library; a changed source builds anew. Where the

@@ -134,10 +134,10 @@ def test_layer_benchmarks_run_and_write_their_tables(tmp_path, tool, stem,
     _assert_png(tmp_path / f'{stem}.png')
 
 
-def test_onnx_benchmark_runs_and_writes_table_and_plot(tmp_path):
+def test_deploy_benchmark_runs_and_writes_table_and_plot(tmp_path):
     subprocess.run([
         sys.executable,
-        str(BENCHMARKS / 'benchmark_onnx.py'), '--models', 'RedNet-50',
+        str(BENCHMARKS / 'benchmark_deploy.py'), '--models', 'RedNet-50',
         '--settings', '224x224, batch 1', '--warmup', '0', '--repeats', '1',
         '--out',
         str(tmp_path)
@@ -146,10 +146,14 @@ def test_onnx_benchmark_runs_and_writes_table_and_plot(tmp_path):
                    text=True,
                    check=True,
                    cwd=ROOT)
-    rows = json.loads((tmp_path / 'onnx_cpu.json').read_text())['rows']
-    assert [r['runtime'] for r in rows] == ['PyTorch eager', 'ONNX Runtime']
-    assert rows[0]['time_ratio'] == 1 and rows[1]['time_ratio'] > 0
-    _assert_png(tmp_path / 'onnx_cpu.png')
+    rows = json.loads((tmp_path / 'deploy_cpu.json').read_text())['rows']
+    assert [r['runtime'] for r in rows] == [
+        'PyTorch eager', 'ONNX Runtime', 'OpenVINO f32, standard ops',
+        'OpenVINO f32', 'OpenVINO default'
+    ]
+    assert rows[0]['time_ratio'] == 1
+    assert all(r['time_ratio'] > 0 and r['compile_s'] > 0 for r in rows[1:])
+    _assert_png(tmp_path / 'deploy_cpu.png')
 
 
 def _scalars(path, losses, metric):

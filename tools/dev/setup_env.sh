@@ -5,7 +5,7 @@
 # kept, with the torchvision built for it), setuptools<82, mmcv 2.1.0 built from source
 # with its ops against that torch (the wheel is cached outside the repo so a re-run or
 # a fresh clone does not rebuild it), then this package (editable) with the extras
-# det, seg, cls, deploy, tests and cuda12/cuda13 as a user installs it, pinned to the
+# det, seg, cls, deploy, openvino, tests and cuda12/cuda13 as a user installs it, pinned to the
 # versions the documented figures were measured with (mmengine 0.10.7, mmdet 3.3.0,
 # mmsegmentation 1.2.2, mmpretrain 1.2.0), and builds its C++ CPU kernels the way
 # their first use does (cached, rebuilt when their source changes).
@@ -33,6 +33,9 @@ build_cpu_kernels() {
   "$VENV/bin/python" -c 'from mmplug_involution.ops.backends.cpp import build_cpu_kernels
 print("[setup_env] involution CPU kernels:", build_cpu_kernels())' \
     || { log "building the involution CPU kernels failed: see the messages above"; exit 1; }
+  "$VENV/bin/python" -c 'from mmplug_involution.deploy import openvino_extension
+print("[setup_env] involution OpenVINO extension:", openvino_extension())' \
+    || { log "building the involution OpenVINO extension failed: see the messages above"; exit 1; }
 }
 
 # Everything else is keyed by this script and the package metadata: when neither has
@@ -99,7 +102,7 @@ CONSTRAINTS="$VENV/constraints.txt"
 for module in (torch, torchvision):
     print(f"{module.__name__}=={module.__version__.split(chr(43))[0]}")'
   printf '%s\n' "mmengine==0.10.7" "mmdet==3.3.0" "mmsegmentation==1.2.2" \
-    "mmpretrain==1.2.0" "flake8==7.5.0" "isort==9.0.2" "yapf==0.43.0" "$NVRTC"
+    "mmpretrain==1.2.0" "openvino==2026.4.1" "flake8==7.5.0" "isort==9.0.2" "yapf==0.43.0" "$NVRTC"
 } > "$CONSTRAINTS"
 PIP+=(-c "$CONSTRAINTS")
 log "torch $TORCH_VERSION (CUDA: ${TORCH_CUDA:-none})"
@@ -125,12 +128,13 @@ fi
 # 5. This package, editable, with the extras the demos and the test suite use,
 #    installed as a user installs it (setup.cfg's requirements and extras), at the
 #    constrained versions; the CuPy extra as chosen above.
-"${PIP[@]}" --no-build-isolation -e "$ROOT[det,seg,cls,deploy,tests,$CUDA_EXTRA]"
+"${PIP[@]}" --no-build-isolation -e "$ROOT[det,seg,cls,deploy,openvino,tests,$CUDA_EXTRA]"
 
 "$PY" -c 'import mmcv._ext, mmdet, mmseg, mmpretrain, cupy, mmplug_involution' \
   || { log "import check failed: see the messages above"; exit 1; }
-# 6. The vectorised C++ CPU kernels of involution, built as any first use builds
-#    them (ops/backends/cpp.py), so that the tests and demos start with them.
+# 6. The vectorised C++ CPU kernels of involution and the OpenVINO extension made
+#    from them, built as any first use builds them (ops/kernel_build.py), so that
+#    the tests and demos start with them.
 build_cpu_kernels
 rm -f "$VENV"/.mmplug-setup-*
 touch "$STAMP"

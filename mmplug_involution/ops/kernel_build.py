@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Callable, Iterator, List, Sequence
 
 __all__ = [
-    'CORE_SOURCE_DIR', 'FRONTEND_DIR', 'vector_isa', 'isa_flags',
-    'cache_root', 'kernel_sources', 'library_path', 'ensure_built'
+    'CORE_SOURCE_DIR', 'FRONTEND_DIR', 'vector_isa', 'isa_flags', 'cache_root',
+    'kernel_sources', 'library_path', 'ensure_built'
 ]
 
 CORE_SOURCE_DIR = Path(__file__).parent / 'csrc' / 'cpp'
@@ -31,8 +31,7 @@ FRONTEND_DIR = CORE_SOURCE_DIR / 'frontends'
 # the instruction sets' compiler flags (those ATen builds its own vectorised
 # kernels of each set with)
 _ISA_FLAGS = {
-    'avx512':
-    ['-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512dq', '-mfma'],
+    'avx512': ['-mavx512f', '-mavx512bw', '-mavx512vl', '-mavx512dq', '-mfma'],
     'avx2': ['-mavx2', '-mfma', '-mf16c'],
     'default': [],
 }

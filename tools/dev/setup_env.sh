@@ -5,10 +5,11 @@
 # kept, with the torchvision built for it), setuptools<82, mmcv 2.1.0 built from source
 # with its ops against that torch (the wheel is cached outside the repo so a re-run or
 # a fresh clone does not rebuild it), then this package (editable) with the extras
-# det, seg, cls, deploy, openvino, tests and cuda12/cuda13 as a user installs it, pinned to the
-# versions the documented figures were measured with (mmengine 0.10.7, mmdet 3.3.0,
-# mmsegmentation 1.2.2, mmpretrain 1.2.0), and builds its C++ CPU kernels the way
-# their first use does (cached, rebuilt when their source changes).
+# det, seg, cls, deploy, openvino, mmdeploy, tests and cuda12/cuda13 as a user installs
+# it (mmdeploy itself with --no-deps), pinned to the versions the documented figures
+# were measured with (mmengine 0.10.7, mmdet 3.3.0, mmsegmentation 1.2.2, mmpretrain
+# 1.2.0, openvino 2026.4.1), and builds its C++ CPU kernels and their OpenVINO
+# extension the way their first use does (cached, rebuilt when their source changes).
 #
 # Environment knobs:
 #   PYTHON                 base interpreter used to create .venv (default: python3)
@@ -128,7 +129,11 @@ fi
 # 5. This package, editable, with the extras the demos and the test suite use,
 #    installed as a user installs it (setup.cfg's requirements and extras), at the
 #    constrained versions; the CuPy extra as chosen above.
-"${PIP[@]}" --no-build-isolation -e "$ROOT[det,seg,cls,deploy,openvino,tests,$CUDA_EXTRA]"
+"${PIP[@]}" --no-build-isolation -e "$ROOT[det,seg,cls,deploy,openvino,mmdeploy,tests,$CUDA_EXTRA]"
+# mmdeploy itself without its declared requirements: its metadata pins protobuf<=3.20.2,
+# which the onnx above does not accept; what its export path imports is there (aenum
+# comes with the [mmdeploy] extra). docs/deployment.md, "mmdeploy".
+"${PIP[@]}" --no-deps "mmdeploy==1.3.1"
 
 "$PY" -c 'import mmcv._ext, mmdet, mmseg, mmpretrain, cupy, mmplug_involution' \
   || { log "import check failed: see the messages above"; exit 1; }

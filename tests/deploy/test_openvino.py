@@ -120,9 +120,17 @@ def test_involution_in_openvino_equals_the_reference_and_pytorch(
 @pytest.mark.parametrize('case', CASES, ids=str)
 def test_generated_involution_in_openvino_equals_the_reference_and_pytorch(
         case, bias, exporter, tmp_path):
+    _check_generated(case, bias, exporter, 3, tmp_path)
+
+
+def test_a_generator_wider_than_one_depth_panel(tmp_path):
+    """R = 130: the span conv's product runs in two panels of depth."""
+    _check_generated((8, 2, 3, 1, 1, 1), True, 'torchscript', 130, tmp_path)
+
+
+def _check_generated(case, bias, exporter, reduced_channels, tmp_path):
     channels, groups, *window = case
     torch.manual_seed(sum(case))
-    reduced_channels = 3
     module = _GeneratedInvolution(reduced_channels, groups, window, bias)
 
     def inputs(n, h, w):
@@ -137,7 +145,8 @@ def test_generated_involution_in_openvino_equals_the_reference_and_pytorch(
     assert [node.op_type for node in nodes] == ['GeneratedInvolution']
     assert len(nodes[0].input) == (4 if bias else 3)
     compiled = compile_openvino(path, precision='f32')
-    for n, h, w in ((2, 11, 9), (1, 17, 20), (3, 6, 9)):
+    # widths over several vectors, a masked tail, odd heights
+    for n, h, w in ((2, 11, 9), (1, 17, 20), (3, 6, 9), (1, 9, 37)):
         x, reduced = inputs(n, h, w)
         got = compiled([x.numpy(), reduced.numpy()])[0]
         with torch.no_grad():

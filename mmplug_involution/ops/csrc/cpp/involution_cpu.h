@@ -15,7 +15,8 @@
 //   nchw_scratch.h         a group zero-padded and split into its column
 //                          phases (the "NCHW scratch"), back again, and the
 //                          kernel gradient computed from it
-//   nchw_forward.cpp       forward, NCHW (contiguous) tensors
+//   nchw_forward.cpp       forward, NCHW (contiguous) tensors, the kernel
+//                          given or generated a row at a time
 //   nchw_backward.cpp      kernel gradient and input gradient, NCHW
 //   nhwc_blocks.h          the register-blocked NHWC building blocks (a
 //                          block of pixels x channel vectors across the taps)
@@ -154,6 +155,14 @@ Geometry band_geometry(const Geometry& g, int64_t rows);
 // nchw_forward.cpp
 template <typename T>
 void forward_nchw(const T* x, const T* kernel, T* out, const Geometry& g);
+
+// nchw_forward.cpp: the NCHW forward with the kernel
+// ks[n, o, i, j] = bias[o] + sum_r weight[o][r] * reduced[n, r, i, j]
+// (weight (G*K*K, R)) made a row at a time, never written whole
+template <typename T>
+void generated_forward_nchw(const T* x, const T* reduced, const T* weight,
+                            const T* bias, T* out, int64_t r_count,
+                            const Geometry& g);
 
 // nchw_backward.cpp
 template <typename T>

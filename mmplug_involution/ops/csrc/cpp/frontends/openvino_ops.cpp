@@ -6,10 +6,9 @@
 //       -> (N, C, Ho, Wo)                        the core's NCHW forward
 //   GeneratedInvolution(input (N, C, H, W), reduced (N, R, Ho, Wo),
 //                       weight (G*K*K, R, 1, 1)[, bias (G*K*K)])
-//       -> (N, C, Ho, Wo)  the kernel conv2d(reduced, weight, bias) made on
-//                          the fly by the core's fused NHWC forward, never
-//                          written whole (the operands are transposed to
-//                          NHWC and the result back, in parallel)
+//       -> (N, C, Ho, Wo)  the core's NCHW forward with the kernel
+//                          conv2d(reduced, weight, bias) made on the fly a
+//                          row at a time, never written whole
 // attributes kernel_size, stride, padding, dilation (ints). They compute in
 // f32 on OpenVINO's threads (TBB); other element types are refused at
 // compile time with a message. Loaded with ov::Core::add_extension(path).
@@ -46,27 +45,6 @@ namespace mmplug_involution_openvino {
 using namespace mmplug_involution_cpu;
 
 constexpr const char* kDomain = "mmplug_involution";
-
-// dst (n, cols, rows) = each image of src (n, rows, cols) transposed, the
-// images' 16-row blocks spread over the threads.
-void transpose_images(const float* src, float* dst, int64_t n, int64_t rows,
-                      int64_t cols) {
-  const int64_t blocks = (rows + 15) / 16;
-  parallel_for(0, n * blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t image = item / blocks, r0 = item % blocks * 16;
-      const int64_t offset = image * rows * cols;
-      transpose_block<float>(src + offset + r0 * cols, cols,
-                             dst + offset + r0, rows,
-                             std::min<int64_t>(16, rows - r0), cols);
-    }
-  });
-}
-
-float* buffer(std::vector<float>& storage, size_t size) {
-  if (storage.size() < size) storage.resize(size);
-  return storage.data();
-}
 
 // What both operations share: the window attributes, the checks and the
 // output's shape (N, C) of the input, (Ho, Wo) of the second input.
@@ -192,26 +170,18 @@ class GeneratedInvolution : public InvolutionBase {
     outputs[0].set_shape({static_cast<size_t>(g.n), static_cast<size_t>(g.c),
                           static_cast<size_t>(g.ho),
                           static_cast<size_t>(g.wo)});
-    static thread_local std::vector<float> x_buffer, red_buffer, out_buffer,
-        wt_buffer, bias_buffer;
-    const int64_t hw = g.h * g.w, hw_out = g.ho * g.wo;
-    float* x = buffer(x_buffer, g.n * hw * g.c);
-    float* red = buffer(red_buffer, g.n * hw_out * r_count);
-    float* out = buffer(out_buffer, g.n * hw_out * g.c);
-    float* wt = buffer(wt_buffer, r_count * gkk);
-    float* bias = buffer(bias_buffer, gkk);
-    transpose_images(inputs[0].data<const float>(), x, g.n, g.c, hw);
-    transpose_images(inputs[1].data<const float>(), red, g.n, r_count,
-                     hw_out);
-    transpose_block<float>(inputs[2].data<const float>(), r_count, wt, gkk,
-                           gkk, r_count);
+    static thread_local std::vector<float> zeros;
+    const float* bias = nullptr;
     if (inputs.size() == 4) {
-      std::copy_n(inputs[3].data<const float>(), gkk, bias);
+      bias = inputs[3].data<const float>();
     } else {
-      std::fill_n(bias, gkk, 0.f);
+      zeros.assign(gkk, 0.f);
+      bias = zeros.data();
     }
-    generated_forward_nhwc<float>(x, red, wt, bias, out, r_count, g);
-    transpose_images(out, outputs[0].data<float>(), g.n, hw_out, g.c);
+    generated_forward_nchw<float>(
+        inputs[0].data<const float>(), inputs[1].data<const float>(),
+        inputs[2].data<const float>(), bias, outputs[0].data<float>(), r_count,
+        g);
     return true;
   }
 };

@@ -132,11 +132,11 @@ def export_onnx(module: nn.Module,
     nodes = custom_op_nodes() if custom_ops else contextlib.nullcontext()
     with _size_preserving_rewrites(), nodes:
         _export(module, inputs, path, dynamic, dynamic_spatial, exporter,
-                size_divisor)
+                size_divisor, custom_ops)
 
 
 def _export(module, inputs, path, dynamic, dynamic_spatial, exporter,
-            size_divisor):
+            size_divisor, custom_ops):
     names = dict(input_names=['inputs'])
     with torch.no_grad():
         count = len(_flatten(module(inputs)))
@@ -156,7 +156,7 @@ def _export(module, inputs, path, dynamic, dynamic_spatial, exporter,
             path,
             dynamo=False,
             opset_version=ONNX_OPSET,
-            custom_opsets=CUSTOM_OPSETS,
+            custom_opsets=CUSTOM_OPSETS if custom_ops else None,
             dynamic_axes=axes if dynamic else None,
             **names)
         return

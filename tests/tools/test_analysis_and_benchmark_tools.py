@@ -156,6 +156,28 @@ def test_deploy_benchmark_runs_and_writes_table_and_plot(tmp_path):
     _assert_png(tmp_path / 'deploy_cpu.png')
 
 
+def test_openvino_profile_sums_node_times_by_type(tmp_path):
+    subprocess.run([
+        sys.executable,
+        str(BENCHMARKS / 'profile_openvino.py'), '--models', 'RedNet-50',
+        '--settings', '224x224, batch 1', '--warmup', '1', '--calls', '1',
+        '--out',
+        str(tmp_path)
+    ],
+                   capture_output=True,
+                   text=True,
+                   check=True,
+                   cwd=ROOT)
+    rows = json.loads((tmp_path / 'profile_openvino.json').read_text())['rows']
+    assert [row['precision'] for row in rows] == ['f32', 'default']
+    for row in rows:  # the extension's ops ran, beside the convolutions
+        assert row['node_ms']['Reference'] > 0
+        assert row['node_ms']['Convolution'] > 0
+        assert row['total_ms'] == pytest.approx(sum(row['node_ms'].values()))
+    assert '| RedNet-50 | f32 |' in (tmp_path /
+                                     'profile_openvino.md').read_text()
+
+
 def _scalars(path, losses, metric):
     path.parent.mkdir(parents=True)
     lines = [

@@ -17,7 +17,8 @@ process runs the models in turn, each in:
 
 All with the same number of threads. Median (and range) of repeated calls
 after warm-up rounds over all runtimes, the peak memory one call adds
-(resident set; ONNX Runtime's on a session without its memory arena), the
+(resident set; ONNX Runtime's on a session without its memory arena, after
+all timings: such a session slows the process's later work down), the
 time to load the file into each runtime (``compile_s``; OpenVINO's compile),
 and ratios: over eager per model, and over ResNet-50 in the same runtime and
 setting.
@@ -104,26 +105,28 @@ def timed(load):
     return loaded, time.perf_counter() - start
 
 
-def runtimes(module, folder: Path, threads: int):
-    """Each runtime's name -> (call(numpy batch), load seconds, and for
-    ONNX Runtime the arena-free call peak memory is measured with)."""
+def onnxruntime_session(path: str, threads: int, arena: bool = True):
+    """A call(numpy batch) of ``path`` in ONNX Runtime (CPU)."""
     import onnxruntime
-    standard = export(module, folder, 'standard', custom_ops=False)
-    custom = export(module, folder, 'custom', custom_ops=True)
-    has_involutions = bool(custom_op_types(custom))
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = arena
+    session = onnxruntime.InferenceSession(
+        path, options, providers=['CPUExecutionProvider'])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})
 
-    def session(arena: bool):
-        options.enable_cpu_mem_arena = arena
-        loaded = onnxruntime.InferenceSession(
-            standard, options, providers=['CPUExecutionProvider'])
-        name = loaded.get_inputs()[0].name
-        return lambda x: loaded.run(None, {name: x})
 
-    ort, ort_s = timed(lambda: session(True))
-    found = {'ONNX Runtime': (ort, ort_s, session(False))}
+def runtimes(module, folder: Path, threads: int):
+    """The standard-op file, and each runtime's name -> (call(numpy batch),
+    load seconds)."""
+    standard = export(module, folder, 'standard', custom_ops=False)
+    custom = export(module, folder, 'custom', custom_ops=True)
+    has_involutions = bool(custom_op_types(custom))
+    found = {
+        'ONNX Runtime': timed(lambda: onnxruntime_session(standard, threads))
+    }
     variants = [('OpenVINO f32', custom, 'f32'),
                 ('OpenVINO default', custom, None)]
     if has_involutions:
@@ -136,8 +139,8 @@ def runtimes(module, folder: Path, threads: int):
                 config={'INFERENCE_NUM_THREADS': threads}))
         request = compiled.create_infer_request()
         found[name] = (lambda x, request=request: request.infer({0: x}),
-                       seconds, None)
-    return found
+                       seconds)
+    return standard, found
 
 
 def main():
@@ -160,9 +163,13 @@ def main():
             'CPU', 'INFERENCE_PRECISION_HINT')))
     rows = []
     with tempfile.TemporaryDirectory() as folder:
+        standard_files = {}
         for name in args.models:
             module = build(*MODELS[name])
-            loaded = runtimes(module, Path(folder), threads)
+            model_folder = Path(folder) / str(len(standard_files))
+            model_folder.mkdir()
+            standard_files[name], loaded = runtimes(module, model_folder,
+                                                    threads)
             for setting in args.settings:
                 batch, height, width = SETTINGS[setting]
                 x = torch.randn(batch, 3, height, width)
@@ -175,12 +182,9 @@ def main():
                 fns = {'PyTorch eager': eager}
                 fns.update({
                     runtime: lambda call=call: call(array)
-                    for runtime, (call, _, _) in loaded.items()
+                    for runtime, (call, _) in loaded.items()
                 })
                 results = measure_all(fns, device, args.repeats, args.warmup)
-                arena_free = loaded['ONNX Runtime'][2]
-                results['ONNX Runtime']['peak_mib'] = peak_mib(
-                    lambda: arena_free(array), device)
                 for runtime, result in results.items():
                     load_s = loaded[runtime][1] if runtime in loaded else 0.
                     row = dict(
@@ -192,10 +196,21 @@ def main():
                     rows.append(row)
                     print(
                         f'{name:42s} {setting:18s} {runtime:27s} '
-                        f'{row["ms"]:9.1f} ms {row["peak_mib"]:8.1f} MiB '
-                        f'{load_s:6.2f} s',
+                        f'{row["ms"]:9.1f} ms {load_s:6.2f} s',
                         flush=True)
             loaded = None  # free the sessions before the next model
+        # ONNX Runtime's peak memory without its arena (which keeps the peak
+        # allocated between calls), last: a session without the arena leaves
+        # the process's allocator slower for everything after it (measured:
+        # eager RedNet-50 1.25x, ONNX Runtime 2x)
+        for name, path in standard_files.items():
+            arena_free = onnxruntime_session(path, threads, arena=False)
+            for row in rows:
+                if row['model'] == name and row['runtime'] == 'ONNX Runtime':
+                    batch, height, width = SETTINGS[row['setting']]
+                    array = torch.randn(batch, 3, height, width).numpy()
+                    row['peak_mib'] = peak_mib(lambda: arena_free(array),
+                                               device)
     add_ratios(
         rows, lambda r, row: r['runtime'] == 'PyTorch eager' and r['model'] ==
         row['model'] and r['setting'] == row['setting'])

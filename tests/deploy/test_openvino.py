@@ -26,7 +26,8 @@ from mmplug_involution.deploy import openvino_extension
 from mmplug_involution.ops import kernel_build
 from mmplug_involution.ops.onnx import CUSTOM_DOMAIN
 from ..ops.reference import involution_reference, output_size
-from ..ops.test_onnx_export import CASES, _GeneratedInvolution, _Involution
+from ..ops.test_onnx_export import (CASES, _case_inputs, _export_file,
+                                    _GeneratedInvolution, _Involution)
 
 openvino = pytest.importorskip('openvino')
 
@@ -46,51 +47,10 @@ def _export_custom(module, inputs, names, exporter, path):
     """``module(*inputs)`` with custom-op nodes and every input's batch,
     height and width dynamic."""
     from mmplug_involution.ops.onnx import CUSTOM_OPSETS, custom_op_nodes
+    options = dict(custom_opsets=CUSTOM_OPSETS) if exporter == 'torchscript' \
+        else {}
     with custom_op_nodes():
-        if exporter == 'torchscript':
-            torch.onnx.export(
-                module,
-                inputs,
-                path,
-                dynamo=False,
-                opset_version=17,
-                custom_opsets=CUSTOM_OPSETS,
-                input_names=names,
-                dynamic_axes={
-                    name: {
-                        0: 'n',
-                        2: f'{name}_h',
-                        3: f'{name}_w'
-                    }
-                    for name in names
-                })
-        else:
-            dim = torch.export.Dim
-            batch = dim('n', min=1)
-            torch.onnx.export(
-                module,
-                inputs,
-                dynamo=True,
-                input_names=names,
-                dynamic_shapes=tuple({
-                    0: batch,
-                    2: dim(f'{name}_h', min=1),
-                    3: dim(f'{name}_w', min=1)
-                } for name in names)).save(path)
-    model = onnx.load(path)
-    onnx.checker.check_model(model, full_check=True)
-    return model
-
-
-def _case_inputs(channels, groups, kernel_size, stride, padding, dilation, n,
-                 h, w, generator):
-    ho, wo = (
-        output_size(size, kernel_size, stride, padding, dilation)
-        for size in (h, w))
-    x = torch.randn(n, channels, h, w, generator=generator)
-    kernel = torch.randn(
-        n, groups * kernel_size**2, ho, wo, generator=generator)
-    return x, kernel
+        return _export_file(module, inputs, names, exporter, path, **options)
 
 
 @pytest.mark.parametrize('exporter', ['dynamo', 'torchscript'])

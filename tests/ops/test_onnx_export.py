@@ -57,7 +57,9 @@ class _GeneratedInvolution(nn.Module):
                                       *self.window)
 
 
-def _export(module, inputs, names, exporter, path):
+def _export_file(module, inputs, names, exporter, path, **options):
+    """``module(*inputs)`` to ``path`` with every input's batch, height and
+    width dynamic; ``options`` go to the TorchScript exporter."""
     if exporter == 'torchscript':
         axes = {
             name: {
@@ -74,7 +76,8 @@ def _export(module, inputs, names, exporter, path):
             dynamo=False,
             opset_version=17,
             input_names=names,
-            dynamic_axes=axes)
+            dynamic_axes=axes,
+            **options)
     else:
         dim = torch.export.Dim
         batch = dim('n', min=1)
@@ -92,6 +95,11 @@ def _export(module, inputs, names, exporter, path):
             dynamic_shapes=shapes)
     model = onnx.load(path)
     onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _export(module, inputs, names, exporter, path):
+    model = _export_file(module, inputs, names, exporter, path)
     assert {node.domain for node in model.graph.node} <= {'', 'ai.onnx'}
     return onnxruntime.InferenceSession(
         path, providers=['CPUExecutionProvider'])

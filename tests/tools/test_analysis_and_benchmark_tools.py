@@ -134,18 +134,23 @@ def test_layer_benchmarks_run_and_write_their_tables(tmp_path, tool, stem,
     _assert_png(tmp_path / f'{stem}.png')
 
 
-def test_deploy_benchmark_runs_and_writes_table_and_plot(tmp_path):
+def _run_on_rednet50(tool, tmp_path, *args):
+    """``tool`` on RedNet-50 at 224x224, batch 1, results into tmp_path."""
     subprocess.run([
         sys.executable,
-        str(BENCHMARKS / 'benchmark_deploy.py'), '--models', 'RedNet-50',
-        '--settings', '224x224, batch 1', '--warmup', '0', '--repeats', '1',
-        '--out',
+        str(BENCHMARKS / tool), '--models', 'RedNet-50', '--settings',
+        '224x224, batch 1', *args, '--out',
         str(tmp_path)
     ],
                    capture_output=True,
                    text=True,
                    check=True,
                    cwd=ROOT)
+
+
+def test_deploy_benchmark_runs_and_writes_table_and_plot(tmp_path):
+    _run_on_rednet50('benchmark_deploy.py', tmp_path, '--warmup', '0',
+                     '--repeats', '1')
     rows = json.loads((tmp_path / 'deploy_cpu.json').read_text())['rows']
     assert [r['runtime'] for r in rows] == [
         'PyTorch eager', 'ONNX Runtime', 'OpenVINO f32, standard ops',
@@ -157,17 +162,8 @@ def test_deploy_benchmark_runs_and_writes_table_and_plot(tmp_path):
 
 
 def test_openvino_profile_sums_node_times_by_type(tmp_path):
-    subprocess.run([
-        sys.executable,
-        str(BENCHMARKS / 'profile_openvino.py'), '--models', 'RedNet-50',
-        '--settings', '224x224, batch 1', '--warmup', '1', '--calls', '1',
-        '--out',
-        str(tmp_path)
-    ],
-                   capture_output=True,
-                   text=True,
-                   check=True,
-                   cwd=ROOT)
+    _run_on_rednet50('profile_openvino.py', tmp_path, '--warmup', '1',
+                     '--calls', '1')
     rows = json.loads((tmp_path / 'profile_openvino.json').read_text())['rows']
     assert [row['precision'] for row in rows] == ['f32', 'default']
     for row in rows:  # the extension's ops ran, beside the convolutions

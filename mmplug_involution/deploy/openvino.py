@@ -194,10 +194,11 @@ def compile_openvino(onnx_path: str,
     """
     openvino = _openvino()
     core = core or openvino.Core()
-    custom = custom_op_types(onnx_path)
     try:
         core.add_extension(openvino_extension())
     except RuntimeError as error:
+        # parsing the file (0.1 s for RedNet-50) only when it matters
+        custom = custom_op_types(onnx_path)
         if custom:
             raise RuntimeError(
                 f'{onnx_path} has {CUSTOM_DOMAIN} nodes ({", ".join(custom)}) '

@@ -66,7 +66,8 @@ class InvolutionBase : public ov::op::Op {
                           "mmplug_involution ", get_type_name(),
                           " computes in f32; got ",
                           get_input_element_type(0),
-                          ". Compile with inference_precision f32.");
+                          ": export the model in float32 (OpenVINO's "
+                          "precision hint keeps these ops in float32).");
     NODE_VALIDATION_CHECK(this, input.rank().compatible(4) &&
                                     second.rank().compatible(4),
                           "mmplug_involution ", get_type_name(),

@@ -1,4 +1,6 @@
 """The ``nn.Conv2d`` attributes that let a layer stand in for a conv."""
+from mmcv.cnn import build_conv_layer
+
 from ..ops.per_sample_conv import IntPair
 
 
@@ -24,3 +26,19 @@ class ConvAttributesMixin:
         self.padding, self.dilation = padding, dilation
         self.groups = groups
         self.transposed, self.output_padding = False, (0, 0)
+
+
+def build_conv_like(conv, cfg: dict, **kwargs):
+    """A conv layer of type ``cfg`` (with ``kwargs`` added to it) taking
+    ``conv``'s channels, kernel size, stride, padding, dilation, groups and
+    bias: what a backbone builds in place of a conv it has made."""
+    return build_conv_layer(
+        dict(cfg, **kwargs),
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        dilation=conv.dilation,
+        groups=conv.groups,
+        bias=conv.bias is not None)

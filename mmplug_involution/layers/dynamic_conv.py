@@ -32,12 +32,31 @@ from ..ops.per_sample_conv import IntPair
 from ..registry import MODELS
 from .conv_attributes import ConvAttributesMixin
 
-__all__ = ['CondConv2d', 'DynamicConv2d', 'DCDConv2d', 'hard_sigmoid2']
+__all__ = [
+    'CondConv2d', 'DynamicConv2d', 'DCDConv2d', 'hard_sigmoid2',
+    'dcd_dynamic_branch'
+]
 
 
 def hard_sigmoid2(x: Tensor) -> Tensor:
     """``relu6(x + 3) / 3``: a hard sigmoid with range [0, 2], 1 at 0."""
     return F.relu6(x + 3) / 3
+
+
+def dcd_dynamic_branch(layer: nn.Module, pooled: Tensor):
+    """DCD's dynamic branch: (N, F) pooled input -> (Phi, Lambda).
+
+    ``layer`` holds the generators (:class:`DCDConv2d`, or the DCD
+    classifier head): ``squeeze`` F -> S with an SE gate (``squeeze_gate``),
+    then ``phi`` S -> B * L^2 and ``scale`` S -> C_out.
+
+    Returns:
+        tuple: Phi(x), (N, B * L^2) unshaped, and Lambda(x) = hsig(scale),
+        (N, C_out) in [0, 2].
+    """
+    y = layer.squeeze(pooled)
+    y = y * hard_sigmoid2(layer.squeeze_gate(y))  # SE gate
+    return layer.phi(y), hard_sigmoid2(layer.scale(y))
 
 
 class _DynamicConvBase(ConvAttributesMixin, BaseModule):
@@ -229,7 +248,8 @@ class DCDConv2d(_DynamicConvBase):
     """Dynamic convolution decomposition: ``W(x) = Lambda(x) W0 + P Phi(x)
     Q^T``.
 
-    A squeeze layer with an SE gate turns the pooled input into Lambda(x),
+    A squeeze layer with an SE gate turns the pooled input (global average
+    pooling, or ``pool_size`` x ``pool_size`` cells flattened) into Lambda(x),
     a per-output-channel hard sigmoid in [0, 2] that scales the static
     kernel W0, and Phi(x), a dynamic L x L fusion matrix. ``groups`` picks
     the form:
@@ -257,12 +277,17 @@ class DCDConv2d(_DynamicConvBase):
             2``.
         groups (int): 1 (dense) or ``in_channels`` (depthwise).
         latent_dim (int, optional): L. Dense: per block, default
-            ``floor(sqrt(C_in / B))`` (the paper's L^2 <= C, per block);
-            depthwise: latent kernel elements, default ``floor(k^2 / 2)``.
+            ``floor(sqrt(C_in * pool_size^2 / B))`` (the paper's L^2 <= C,
+            per block); depthwise: latent kernel elements, default
+            ``floor(k^2 / 2)``.
         num_blocks (int): B, blocks of the dense form's sparse residual;
             must divide C_in and C_out. Default 1 (the full residual).
-        squeeze_ratio (int): squeeze width ``max(C_in, L^2) //
-            squeeze_ratio`` (at least 4). Default 16.
+        pool_size (int): the squeeze reads the input average-pooled to
+            ``pool_size`` x ``pool_size`` and flattened, ``C_in *
+            pool_size^2`` features (the authors' ResNet-18 and MobileNetV2
+            expansions use 2). Default 1 (global average pooling).
+        squeeze_ratio (int): squeeze width ``max(C_in * pool_size^2, L^2)
+            // squeeze_ratio`` (at least 4). Default 16.
         zero_init_dynamic (bool): start with P = 0 and Lambda = 1, so that
             the layer computes exactly its static convolution (for a
             network initialised from a static checkpoint). Default False.
@@ -283,6 +308,7 @@ class DCDConv2d(_DynamicConvBase):
                  bias: bool = True,
                  latent_dim: Optional[int] = None,
                  num_blocks: int = 1,
+                 pool_size: int = 1,
                  squeeze_ratio: int = 16,
                  zero_init_dynamic: bool = False,
                  init_cfg: Optional[dict] = None) -> None:
@@ -305,6 +331,12 @@ class DCDConv2d(_DynamicConvBase):
         if latent_dim is not None and latent_dim < 1:
             raise ValueError(f'latent_dim must be >= 1 (or None for the '
                              f'default), got {latent_dim}.')
+        for name, value in (('pool_size', pool_size), ('squeeze_ratio',
+                                                       squeeze_ratio)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f'{name} must be an integer >= 1, got '
+                                 f'{value!r}.')
+        features = in_channels * pool_size**2  # what the squeeze reads
         if self.depthwise:
             latent = latent_dim or max(math.prod(self.kernel_size) // 2, 1)
         else:
@@ -315,11 +347,11 @@ class DCDConv2d(_DynamicConvBase):
                     f'padding must be dilation*(kernel_size-1)//2 = {same} so '
                     f'that the 1x1 dynamic path and the {self.kernel_size} '
                     f'static path align; got {self.padding}.')
-            latent = latent_dim or max(
-                math.isqrt(in_channels // num_blocks), 1)
+            latent = latent_dim or max(math.isqrt(features // num_blocks), 1)
         self.latent_dim, self.num_blocks = latent, num_blocks
+        self.pool_size = pool_size
         self.zero_init_dynamic = zero_init_dynamic
-        squeeze = max(max(in_channels, latent**2) // squeeze_ratio, 4)
+        squeeze = max(max(features, latent**2) // squeeze_ratio, 4)
         self.static = nn.Conv2d(
             in_channels,
             out_channels,
@@ -331,7 +363,7 @@ class DCDConv2d(_DynamicConvBase):
             bias=False)  # W0
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         # the generators, bias-free as in the official code
-        self.squeeze = nn.Linear(in_channels, squeeze, bias=False)
+        self.squeeze = nn.Linear(features, squeeze, bias=False)
         self.squeeze_gate = nn.Linear(squeeze, squeeze, bias=False)
         self.phi = nn.Linear(squeeze, num_blocks * latent**2, bias=False)
         self.scale = nn.Linear(squeeze, out_channels, bias=False)
@@ -374,10 +406,8 @@ class DCDConv2d(_DynamicConvBase):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C_in, H, W) -> (N, C_out, H_out, W_out), as ``nn.Conv2d``."""
-        y = self.squeeze(x.mean((2, 3)))
-        y = y * hard_sigmoid2(self.squeeze_gate(y))  # SE gate
-        phi = self.phi(y)
-        scale = hard_sigmoid2(self.scale(y))  # Lambda, (N, C_out)
+        pooled = F.adaptive_avg_pool2d(x, self.pool_size).flatten(1)
+        phi, scale = dcd_dynamic_branch(self, pooled)  # scale: Lambda
         if self.depthwise:
             return self._forward_depthwise(x, phi, scale)
         batch, blocks, latent = x.shape[0], self.num_blocks, self.latent_dim

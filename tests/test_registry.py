@@ -28,10 +28,11 @@ def test_the_package_registers_its_models_and_hooks():
     assert set(_ours(MODELS)) == {
         'RedNet', 'XVolutionResNet', 'Involution', 'XVolution', 'DCDConv2d',
         'CondConv2d', 'DynamicConv2d', 'InvolutionFPN', 'InvolutionRPNHead',
-        'InvolutionFCNMaskHead'
+        'InvolutionFCNMaskHead', 'DCDResNet', 'DCDMobileNetV2', 'DCDClsHead'
     }
     assert set(_ours(HOOKS)) == {
-        'DynamicConvTemperatureHook', 'SafeCheckpointHook', 'FuseConvBNHook'
+        'DynamicConvTemperatureHook', 'SafeCheckpointHook', 'FuseConvBNHook',
+        'MixupAlphaRampHook'
     }
 
 
@@ -74,3 +75,33 @@ def test_a_part_whose_toolkit_is_missing_says_which_extra_to_install():
         assert 'InvolutionFPN builds on mmdet, which is not installed' in line
         assert 'pip install "mmplug-involution[det]"' in line
     assert lines[2] == 'RedNet built without mmdet'
+
+
+WITHOUT_MMPRETRAIN = r'''
+import sys
+sys.modules['mmpretrain'] = None  # as if mmpretrain were not installed
+import mmplug_involution
+from mmengine.registry import MODELS
+for name in ('DCDResNet', 'DCDMobileNetV2', 'DCDClsHead'):
+    try:
+        MODELS.build(dict(type=name))
+    except ImportError as error:
+        print(error)
+layer = MODELS.build(dict(type='DCDConv2d', in_channels=8, out_channels=8,
+                          kernel_size=3, padding=1))
+print(type(layer).__name__, 'built without mmpretrain')
+'''
+
+
+def test_the_mmpretrain_parts_say_which_extra_to_install():
+    result = subprocess.run([sys.executable, '-c', WITHOUT_MMPRETRAIN],
+                            capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 4, result.stdout
+    for name, line in zip(('DCDResNet', 'DCDMobileNetV2', 'DCDClsHead'),
+                          lines):
+        assert f'{name} builds on mmpretrain, which is not installed' in line
+        assert 'pip install "mmplug-involution[cls]"' in line
+    assert lines[3] == 'DCDConv2d built without mmpretrain'

@@ -13,5 +13,4 @@
 # Size at 224 px (tests/models/test_dcd_authors_models.py): 3,056,616
 # parameters, exactly the authors' model's, and its multiply-adds.
 _base_ = ['./mobilenet-v2-dcd_8xb64-lbs-mixup-coslr-300e_in1k.py']
-model = dict(
-    backbone=dict(widen_factor=0.5, dcd_cfg=dict(squeeze_ratio=8)))
+model = dict(backbone=dict(widen_factor=0.5, dcd_cfg=dict(squeeze_ratio=8)))

@@ -30,5 +30,7 @@ model = dict(
         num_classes=1000,
         in_channels=1280,
         loss=dict(
-            type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
+            type='LabelSmoothLoss',
+            label_smooth_val=0.1 * 1000 / 999,
+            mode='original'),
         topk=(1, 5)))

@@ -22,6 +22,7 @@ FORMS = {
     'DynamicConv2d': DynamicConv2d,
     'DCDConv2d': DCDConv2d,
     'DCDConv2d-sparse': partial(DCDConv2d, num_blocks=4),
+    'DCDConv2d-pooled': partial(DCDConv2d, pool_size=2),
     'DCDConv2d-depthwise': partial(DCDConv2d, groups=12),
 }
 CASES = [
@@ -229,6 +230,33 @@ def test_dcd_parameter_count_follows_the_formula():
         squeeze * squeeze + squeeze * latent**2 + squeeze * c_in)
 
 
+def test_pooled_squeeze_reads_the_pooled_cells_in_float64():
+    """pool_size=p: the squeeze reads the p x p average-pooled cells,
+    channel-major (C_in * p^2 features), L and the squeeze width follow;
+    odd sizes pool into uneven cells as adaptive pooling does."""
+    torch.manual_seed(0)
+    c_in, c_out = 16, 24
+    layer = DCDConv2d(c_in, c_out, 3, padding=1, pool_size=2).double().eval()
+    assert layer.latent_dim == math.isqrt(4 * c_in)  # 8
+    assert layer.squeeze.weight.shape == (max(4 * c_in, 64) // 16, 4 * c_in)
+    x = torch.randn(3, c_in, 7, 5, dtype=torch.float64)
+    rows, cols = ((0, 4), (3, 7)), ((0, 3), (2, 5))  # adaptive cells
+    cells = torch.stack([
+        x[:, :, r0:r1, c0:c1].mean((2, 3)) for r0, r1 in rows
+        for c0, c1 in cols
+    ], 2).flatten(1)  # (N, C_in * 4), channel-major
+    y = layer.squeeze(cells)
+    y = y * (F.relu6(layer.squeeze_gate(y) + 3) / 3)
+    phi = layer.phi(y).view(3, 8, 8)
+    scale = F.relu6(layer.scale(y) + 3) / 3
+    z = layer.q_norm(layer.q(x)).flatten(2)
+    fused = layer.fusion_norm(phi @ z) + z
+    expected = (layer.p.weight.flatten(1) @ fused).view(3, c_out, 7, 5)
+    expected = expected + scale[:, :, None, None] * F.conv2d(
+        x, layer.static.weight, padding=1) + layer.bias[:, None, None]
+    torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-12)
+
+
 def test_mixture_parameter_counts():
     cond = CondConv2d(16, 32, 3, num_experts=8)
     assert sum(p.numel() for p in cond.parameters()) == \
@@ -246,6 +274,9 @@ def test_mixture_parameter_counts():
     (dict(cls=DCDConv2d, num_blocks=3), 'num_blocks=3 must'),
     (dict(cls=DCDConv2d, num_blocks=2, groups=8), 'dense form'),
     (dict(cls=DCDConv2d, latent_dim=0), 'latent_dim must be >= 1'),
+    (dict(cls=DCDConv2d, pool_size=0), 'pool_size must be an integer'),
+    (dict(cls=DCDConv2d, pool_size=1.5), 'pool_size must be an integer'),
+    (dict(cls=DCDConv2d, squeeze_ratio=0), 'squeeze_ratio must be'),
 ])
 def test_bad_arguments(kwargs, match):
     cls = kwargs.pop('cls')
@@ -391,6 +422,9 @@ def _temperature_runner(work_dir, max_iters, resume=False):
 
 
 def test_trained_temperature_survives_save_load_and_resume(tmp_path):
+    # what the configs' custom_imports opt into: resuming loads the
+    # runner's pickled state (HistoryBuffer) with weights_only=True
+    import mmplug_involution.runtime  # noqa: F401
     hook = DynamicConvTemperatureHook(
         start=30, end=1, duration=10, by_epoch=False)
     runner = _temperature_runner(tmp_path, max_iters=4)

@@ -34,13 +34,40 @@ from .conv_attributes import ConvAttributesMixin
 
 __all__ = [
     'CondConv2d', 'DynamicConv2d', 'DCDConv2d', 'hard_sigmoid2',
-    'dcd_dynamic_branch'
+    'dcd_dynamic_branch', 'pooled_cells'
 ]
 
 
 def hard_sigmoid2(x: Tensor) -> Tensor:
     """``relu6(x + 3) / 3``: a hard sigmoid with range [0, 2], 1 at 0."""
     return F.relu6(x + 3) / 3
+
+
+def pooled_cells(x: Tensor, size: int) -> Tensor:
+    """(N, C, H, W) -> (N, C * size^2): the means of the ``size`` x
+    ``size`` cells of adaptive average pooling, channel-major.
+
+    ``F.adaptive_avg_pool2d(x, size).flatten(1)``, except while exporting
+    to ONNX, which has no adaptive pooling for sizes known only at run time
+    (the TorchScript exporter refuses it, the dynamo one exported a wrong
+    graph): there the same cells (rows ``floor(i H / size)`` to ``ceil((i +
+    1) H / size)``, columns alike) are sliced and averaged.
+    """
+    if size == 1 or not (torch.onnx.is_in_onnx_export()
+                         or torch.compiler.is_exporting()):
+        return F.adaptive_avg_pool2d(x, size).flatten(1)
+    height, width = x.shape[2:]
+    # ceil as (a + size - 1) // size: non-negative operands, where ONNX's
+    # truncating integer division agrees with Python's floor division
+    rows = [
+        x[:, :, i * height // size:((i + 1) * height + size - 1) // size]
+        for i in range(size)
+    ]
+    cells = [
+        row[..., j * width // size:((j + 1) * width + size - 1) // size].mean(
+            (2, 3)) for row in rows for j in range(size)
+    ]
+    return torch.stack(cells, 2).flatten(1)
 
 
 def dcd_dynamic_branch(layer: nn.Module, pooled: Tensor):
@@ -406,8 +433,8 @@ class DCDConv2d(_DynamicConvBase):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, C_in, H, W) -> (N, C_out, H_out, W_out), as ``nn.Conv2d``."""
-        pooled = F.adaptive_avg_pool2d(x, self.pool_size).flatten(1)
-        phi, scale = dcd_dynamic_branch(self, pooled)  # scale: Lambda
+        phi, scale = dcd_dynamic_branch(self, pooled_cells(
+            x, self.pool_size))  # scale: Lambda
         if self.depthwise:
             return self._forward_depthwise(x, phi, scale)
         batch, blocks, latent = x.shape[0], self.num_blocks, self.latent_dim

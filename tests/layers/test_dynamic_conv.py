@@ -14,6 +14,7 @@ from mmengine.registry import MODELS, DefaultScope
 
 from mmplug_involution.engine import DynamicConvTemperatureHook
 from mmplug_involution.layers import CondConv2d, DCDConv2d, DynamicConv2d
+from mmplug_involution.layers.dynamic_conv import pooled_cells
 
 LAYERS = (CondConv2d, DynamicConv2d, DCDConv2d)
 # every form, built as cls(in_channels, out_channels, kernel_size, ...)
@@ -255,6 +256,23 @@ def test_pooled_squeeze_reads_the_pooled_cells_in_float64():
     expected = expected + scale[:, :, None, None] * F.conv2d(
         x, layer.static.weight, padding=1) + layer.bias[:, None, None]
     torch.testing.assert_close(layer(x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_export_pooling_slices_the_adaptive_pooling_cells(monkeypatch):
+    """The sliced cells used while exporting (ONNX has no adaptive
+    pooling of run-time sizes) equal adaptive pooling at every size."""
+    monkeypatch.setattr(torch.compiler, 'is_exporting', lambda: True)
+    generator = torch.Generator().manual_seed(0)
+    for height in range(1, 14):
+        for width in range(1, 14):
+            x = torch.randn(
+                2, 3, height, width, generator=generator, dtype=torch.float64)
+            for size in (2, 3, 4):
+                torch.testing.assert_close(
+                    pooled_cells(x, size),
+                    F.adaptive_avg_pool2d(x, size).flatten(1),
+                    rtol=1e-12,
+                    atol=1e-12)
 
 
 def test_mixture_parameter_counts():

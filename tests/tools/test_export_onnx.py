@@ -67,6 +67,14 @@ FAMILIES = {
     (_xvolution('involution'), True, (2, 3, 64, 64)),
     'xvolution-sa': (_xvolution('sa'), False, (2, 3, 64, 64)),
     'dcd': (_dynamic('DCDConv2d'), False, (2, 3, 64, 64)),
+    # the DCD authors' ResNet-18 layout: squeezes of 2x2-pooled inputs, odd
+    # stage-4 maps (3x5) in the second input
+    'dcd-resnet18-pooled': (dict(
+        type='DCDResNet',
+        depth=18,
+        stem_channels=16,
+        base_channels=16,
+        dcd_cfg=dict(type='DCDConv2d', pool_size=2)), False, (2, 3, 64, 96)),
     'condconv': (_dynamic('CondConv2d'), False, (2, 3, 64, 64)),
     'dynamicconv': (_dynamic('DynamicConv2d'), False, (2, 3, 64, 64)),
 }

@@ -9,7 +9,8 @@ pooling, ``LinearClsHead``), every key and shape of it::
 
     {'state_dict': {'backbone.stem.0.conv.weight': ..., ...,
                     'head.fc.weight': ..., 'head.fc.bias': ...},
-     'meta': {'source': ..., 'sha256': ..., 'arch': 'RedNet-50', ...}}
+     'meta': {'config': 'configs/rednet/rednet50_32xb64-warmup-coslr_in1k.py',
+              'source': ..., 'sha256': ..., 'arch': 'RedNet-50', ...}}
 
 The ``.pdparams`` file (``paddle.save`` of a state dict: a pickle of a dict
 name -> numpy array) is read without running any of it: only what numpy
@@ -19,20 +20,17 @@ BatchNorm ``_mean``/``_variance`` become ``running_mean``/``running_var``
 (``num_batches_tracked`` is set to 0) and its ``fc.weight``, stored (in,
 out), is transposed. Missing, left-over and wrong-shape keys are all
 reported, and then nothing is written. The output is written atomically and
-an existing file is replaced only with ``--overwrite``.
+an existing file is replaced only with ``--overwrite``. (The checks of the
+paths and keys, the meta and the write are shared with the other converters:
+:mod:`mmplug_involution.apis.model_conversion`.)
 
 Example:
     python tools/model_converters/paddleclas2mm.py \\
         RedNet50_pretrained.pdparams checkpoints/rednet50_in1k.pth
 """
 import argparse
-import datetime
-import hashlib
-import io
-import os.path as osp
 import pickle
 import re
-import sys
 import zipfile
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
@@ -40,8 +38,12 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from mmplug_involution.apis import (ConversionError, check_output_path,
+                                    compare_keys, conversion_meta,
+                                    converter_parser, count_parameters,
+                                    exit_with_error, save_converted)
 from mmplug_involution.models import RedNet
-from mmplug_involution.runtime import (UnsafeCheckpointError, atomic_write,
+from mmplug_involution.runtime import (UnsafeCheckpointError,
                                        pickled_array_globals)
 
 #: blocks per stage of each RedNet depth (PaddleClas's ``layer_cfg`` is the
@@ -68,10 +70,9 @@ _INVOLUTION_KEY = re.compile(r'(stem\.1|layer[1-4]\.\d+\.conv2)\.conv1\.conv'
 _RESNET_KEY = re.compile(r'(conv1|layer\d\.\d+\.conv\d)\.weight'
                          r'|(conv1_1\._conv|blocks\.\d+\.conv\d\.conv)\.weight'
                          r'|res\d\w+_branch\w+')
-
-
-class ConversionError(Exception):
-    """The input cannot be converted; the message says why."""
+#: the config of each depth's classifier, relative to the repository
+CONFIG = 'configs/rednet/rednet{depth}_32xb64-warmup-coslr_in1k.py'
+PROG = 'paddleclas2mm'
 
 
 class UnsafePickleError(ConversionError):
@@ -293,32 +294,17 @@ def convert(params: dict) -> Dict[str, torch.Tensor]:
     """
     depth = rednet_depth(params)
     expected = paddle_shapes(depth, _num_classes(params))
-    missing = [key for key in expected if key not in params]
-    unexpected = sorted(
-        str(key) for key in params
-        if key not in expected and key != PADDLE_NAME_TABLE)
-    wrong = []
-    for key, shape in expected.items():
-        if key not in params:
-            continue
-        value = params[key]
-        if not isinstance(value, np.ndarray):
-            wrong.append(f'{key}: RedNet-{depth} needs an array of shape '
-                         f'{shape}, the file has a {type(value).__name__}')
-        elif tuple(value.shape) != shape:
-            wrong.append(f'{key}: RedNet-{depth} needs {shape}, the file '
-                         f'has {tuple(value.shape)}')
-    if missing or unexpected or wrong:
-        lines = [
-            f'the file does not fit PaddleClas\'s RedNet-{depth} (the '
-            'depth of its blocks per stage):'
-        ]
-        for title, keys in (('missing', missing), ('left over', unexpected),
-                            ('wrong shape', wrong)):
-            if keys:
-                lines.append(f'  {title} ({len(keys)}):')
-                lines += [f'    {key}' for key in keys]
-        raise ConversionError('\n'.join(lines))
+    found = {
+        key: value
+        for key, value in params.items() if key != PADDLE_NAME_TABLE
+    }
+    mismatches = compare_keys(expected, found, f'RedNet-{depth}', np.ndarray,
+                              'an array')
+    if mismatches:
+        raise ConversionError(
+            mismatches.report(
+                f'the file does not fit PaddleClas\'s RedNet-{depth} (the '
+                'depth of its blocks per stage):'))
     state_dict = OrderedDict()
     for key in expected:
         value = params[key].T if key == 'fc.weight' else params[key]
@@ -329,75 +315,46 @@ def convert(params: dict) -> Dict[str, torch.Tensor]:
     return state_dict
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog='paddleclas2mm',
-        description='Convert a PaddleClas RedNet ImageNet checkpoint '
+    return converter_parser(
+        PROG, 'Convert a PaddleClas RedNet ImageNet checkpoint '
         '(.pdparams) to the mmpretrain classifier checkpoint of '
-        'configs/rednet/rednet{depth}_32xb64-warmup-coslr_in1k.py.')
-    parser.add_argument(
-        'src', help='the PaddleClas file, e.g. RedNet50_pretrained.pdparams')
-    parser.add_argument('dst', help='the checkpoint to write (.pth)')
-    parser.add_argument(
-        '--overwrite',
-        action='store_true',
-        help='replace DST if it exists (default: refuse)')
-    return parser.parse_args(argv)
+        'configs/rednet/rednet{depth}_32xb64-warmup-coslr_in1k.py.',
+        'RedNet50_pretrained.pdparams').parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Convert ``src`` to ``dst``; errors exit with a message."""
     args = parse_args(argv)
-    if not osp.isfile(args.src):
-        sys.exit(f'paddleclas2mm: error: {args.src} not found.')
-    if osp.isdir(args.dst):
-        sys.exit(f'paddleclas2mm: error: {args.dst} is a folder; give the '
-                 'file to write.')
-    if osp.exists(args.dst):
-        if osp.samefile(args.src, args.dst):
-            sys.exit('paddleclas2mm: error: the output would replace the '
-                     'input; give another output file.')
-        if not args.overwrite:
-            sys.exit(f'paddleclas2mm: error: {args.dst} exists; pass '
-                     '--overwrite to replace it.')
+    try:
+        check_output_path(args.src, args.dst, args.overwrite)
+    except ConversionError as error:
+        exit_with_error(PROG, error)
     try:
         params = load_pdparams(args.src)
     except ConversionError as error:
-        sys.exit(f'paddleclas2mm: error: {error}\n{args.dst} was not '
-                 'written.')
+        exit_with_error(PROG, error, args.dst)
     try:
         state_dict = convert(params)
     except ConversionError as error:
-        sys.exit(f'paddleclas2mm: error: {args.src}: {error}\n{args.dst} '
-                 'was not written.')
+        exit_with_error(PROG, f'{args.src}: {error}', args.dst)
     depth = rednet_depth(params)
     num_classes = state_dict['head.fc.bias'].shape[0]
-    meta = dict(
-        source=osp.basename(args.src),
-        sha256=_sha256(args.src),
+    meta = conversion_meta(
+        args.src,
         converter='tools/model_converters/paddleclas2mm.py',
+        config=CONFIG.format(depth=depth),
         arch=f'RedNet-{depth}',
         depth=depth,
         stem_kernel_size=STEM_KERNEL_SIZE,
-        num_classes=num_classes,
-        date=datetime.date.today().isoformat())
-    buffer = io.BytesIO()
-    torch.save(dict(state_dict=state_dict, meta=meta), buffer)
-    atomic_write(args.dst, buffer.getvalue())
-    parameters = sum(value.numel() for key, value in state_dict.items()
-                     if not key.endswith(('running_mean', 'running_var',
-                                          'num_batches_tracked')))
+        num_classes=num_classes)
+    try:
+        save_converted(args.dst, state_dict, meta)
+    except ConversionError as error:
+        exit_with_error(PROG, error)
     print(f'{args.src} -> {args.dst}: RedNet-{depth} (stem_kernel_size='
           f'{STEM_KERNEL_SIZE}, {num_classes} classes), {len(state_dict)} '
-          f'tensors, {parameters:,} parameters.')
+          f'tensors, {count_parameters(state_dict):,} parameters.')
     if num_classes != 1000:
         print(f'note: the configs have 1000 classes; set '
               f'model.head.num_classes={num_classes}.')

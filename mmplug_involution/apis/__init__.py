@@ -15,8 +15,8 @@ from .launch import (add_tool_arguments, build_config_model, build_runner,
                      launch, load_config_checkpoint, load_tool_config,
                      prepare_launch, replace_sync_bn)
 from .model_conversion import (ConversionError, KeyMismatches,
-                               check_output_path, compare_keys,
-                               conversion_meta, converter_parser,
+                               blocks_per_stage, check_output_path,
+                               compare_keys, conversion_meta, converter_parser,
                                count_parameters, exit_with_error, file_sha256,
                                save_converted)
 from .work_dir import earlier_run_checkpoints, prepare_work_dir
@@ -29,5 +29,5 @@ __all__ = [
     'earlier_run_checkpoints', 'prepare_work_dir', 'ConversionError',
     'KeyMismatches', 'check_output_path', 'compare_keys', 'conversion_meta',
     'count_parameters', 'exit_with_error', 'file_sha256', 'save_converted',
-    'converter_parser'
+    'converter_parser', 'blocks_per_stage'
 ]

@@ -16,6 +16,7 @@ import datetime
 import hashlib
 import io
 import os.path as osp
+import re
 import sys
 from typing import (Any, Callable, Dict, List, Mapping, NoReturn, Optional,
                     Tuple)
@@ -25,13 +26,15 @@ import torch
 from mmplug_involution.runtime import atomic_write
 
 __all__ = [
-    'converter_parser', 'ConversionError', 'KeyMismatches',
+    'converter_parser', 'ConversionError', 'KeyMismatches', 'blocks_per_stage',
     'check_output_path', 'compare_keys', 'conversion_meta', 'count_parameters',
     'exit_with_error', 'file_sha256', 'save_converted'
 ]
 
 #: state-dict entries that are statistics, not parameters
 _BUFFER_SUFFIXES = ('running_mean', 'running_var', 'num_batches_tracked')
+#: a ResNet-style block key, ``layerS.B.`` (under ``backbone.`` or not)
+_BLOCK_KEY = re.compile(r'(?:backbone\.)?layer([1-4])\.(\d+)\.')
 
 
 class ConversionError(Exception):
@@ -49,6 +52,19 @@ def converter_parser(prog: str, description: str,
         action='store_true',
         help='replace DST if it exists (default: refuse)')
     return parser
+
+
+def blocks_per_stage(keys) -> Tuple[int, int, int, int]:
+    """A four-stage ResNet-style network's blocks per stage, from the
+    highest ``layerS.B.`` index of each stage among ``keys`` (of any type;
+    0 for a stage without keys)."""
+    counts = [0, 0, 0, 0]
+    for key in keys:
+        match = _BLOCK_KEY.match(str(key))
+        if match:
+            stage, block = int(match.group(1)) - 1, int(match.group(2))
+            counts[stage] = max(counts[stage], block + 1)
+    return tuple(counts)
 
 
 def file_sha256(path: str) -> str:

@@ -28,6 +28,14 @@ class ConvAttributesMixin:
         self.transposed, self.output_padding = False, (0, 0)
 
 
+def check_layer_cfg(cfg, argument: str) -> None:
+    """Refuse ``cfg`` unless it is a layer config dict with a ``type``;
+    ``argument`` names it in the message (``'dcd_cfg'``)."""
+    if not isinstance(cfg, dict) or 'type' not in cfg:
+        raise ValueError(f'{argument} must be a layer config dict with a '
+                         f'type, e.g. dict(type="DCDConv2d"); got {cfg!r}.')
+
+
 def build_conv_like(conv, cfg: dict, **kwargs):
     """A conv layer of type ``cfg`` (with ``kwargs`` added to it) taking
     ``conv``'s channels, kernel size, stride, padding, dilation, groups and

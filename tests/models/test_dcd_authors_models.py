@@ -17,7 +17,7 @@ from mmengine.config import Config
 from mmplug_involution.analysis import model_complexity
 from mmplug_involution.apis import build_config_model
 from mmplug_involution.layers import DCDConv2d
-from mmplug_involution.models import DCDClsHead
+from mmplug_involution.models import DCDClsHead, DCDMobileNetV2, DCDResNet
 from mmplug_involution.models.backbones.dcd_mobilenet_v2 import \
     dcd_mobilenet_v2_latent_dim
 from . import dcd_authors
@@ -191,3 +191,13 @@ def test_the_authors_recipe_details(config, dropout):
     assert cfg.custom_hooks == [
         dict(type='MixupAlphaRampHook', ramp_epochs=100)
     ]
+
+
+@pytest.mark.parametrize('build', [
+    lambda cfg: DCDResNet(18, dcd_cfg=cfg),
+    lambda cfg: DCDMobileNetV2(dcd_cfg=cfg),
+])
+@pytest.mark.parametrize('cfg', ['DCDConv2d', dict(pool_size=2), None])
+def test_backbones_refuse_a_dcd_cfg_without_a_type(build, cfg):
+    with pytest.raises(ValueError, match='dcd_cfg must be a layer config'):
+        build(cfg)

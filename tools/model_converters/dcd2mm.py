@@ -57,10 +57,11 @@ import torch
 from mmengine.config import Config
 
 from mmplug_involution.apis import (ConversionError, KeyMismatches,
-                                    build_config_model, check_output_path,
-                                    compare_keys, conversion_meta,
-                                    converter_parser, count_parameters,
-                                    exit_with_error, save_converted)
+                                    blocks_per_stage, build_config_model,
+                                    check_output_path, compare_keys,
+                                    conversion_meta, converter_parser,
+                                    count_parameters, exit_with_error,
+                                    save_converted)
 from mmplug_involution.runtime import CheckpointError, load_checkpoint_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,7 +168,6 @@ _MOBILENET_ENDS = {
     'conv2.conv.': 'conv.0.',
     'conv2.bn.': 'conv.1.',
 }
-_RESNET_BLOCK = re.compile(r'(?:backbone\.)?layer(\d+)\.(\d+)\.')
 _PLAIN = ('weight', 'bias')  # what a plain conv or linear layer holds
 #: the entries of the authors' checkpoints besides the state dict
 _CHECKPOINT_ENTRIES = ('arch', 'epoch', 'best_prec1', 'optimizer')
@@ -257,21 +257,7 @@ def authors_key(key: str, family: str, classifier: int,
 def expected_keys(target: Target,
                   classifier: int) -> 'OrderedDict[str, Tuple[str, tuple]]':
     """The authors' key -> (our key, shape) of every entry of ``target``,
-    in our model's order."""
-    return _expected_keys(target, classifier, _names_version())
-
-
-def _names_version() -> tuple:
-    """The mapping tables as they are now (a cache key)."""
-    return tuple(
-        tuple(table.items())
-        for table in (DYNAMIC_CONV_NAMES, CLASSIFIER_NAMES,
-                      *Q_P_NAMES.values()))
-
-
-@functools.lru_cache(maxsize=None)
-def _expected_keys(target: Target, classifier: int,
-                   names: tuple) -> 'OrderedDict[str, Tuple[str, tuple]]':
+    in our model's order (the names mapped from the tables as they are)."""
     shapes = model_shapes(target)
     features = _mobilenet_features(shapes)
     return OrderedDict(
@@ -340,18 +326,6 @@ def _family(state_dict: dict) -> Optional[str]:
     if any(key.startswith('layer') for key in keys):
         return 'resnet'
     return None
-
-
-def _blocks_per_stage(keys) -> Tuple[int, ...]:
-    """A ResNet's blocks per stage, from the highest ``layerS.B`` index
-    (of the authors' keys or ours)."""
-    counts: Dict[int, int] = {}
-    for key in keys:
-        match = _RESNET_BLOCK.match(str(key))
-        if match:
-            stage, block = int(match.group(1)), int(match.group(2))
-            counts[stage] = max(counts.get(stage, 0), block + 1)
-    return tuple(counts[stage] for stage in sorted(counts))
 
 
 def _fit(target: Target, state_dict: dict,
@@ -451,9 +425,9 @@ def _misfit_report(state_dict: dict, arch: Optional[str], classifier: int,
                   f'{_differences(count)}:')
     notes = []
     if target.family == 'resnet':
-        found = _blocks_per_stage(state_dict)
-        needed = _blocks_per_stage(model_shapes(target))
-        if found and found != needed:
+        found = blocks_per_stage(state_dict)
+        needed = blocks_per_stage(model_shapes(target))
+        if any(found) and found != needed:
             notes.append(f'(the file has {found} blocks per stage, '
                          f'{target.arch} {needed}.)')
     if arch is not None and _family(state_dict) not in (None, target.family):

@@ -38,10 +38,11 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from mmplug_involution.apis import (ConversionError, check_output_path,
-                                    compare_keys, conversion_meta,
-                                    converter_parser, count_parameters,
-                                    exit_with_error, save_converted)
+from mmplug_involution.apis import (ConversionError, blocks_per_stage,
+                                    check_output_path, compare_keys,
+                                    conversion_meta, converter_parser,
+                                    count_parameters, exit_with_error,
+                                    save_converted)
 from mmplug_involution.models import RedNet
 from mmplug_involution.runtime import (UnsafeCheckpointError,
                                        pickled_array_globals)
@@ -63,7 +64,6 @@ FEATURE_CHANNELS = 512 * EXPANSION
 #: Paddle BatchNorm2D state -> torch BatchNorm2d state
 _BN_NAMES = (('weight', 'weight'), ('bias', 'bias'), ('_mean', 'running_mean'),
              ('_variance', 'running_var'))
-_BLOCK_KEY = re.compile(r'layer([1-4])\.(\d+)\.')
 _INVOLUTION_KEY = re.compile(r'(stem\.1|layer[1-4]\.\d+\.conv2)\.conv1\.conv'
                              r'\.weight')
 #: keys of paddle.vision's ResNet and of PaddleClas's own ResNet family
@@ -155,17 +155,6 @@ def load_pdparams(path: str) -> Dict[str, np.ndarray]:
     return params
 
 
-def _found_blocks(params: dict) -> Tuple[int, ...]:
-    """Blocks per stage, from the highest ``layerS.B.`` index of each."""
-    counts = [0, 0, 0, 0]
-    for key in params:
-        match = _BLOCK_KEY.match(str(key))
-        if match:
-            stage, block = int(match.group(1)) - 1, int(match.group(2))
-            counts[stage] = max(counts[stage], block + 1)
-    return tuple(counts)
-
-
 def rednet_depth(params: dict) -> int:
     """RedNet's depth (26, 38, 50, 101 or 152) from the blocks per stage.
 
@@ -186,7 +175,7 @@ def rednet_depth(params: dict) -> int:
             "'stem.1.conv1.conv.weight', no 'layerS.B.conv2.conv1.conv."
             f"weight'); {looks}. Convert one of PaddleClas's "
             'RedNet{26,38,50,101,152}_pretrained.pdparams.')
-    blocks = _found_blocks(params)
+    blocks = blocks_per_stage(params)
     for depth, stage_blocks in REDNET_STAGE_BLOCKS.items():
         if blocks == stage_blocks:
             return depth

@@ -2,7 +2,7 @@
 authors' MobileNetV2)."""
 from mmpretrain.models.backbones import MobileNetV2
 
-from ...layers.conv_attributes import build_conv_like
+from ...layers.conv_attributes import build_conv_like, check_layer_cfg
 from ...registry import MODELS
 
 
@@ -64,10 +64,7 @@ class DCDMobileNetV2(MobileNetV2):
                  dcd_cfg: dict = dict(type='DCDConv2d', squeeze_ratio=8),
                  expand_pool_size: int = 2,
                  **kwargs) -> None:
-        if not isinstance(dcd_cfg, dict) or 'type' not in dcd_cfg:
-            raise ValueError(f'dcd_cfg must be a layer config dict with a '
-                             f'type, e.g. dict(type="DCDConv2d"); got '
-                             f'{dcd_cfg!r}.')
+        check_layer_cfg(dcd_cfg, 'dcd_cfg')
         set_here = {'pool_size', 'latent_dim'} & set(dcd_cfg)
         if set_here:
             raise ValueError(

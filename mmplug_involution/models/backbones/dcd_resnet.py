@@ -1,7 +1,7 @@
 """ResNet with DCD in the residual blocks (the DCD authors' ResNets)."""
 from mmpretrain.models.backbones import ResNet
 
-from ...layers.conv_attributes import build_conv_like
+from ...layers.conv_attributes import build_conv_like, check_layer_cfg
 from ...registry import MODELS
 
 #: the convs of mmpretrain's BasicBlock (conv1, conv2) and Bottleneck
@@ -44,10 +44,7 @@ class DCDResNet(ResNet):
                  depth: int,
                  dcd_cfg: dict = dict(type='DCDConv2d'),
                  **kwargs) -> None:
-        if not isinstance(dcd_cfg, dict) or 'type' not in dcd_cfg:
-            raise ValueError(f'dcd_cfg must be a layer config dict with a '
-                             f'type, e.g. dict(type="DCDConv2d"); got '
-                             f'{dcd_cfg!r}.')
+        check_layer_cfg(dcd_cfg, 'dcd_cfg')
         self.dcd_cfg = dcd_cfg  # read by make_res_layer, within __init__
         super().__init__(depth, **kwargs)
 

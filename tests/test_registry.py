@@ -64,13 +64,20 @@ print(type(rednet).__name__, 'built without mmdet')
 '''
 
 
-def test_a_part_whose_toolkit_is_missing_says_which_extra_to_install():
-    result = subprocess.run([sys.executable, '-c', WITHOUT_MMDET],
+def _printed_lines(script: str, count: int) -> list:
+    """The ``count`` lines ``script`` prints in a fresh interpreter (which
+    must succeed)."""
+    result = subprocess.run([sys.executable, '-c', script],
                             capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.strip().splitlines()
-    assert len(lines) == 3, result.stdout
+    assert len(lines) == count, result.stdout
+    return lines
+
+
+def test_a_part_whose_toolkit_is_missing_says_which_extra_to_install():
+    lines = _printed_lines(WITHOUT_MMDET, 3)
     for line in lines[:2]:
         assert 'InvolutionFPN builds on mmdet, which is not installed' in line
         assert 'pip install "mmplug-involution[det]"' in line
@@ -94,12 +101,7 @@ print(type(layer).__name__, 'built without mmpretrain')
 
 
 def test_the_mmpretrain_parts_say_which_extra_to_install():
-    result = subprocess.run([sys.executable, '-c', WITHOUT_MMPRETRAIN],
-                            capture_output=True,
-                            text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.strip().splitlines()
-    assert len(lines) == 4, result.stdout
+    lines = _printed_lines(WITHOUT_MMPRETRAIN, 4)
     for name, line in zip(('DCDResNet', 'DCDMobileNetV2', 'DCDClsHead'),
                           lines):
         assert f'{name} builds on mmpretrain, which is not installed' in line
